@@ -1,0 +1,5 @@
+"""`python -m alexnetc`."""
+
+from alexnetc.cli.main import main
+
+raise SystemExit(main())

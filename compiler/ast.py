@@ -1,0 +1,96 @@
+"""The spec's abstract syntax: frozen dataclasses, each node carrying where it came from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alexnetc.compiler.errors import SourceLoc
+
+Value = int | float | str
+
+
+@dataclass(frozen=True)
+class Arg:
+    """`value` or `name=value` inside an op's parentheses."""
+
+    name: str | None
+    value: Value
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """One op as written: `Conv(11,4) x96`; `joined` is True when `+` tied it to the previous op."""
+
+    name: str
+    args: tuple[Arg, ...]
+    channels: int | None
+    loc: SourceLoc
+    name_loc: SourceLoc
+    channels_loc: SourceLoc | None
+    joined: bool
+
+    def text(self) -> str:
+        """The op as the paper writes it, normalised: `Conv(11,4) x96`."""
+        inner = ",".join(
+            (f"{a.name}={_fmt(a.value)}" if a.name else _fmt(a.value)) for a in self.args
+        )
+        out = f"{self.name}({inner})" if self.args else self.name
+        return f"{out} x{self.channels}" if self.channels is not None else out
+
+
+def _fmt(v: Value) -> str:
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+@dataclass(frozen=True)
+class Expect:
+    """`-> 27x27x96` (or `-> 4096`): a shape the checker must confirm."""
+
+    dims: tuple[int, ...]
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class Stage:
+    """`conv1: ...`: a named run of ops, lowered to one submodule."""
+
+    name: str
+    ops: tuple[OpCall, ...]
+    expect: Expect | None
+    loc: SourceLoc
+    name_loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class Setting:
+    """`train lr=0.01, epochs=90`: part of the training recipe."""
+
+    section: str
+    args: tuple[Arg, ...]
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class Header:
+    """`network NAME`, `input HxWxC` or `towers N`, kept with its location for errors."""
+
+    key: str
+    value: Value | tuple[int, ...]
+    loc: SourceLoc
+    value_loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class Network:
+    """A whole parsed spec, before any checking."""
+
+    file: str
+    source: str
+    headers: tuple[Header, ...]
+    settings: tuple[Setting, ...]
+    stages: tuple[Stage, ...]
+    loc: SourceLoc
+
+    def header(self, key: str) -> Header | None:
+        return next((h for h in self.headers if h.key == key), None)

@@ -1,0 +1,355 @@
+"""Draw a network as the paper's Figure 2: Graphviz DOT text, rendered by `dot` where present.
+
+`figure` turns the annotated graph of a check (the checked network, or for a failing spec the
+graph as far as the passes got) into a presentation graph: one networkx node per box, with
+its DOT attributes under "dot" and what it shows (stage, tower, shape, params) beside them
+for tests. `to_dot` writes that graph as DOT text itself: DOT is plain text, writing it here
+keeps pydot optional, and the picture needs what nx_pydot cannot say (a cluster per stage
+holding its towers, rank groups keeping tower 1 left of tower 2).
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import networkx as nx
+
+from alexnetc.compiler import ast
+from alexnetc.compiler.errors import Diagnostic, Severity
+from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.pipeline import CheckResult
+from alexnetc.compiler.report import _n
+from alexnetc.compiler.shapes import Shape, TowerInfo
+
+FORMATS = ("svg", "png", "pdf", "dot", "gv")
+RANKDIRS = ("TB", "LR")
+
+FONT = "Helvetica,Arial,sans-serif"
+INK, MUTED = "#1f2933", "#7b8794"
+TOWER_FILL = ("#dbeafe", "#dcfce7", "#fef3c7", "#ede9fe")  # tower 1, 2, ... (cycled)
+CROSS = "#dc2626"  # edges and text for maps that cross towers (and so devices)
+FUSED_FILL, FUSED_INK = "#f3e8ff", "#6b21a8"
+ERROR_FILL, ERROR_INK = "#fee2e2", "#b91c1c"
+WARN_INK = "#b45309"
+WRAP = 64  # characters per line of an error message inside a box
+
+
+class Html(str):
+    """An HTML-like Graphviz label: written as `<...>` instead of a quoted string."""
+
+
+class RenderError(Exception):
+    """Graphviz could not turn the DOT text into a picture (missing, failed or too slow)."""
+
+
+@dataclass
+class _Stage:
+    """What the picture knows about one stage: its ops as written and what the passes found."""
+
+    ast: ast.Stage
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    errors: list[Diagnostic] = field(default_factory=list)
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    @property
+    def ops(self) -> str:
+        """`Conv(11,4) x96 + ReLU; ResNorm(5); MaxPool(3,2)`, as the report writes each op."""
+        out = ""
+        for i, call in enumerate(self.ast.ops):
+            out += ("" if i == 0 else " + " if call.joined else "; ") + call.text()
+        return out
+
+    def has(self, key: str) -> bool:
+        return bool(self.nodes) and all(key in n for n in self.nodes)
+
+    @property
+    def shape(self) -> Shape | None:
+        return self.nodes[-1][Key.SHAPE] if self.has(Key.SHAPE) else None
+
+    @property
+    def params(self) -> int | None:
+        return sum(n[Key.COUNTS].params for n in self.nodes) if self.has(Key.COUNTS) else None
+
+    @property
+    def fusions(self) -> list[str]:
+        return list(dict.fromkeys(n[Key.FUSION].kernel for n in self.nodes if n.get(Key.FUSION)))
+
+
+def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
+    """The presentation graph of a checked or failing spec (its AST must have parsed).
+
+    Checked stages are drawn in full, one box per tower; a stage with an error is one red
+    box holding the message; stages the passes did not reach are grey, ops only.
+    """
+    if result.ast is None or result.partial is None:
+        raise ValueError("the spec did not parse; there is nothing to draw")
+    net, ctx = result.ast, result.partial
+    g = ctx.graph
+    stages = _stages(net, g, result.diagnostics)
+    towers = ctx.towers
+    name = result.network.name if result.network else (
+        str(net.header("network").value) if net.header("network") else Path(net.file).stem)  # type: ignore[union-attr]
+
+    fig = nx.DiGraph()
+    fig.graph.update(name=name, towers=towers, rows=[], ok=result.ok, dot={
+        "rankdir": rankdir, "nodesep": "0.25", "ranksep": "0.4",
+        "fontname": FONT, "fontsize": "11", "labelloc": "t", "labeljust": "c",
+        "label": _title(result, name, towers), "bgcolor": "white", "pad": "0.2"})
+    fig.graph["node_defaults"] = {"shape": "box", "style": "rounded,filled", "fontname": FONT,
+                                  "fontsize": "11", "color": "#52606d", "fillcolor": "white",
+                                  "fontcolor": INK, "margin": "0.12,0.06", "penwidth": "1.2"}
+    fig.graph["edge_defaults"] = {"color": "#52606d", "arrowsize": "0.7", "fontname": FONT,
+                                  "fontsize": "10", "penwidth": "1.1"}
+
+    stray = [d for d in result.diagnostics if d.severity is Severity.ERROR
+             and not any(d in s.errors for s in stages)]
+    inp = ctx.input
+    fig.add_node("input", kind="input", shape_text=str(inp) if inp else None, dot={
+        "label": _box([[f"<B>input</B>  {_e(str(inp)) if inp else '?'}"]]),
+        "fillcolor": "#f5f7fa"})
+    if stray:  # errors outside any stage (headers, training settings) go beside the input
+        fig.add_node("spec_errors", kind="errors", dot={
+            "label": _box([[_bold("errors outside the stages", ERROR_INK)]]
+                          + [[_message(d)] for d in stray]),
+            "color": ERROR_INK, "fillcolor": ERROR_FILL, "penwidth": "2"})
+        fig.add_edge("spec_errors", "input", dot={"style": "invis"})
+
+    prev: list[str] = ["input"]
+    last_tower: TowerInfo | None = None
+    for stage in stages:
+        ports = _add_stage(fig, stage, towers)
+        first = stage.nodes[0].get(Key.TOWER) if stage.nodes else None
+        _connect(fig, prev, ports, first)
+        prev = ports
+        last_tower = stage.nodes[-1].get(Key.TOWER) if stage.nodes else None
+    if result.ok and stages:
+        out = stages[-1].shape
+        gather = last_tower is not None and last_tower.reads == "gather" and len(prev) > 1
+        where = (" (gathered on tower 1)" if gather else
+                 f" (split over {len(prev)} towers)" if len(prev) > 1 else "")
+        fig.add_node("output", kind="output", shape_text=str(out), dot={
+            "label": _box([[f"<B>output</B>  {_e(str(out))}{where}"]]), "fillcolor": "#f5f7fa"})
+        _connect(fig, prev, ["output"], last_tower if gather else None, gather=gather)
+    return fig
+
+
+def _stages(net: ast.Network, g: nx.DiGraph, diags: list[Diagnostic]) -> list[_Stage]:
+    """The spec's stages in order, each with its graph nodes and the diagnostics inside it."""
+    out = [_Stage(s) for s in net.stages]
+    of_call = {id(call): out[i] for i, s in enumerate(net.stages) for call in s.ops}
+    for n in topo_ops(g):
+        stage = of_call.get(id(g.nodes[n][Key.CALL]))
+        if stage is not None:
+            stage.nodes.append(g.nodes[n])
+    for d in diags:
+        for s in out:
+            locs = [s.ast.loc, *(c.loc for c in s.ast.ops)]
+            if s.ast.expect is not None:
+                locs.append(s.ast.expect.loc)
+            if min(x.line for x in locs) <= d.loc.line <= max(x.end_line for x in locs):
+                (s.errors if d.severity is Severity.ERROR else s.warnings).append(d)
+                break
+    return out
+
+
+def _add_stage(fig: nx.DiGraph, stage: _Stage, towers: int) -> list[str]:
+    """Add a stage's boxes; return the node ids the next stage's edges leave from."""
+    name = stage.ast.name
+    nid = f"stage:{name}:{stage.ast.loc.line}"
+    head = f"<B>{_e(name)}</B>  {_e(stage.ops)}"
+    shape, params = stage.shape, stage.params
+    facts = " · ".join(p for p in (_e(str(shape)) if shape else "",
+                                   f"{_n(params)} params" if params else "") if p)
+    notes = [[_message(d)] for d in stage.errors] + [[_message(d, WARN_INK)] for d in
+                                                      stage.warnings]
+    meta = {"stage": name, "shape_text": str(shape) if shape else None, "params": params}
+
+    if stage.errors or not stage.has(Key.SHAPE):
+        failed = bool(stage.errors)
+        rows = [[head]] + ([[facts]] if facts else []) + notes
+        if not failed and not facts:
+            rows.append([f'<FONT COLOR="{MUTED}">not checked: an earlier error stopped the '
+                         "checker</FONT>"])
+        fig.add_node(nid, kind="stage", tower=None, status="error" if failed else "unchecked",
+                     **meta, dot={
+            "label": _box(rows), "color": ERROR_INK if failed else MUTED,
+            "fillcolor": ERROR_FILL if failed else "white", "penwidth": "2" if failed else "1",
+            "style": "rounded,filled" if failed else "rounded,dashed",
+            "fontcolor": INK if failed else MUTED})
+        return [nid]
+
+    fusions = [[f'<FONT COLOR="{FUSED_INK}">fused: {_e(k)}</FONT>', FUSED_FILL]
+               for k in stage.fusions]
+    if towers == 1 or not stage.has(Key.TOWER):
+        fig.add_node(nid, kind="stage", tower=None, status="ok", **meta, dot={
+            "label": _box([[head], [facts], *fusions, *notes]), "fillcolor": TOWER_FILL[0]})
+        return [nid]
+
+    # One box per tower inside a cluster that names the stage and its ops.
+    last: TowerInfo = stage.nodes[-1][Key.TOWER]
+    per = Shape(shape.h, shape.w, last.channels_per_tower, shape.flat)  # type: ignore[union-attr]
+    per_params = sum(n[Key.TOWER].params_per_tower for n in stage.nodes)
+    inner = [n[Key.TOWER] for n in stage.nodes[1:] if n[Key.TOWER].cross_bytes
+             and not (n is stage.nodes[-1] and n[Key.TOWER].reads == "gather")]
+    extra = [[f'<FONT COLOR="{CROSS}">{t.reads}-gather inside the stage: '
+              f"{t.cross_bytes:,} B per image</FONT>"] for t in inner]
+    # The stage's name, ops and totals head its row of towers, beside them rather than
+    # above, where the edges coming into the towers would cross the text.
+    ops = "".join(f"<BR/>{_e(part)}" for part in stage.ops.split("; "))
+    align = "RIGHT" if fig.graph["dot"]["rankdir"] == "TB" else "LEFT"
+    fig.add_node(nid, kind="header", tower=None, status="ok", **meta, dot={
+        "label": _box([[f"<B>{_e(name)}</B>{ops}"], [facts], *extra, *notes], align=align),
+        "shape": "plain", "style": "solid"})
+    ports = []
+    for t in range(towers):
+        tid = f"{nid}:t{t + 1}"
+        fig.add_node(tid, kind="tower", tower=t + 1, status="ok", **{
+            **meta, "shape_text": str(per), "params": per_params}, dot={
+            "label": _box([[f"<B>tower {t + 1}</B>  {_e(str(per))}"],
+                           *([[f"{_n(per_params)} params"]] if per_params else []),
+                           *fusions]),
+            "fillcolor": TOWER_FILL[t % len(TOWER_FILL)]})
+        ports.append(tid)
+    fig.graph["rows"].append([nid, *ports])  # header, tower 1, tower 2, ...: one rank, in order
+    return ports
+
+
+def _connect(fig: nx.DiGraph, src: list[str], dst: list[str], tower: TowerInfo | None,
+             gather: bool = False) -> None:
+    """Edges from one stage's boxes to the next's; maps sent to another tower are red, dashed
+    and labelled with their bytes per image (each edge's share of the layer's `cross_bytes`)."""
+    if gather and tower is not None:  # the final softmax collects the logits on tower 1
+        share = tower.cross_bytes // max(len(src) - 1, 1)
+        for i, s in enumerate(src):
+            _edge(fig, s, dst[0], share if i else 0)
+        return
+    if len(src) == len(dst) > 1 and tower is not None and tower.towers == len(src):
+        if tower.reads != "all" or not tower.cross_bytes:
+            for s, d in zip(src, dst, strict=True):
+                _edge(fig, s, d, 0)
+            return
+        share = tower.cross_bytes // (len(src) * (len(src) - 1))
+        for i, s in enumerate(src):
+            for j, d in enumerate(dst):
+                _edge(fig, s, d, share if i != j else 0)
+        return
+    for s in src:
+        for d in dst:
+            _edge(fig, s, d, 0)
+
+
+def _edge(fig: nx.DiGraph, src: str, dst: str, cross: int) -> None:
+    if not cross:
+        fig.add_edge(src, dst, kind="flow", bytes=0, dot={})
+        return
+    fig.add_edge(src, dst, kind="cross", bytes=cross, dot={
+        "style": "dashed", "color": CROSS, "fontcolor": CROSS, "penwidth": "1.4",
+        "label": f" {cross:,} B ", "constraint": "true"})
+
+
+def _title(result: CheckResult, name: str, towers: int) -> Html:
+    lines = [f'<FONT POINT-SIZE="15"><B>{_e(name)}</B></FONT>']
+    net = result.network
+    if net is not None:
+        total = net.total()
+        facts = [f"{total.params:,} parameters", f"{total.neurons:,} neurons",
+                 f"{total.macs:,} mult-adds per image"]
+        lines.append(" · ".join(facts))
+        if towers > 1:
+            per = sum(layer.tower.params_per_tower for layer in net.layers())
+            lines.append(f"{towers} towers (one per device), {per:,} parameters each · "
+                         f'<FONT COLOR="{CROSS}">dashed red: maps sent between towers, '
+                         f"{net.cross_tower_bytes():,} B per image in all (fp32)</FONT>")
+    else:
+        n = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+        lines.append(f'<FONT COLOR="{ERROR_INK}">{n} error{"s" if n != 1 else ""}: drawn as '
+                     "far as the checker got</FONT>")
+    return Html("<BR/>".join(lines) + '<BR/><FONT POINT-SIZE="4"> </FONT>')
+
+
+def _box(rows: list[list[str]], align: str = "LEFT") -> Html:
+    """An HTML table: one row per [text] or [text, background colour]."""
+    cells = "".join(
+        f'<TR><TD ALIGN="{align}" BALIGN="{align}"{f" BGCOLOR={_q(r[1])}" if len(r) > 1 else ""}>'
+        f"{r[0]}</TD></TR>" for r in rows)
+    return Html(f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="1" CELLPADDING="2">'
+                f"{cells}</TABLE>")
+
+
+def _message(d: Diagnostic, colour: str = ERROR_INK) -> str:
+    """A diagnostic inside a box: `line N: message`, wrapped, and its hint below it."""
+    lines = textwrap.wrap(f"line {d.loc.line}: {d.message}", WRAP)
+    out = f'<FONT COLOR="{colour}"><B>{"<BR/>".join(_e(x) for x in lines)}</B>'
+    if d.hint:
+        out += '<BR/><FONT POINT-SIZE="10">' + "<BR/>".join(
+            _e(x) for x in textwrap.wrap(f"hint: {d.hint}", WRAP)) + "</FONT>"
+    return out + "</FONT>"
+
+
+def _bold(text: str, colour: str) -> str:
+    return f'<FONT COLOR="{colour}"><B>{_e(text)}</B></FONT>'
+
+
+def _e(text: str) -> str:
+    return html.escape(text, quote=True)
+
+
+def _q(value: object) -> str:
+    """A DOT attribute value: `<...>` for HTML labels, else a double-quoted string."""
+    if isinstance(value, Html):
+        return f"<{value}>"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _attrs(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={_q(v)}" for k, v in d.items())
+
+
+def to_dot(fig: nx.DiGraph) -> str:
+    """DOT text for a presentation graph; each row (a stage's header and towers) one rank."""
+    gid = "".join(ch if ch.isalnum() else "_" for ch in fig.graph["name"]) or "network"
+    out = [f"digraph {gid} {{", f"  graph [{_attrs(fig.graph['dot'])}];",
+           f"  node [{_attrs(fig.graph['node_defaults'])}];",
+           f"  edge [{_attrs(fig.graph['edge_defaults'])}];"]
+    out.extend(f"  {_q(n)} [{_attrs(d['dot'])}];" for n, d in fig.nodes(data=True))
+    for row in fig.graph["rows"]:  # invisible edges keep the row's order, left to right
+        out.append("  { rank=same; " + " -> ".join(map(_q, row)) + ' [style="invis"] }')
+    for a, b, d in fig.edges(data=True):
+        attrs = f" [{_attrs(d['dot'])}]" if d["dot"] else ""
+        out.append(f"  {_q(a)} -> {_q(b)}{attrs};")
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def draw(result: CheckResult, rankdir: str = "TB") -> str:
+    """DOT text for a spec's check result (see `figure`)."""
+    return to_dot(figure(result, rankdir))
+
+
+def dot_program() -> str | None:
+    """The path of Graphviz's `dot`, or None where Graphviz is not installed."""
+    return shutil.which("dot")
+
+
+def render(dot_text: str, path: str | Path, fmt: str, timeout: float = 60.0) -> None:
+    """Run `dot -T<fmt>` on the text, writing `path`; raise RenderError with dot's complaint."""
+    exe = dot_program()
+    if exe is None:
+        raise RenderError("Graphviz's `dot` program is not installed")
+    cmd = [exe, f"-T{fmt}", *(["-Gdpi=144"] if fmt == "png" else []), "-o", str(path)]
+    try:
+        proc = subprocess.run(cmd, input=dot_text.encode(), capture_output=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        raise RenderError(f"`dot` took longer than {timeout:g} s") from None
+    except OSError as e:
+        raise RenderError(f"could not run `dot`: {e.strerror}") from None
+    if proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
+        raise RenderError(f"`dot -T{fmt}` failed: {msg}")

@@ -1,0 +1,301 @@
+"""Spec text → AST, with every syntax error turned into a located, friendly diagnostic."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import lru_cache
+from typing import cast
+
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+
+from alexnetc.compiler import ast
+from alexnetc.compiler.errors import SYNTAX, Diagnostic, SourceLoc, SpecError
+from alexnetc.grammar import grammar_text
+
+MAX_SOURCE_BYTES = 1_000_000
+
+# Common mistakes, matched by lark's `match_examples` against the parser state they fail in.
+_EXAMPLES: dict[str, list[str]] = {
+    "a stage needs a name and a colon: `conv1: Conv(11,4) x96 + ReLU`": [
+        "Conv(11,4)\n",
+        "Conv(11,4) x96 + ReLU\n",
+    ],
+    "an argument list is missing its closing `)`": [
+        "c: Conv(11,4\n",
+        "c: Conv(11,4 x96\n",
+        "c: MaxPool(3,2;\n",
+    ],
+    "the output channels come after the arguments, as `x96`": [
+        "c: Conv(11,4) 96\n",
+        "c: Conv(11,4) x 96\n",
+    ],
+    "sizes are written HxWxC, like `227x227x3`": [
+        "input 227,227,3\n",
+        "input 227 x 227 x 3\n",
+        "input\n",
+        "c: Conv(11,4) x96 -> 27 x 27 x 96\n",
+        "c: Conv(11,4) x96 ->\n",
+    ],
+    "ops in a stage are joined by `;` (or `+` for an activation): `Conv(3,1) x384 + ReLU`": [
+        "c: Conv(11,4) x96 ReLU\n",
+        "c: Conv(11,4) ReLU\n",
+        "c: ReLU ReLU\n",
+    ],
+    "a stage lists at least one op after its colon": [
+        "c:\n",
+        "c: -> 1x1x1\n",
+    ],
+    "keyword arguments are `name=value`, separated by commas": [
+        "c: Conv(11,4, pad)\n",
+        "c: Conv(11,4, pad=)\n",
+        "c: Conv(11 4)\n",
+        "train lr\n",
+        "train lr=\n",
+    ],
+}
+
+
+@lru_cache(maxsize=1)
+def _examples() -> dict[str, list[str]]:
+    """Each example as a first statement and after another one: the parser states differ."""
+    prefixes = [lead + stmts for lead in ("", "\n")
+                for stmts in ("", "input 1x1x1\n", "s: ReLU\n", "input 1x1x1\ns: ReLU\n")]
+    return {label: [p + ex for ex in exs for p in prefixes] for label, exs in _EXAMPLES.items()}
+
+
+@lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return Lark(
+        grammar_text(),
+        parser="lalr",
+        propagate_positions=True,
+        maybe_placeholders=False,
+        cache=True,
+    )
+
+
+def _loc(file: str, meta: object) -> SourceLoc:
+    m = meta
+    return SourceLoc(
+        file,
+        getattr(m, "line", 1),
+        getattr(m, "column", 1),
+        getattr(m, "end_line", getattr(m, "line", 1)),
+        getattr(m, "end_column", getattr(m, "column", 1) + 1),
+    )
+
+
+def _number(text: str) -> int | float:
+    if any(ch in text for ch in ".eE"):
+        return float(text)
+    return int(text)
+
+
+def _dims(tok: Token) -> tuple[int, ...]:
+    return tuple(int(p) for p in str(tok).split("x"))
+
+
+class _ToAst(Transformer):
+    """Parse tree → AST. Only structure here; meaning is checked by the passes."""
+
+    def __init__(self, file: str):
+        super().__init__()
+        self.file = file
+
+    def _tok(self, tok: Token) -> SourceLoc:
+        return _loc(self.file, tok)
+
+    @v_args(meta=True)
+    def number(self, meta: object, children: list[Token]) -> tuple[int | float, SourceLoc]:
+        return _number(str(children[0])), self._tok(children[0])
+
+    @v_args(meta=True)
+    def word(self, meta: object, children: list[Token]) -> tuple[str, SourceLoc]:
+        return str(children[0]), self._tok(children[0])
+
+    @v_args(meta=True)
+    def arg(self, meta: object, children: list[object]) -> ast.Arg:
+        if len(children) == 1:
+            value, loc = cast(tuple[ast.Value, SourceLoc], children[0])
+            return ast.Arg(None, value, loc)
+        name = children[0]
+        value, _ = cast(tuple[ast.Value, SourceLoc], children[1])
+        return ast.Arg(str(name), value, _loc(self.file, meta))
+
+    kwarg = arg
+
+    @v_args(meta=True)
+    def call(self, meta: object, children: list[object]) -> ast.OpCall:
+        name = children[0]
+        assert isinstance(name, Token)
+        args = tuple(c for c in children[1:] if isinstance(c, ast.Arg))
+        chan = next((c for c in children[1:] if isinstance(c, Token)), None)
+        return ast.OpCall(
+            name=str(name),
+            args=args,
+            channels=int(str(chan)[1:]) if chan is not None else None,
+            loc=_loc(self.file, meta),
+            name_loc=self._tok(name),
+            channels_loc=self._tok(chan) if chan is not None else None,
+            joined=False,
+        )
+
+    def term(self, children: list[ast.OpCall]) -> list[ast.OpCall]:
+        first, *rest = children
+        return [first] + [
+            ast.OpCall(c.name, c.args, c.channels, c.loc, c.name_loc, c.channels_loc, True)
+            for c in rest
+        ]
+
+    @v_args(meta=True)
+    def expect(self, meta: object, children: list[Token]) -> ast.Expect:
+        return ast.Expect(_dims(children[0]), self._tok(children[0]))
+
+    @v_args(meta=True)
+    def stage(self, meta: object, children: list[object]) -> ast.Stage:
+        name = children[0]
+        assert isinstance(name, Token)
+        ops: list[ast.OpCall] = []
+        expect = None
+        for c in children[1:]:
+            if isinstance(c, list):
+                ops.extend(c)
+            elif isinstance(c, ast.Expect):
+                expect = c
+        return ast.Stage(str(name), tuple(ops), expect, _loc(self.file, meta), self._tok(name))
+
+    @v_args(meta=True)
+    def setting(self, meta: object, children: list[object]) -> ast.Setting:
+        section = children[0]
+        assert isinstance(section, Token)
+        args = tuple(c for c in children[1:] if isinstance(c, ast.Arg))
+        return ast.Setting(str(section), args, _loc(self.file, meta))
+
+    @v_args(meta=True)
+    def network(self, meta: object, children: list[Token]) -> ast.Header:
+        return ast.Header("network", str(children[0]), _loc(self.file, meta),
+                          self._tok(children[0]))
+
+    @v_args(meta=True)
+    def input(self, meta: object, children: list[Token]) -> ast.Header:
+        return ast.Header("input", _dims(children[0]), _loc(self.file, meta),
+                          self._tok(children[0]))
+
+    @v_args(meta=True)
+    def towers(self, meta: object, children: list[Token]) -> ast.Header:
+        return ast.Header("towers", _number(str(children[0])), _loc(self.file, meta),
+                          self._tok(children[0]))
+
+
+def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic:
+    line = max(getattr(err, "line", 1) or 1, 1)
+    col = max(getattr(err, "column", 1) or 1, 1)
+    label = None
+    if isinstance(err, UnexpectedToken):
+        try:
+            label = err.match_examples(_parser().parse, _examples(), use_accepts=True)
+        except Exception:  # it re-parses the examples; never let that escape to the user
+            label = None
+    if isinstance(err, UnexpectedToken):
+        tok = err.token
+        if tok.type == "$END":
+            lines = text.splitlines() or [""]
+            line, col = len(lines), len(lines[-1]) + 1
+            what = "unexpected end of file"
+        elif tok.type == "_NL":
+            what = "unexpected end of line"
+        else:
+            what = f"unexpected {_describe(tok)}"
+        width = max(len(str(tok)), 1) if tok.type not in ("$END", "_NL") else 1
+        expected = _expected(err.accepts or err.expected)
+    elif isinstance(err, UnexpectedCharacters):
+        pos = err.pos_in_stream or 0
+        ch = text[pos] if pos < len(text) else ""
+        what = f"unexpected character {ch!r}"
+        width = 1
+        expected = _expected(err.allowed or set())
+    else:  # UnexpectedEOF
+        lines = text.splitlines() or [""]
+        line, col, width = len(lines), len(lines[-1]) + 1, 1
+        what = "unexpected end of file"
+        expected = _expected(getattr(err, "expected", []) or [])
+    message = what + (f"; expected {expected}" if expected else "")
+    loc = SourceLoc(file, line, col, line, col + width)
+    return Diagnostic(SYNTAX, loc, message, label or "")
+
+
+_TERMINAL_NAMES = {
+    "NAME": "name",
+    "NUMBER": "number",
+    "DIMS": "a size like 27x27x96",
+    "CHANNELS": "a channel count like x96",
+    "SECTION": "train/augment/init",
+    "_NL": "end of line",
+    "LPAR": "'('",
+    "RPAR": "')'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "SEMICOLON": "';'",
+    "PLUS": "'+'",
+    "EQUAL": "'='",
+    "__ANON_0": "'->'",
+    "NETWORK": "'network'",
+    "INPUT": "'input'",
+    "TOWERS": "'towers'",
+}
+
+
+def _describe(tok: Token) -> str:
+    if tok.type in ("NAME", "NUMBER", "DIMS", "CHANNELS", "SECTION"):
+        kind = {"DIMS": "size", "CHANNELS": "channel count", "SECTION": "keyword"}.get(
+            tok.type, tok.type.lower())
+        return f"{kind} {str(tok)!r}"
+    return repr(str(tok))
+
+
+def _expected(names: Iterable[str]) -> str:
+    article = {"NAME": "a name", "NUMBER": "a number"}
+    shown = sorted({article.get(n) or _TERMINAL_NAMES.get(n, n) for n in names
+                    if not n.startswith("$")})
+    shown = [s for s in shown if not s.startswith("__")]
+    if not shown:
+        return ""
+    if len(shown) > 6:
+        return ", ".join(shown[:6]) + ", ..."
+    return " or ".join(shown) if len(shown) <= 2 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def parse(text: str, file: str = "<spec>") -> ast.Network:
+    """Parse spec text; raise `SpecError` (never a lark exception) on bad input."""
+    if len(text) > MAX_SOURCE_BYTES:
+        loc = SourceLoc(file, 1, 1, 1, 2)
+        raise SpecError([Diagnostic(SYNTAX, loc, f"spec is {len(text):,} characters long",
+                                    f"specs are limited to {MAX_SOURCE_BYTES:,} characters")],
+                        None)
+    bad = next((i for i, ch in enumerate(text) if ch == "\x00"), None)
+    if bad is not None:
+        line = text.count("\n", 0, bad) + 1
+        col = bad - (text.rfind("\n", 0, bad) + 1) + 1
+        loc = SourceLoc(file, line, col, line, col + 1)
+        raise SpecError([Diagnostic(SYNTAX, loc, "spec contains a NUL byte (is it a binary file?)",
+                                    "a spec is plain text")], None)
+    try:
+        tree = _parser().parse(text)
+    except UnexpectedInput as err:
+        raise SpecError([_syntax_diagnostic(file, text, err)], text) from None
+    except RecursionError:
+        loc = SourceLoc(file, 1, 1, 1, 2)
+        raise SpecError([Diagnostic(SYNTAX, loc, "spec is nested too deeply to parse")],
+                        text) from None
+    return _to_network(file, text, tree)
+
+
+def _to_network(file: str, text: str, tree: Tree) -> ast.Network:
+    items = _ToAst(file).transform(tree).children
+    headers = tuple(i for i in items if isinstance(i, ast.Header))
+    settings = tuple(i for i in items if isinstance(i, ast.Setting))
+    stages = tuple(i for i in items if isinstance(i, ast.Stage))
+    lines = text.splitlines() or [""]
+    whole = SourceLoc(file, 1, 1, len(lines), len(lines[-1]) + 1)
+    return ast.Network(file, text, headers, settings, stages, whole)

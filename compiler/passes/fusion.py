@@ -1,0 +1,49 @@
+"""Fusion: mark the op chains that one Triton kernel runs (ReLU→LRN→MaxPool and its prefixes).
+
+The lowering runs each marked chain as one fused op on a GPU and as the reference ops
+elsewhere; the chains never cross a stage boundary, so stage outputs stay observable.
+"""
+
+from __future__ import annotations
+
+from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.passes import Context
+from alexnetc.compiler.shapes import Fusion
+
+# Longest first: a chain is matched greedily from each ReLU.
+CHAINS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("relu", "lrn", "maxpool"), "relu_lrn_pool"),
+    (("relu", "maxpool"), "relu_pool"),
+    (("relu", "lrn"), "relu_lrn"),
+)
+
+
+def run(ctx: Context) -> None:
+    g = ctx.graph
+    order = topo_ops(g)
+    for n in order:
+        g.nodes[n].setdefault(Key.FUSION, None)
+    i = 0
+    while i < len(order):
+        matched = _match(ctx, order, i)
+        if matched is None:
+            i += 1
+            continue
+        members, kernel = matched
+        fusion = Fusion(kernel, members[0], tuple(members))
+        for m in members:
+            g.nodes[m][Key.FUSION] = fusion
+        i += len(members)
+
+
+def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | None:
+    g = ctx.graph
+    for roles, kernel in CHAINS:
+        window = order[i:i + len(roles)]
+        if len(window) < len(roles):
+            continue
+        stage = g.nodes[window[0]][Key.STAGE]
+        if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
+               for n, r in zip(window, roles, strict=True)):
+            return window, kernel
+    return None

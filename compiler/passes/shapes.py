@@ -1,0 +1,75 @@
+"""Shapes: exact integer shape propagation, and each stage's `-> HxWxC` expectation."""
+
+from __future__ import annotations
+
+from alexnetc.compiler import ast
+from alexnetc.compiler.errors import EXPECTATION, SHAPE
+from alexnetc.compiler.graph import INPUT, Key, topo_ops
+from alexnetc.compiler.ops import OpDef, ShapeProblem
+from alexnetc.compiler.passes import Context
+from alexnetc.compiler.shapes import Shape
+
+
+def run(ctx: Context) -> None:
+    if ctx.input is None:
+        return
+    shape = ctx.input
+    g = ctx.graph
+    trace: dict[str, list[tuple[ast.OpCall, Shape]]] = {}
+    last_of_stage: dict[str, str] = {}
+    for n in topo_ops(g):
+        node = g.nodes[n]
+        if Key.ARGS not in node:
+            return  # verify already reported why; later shapes would be guesses
+        call: ast.OpCall = node[Key.CALL]
+        op: OpDef = node[Key.OP]
+        try:
+            out = op.infer(shape, node[Key.ARGS], call.channels)
+        except ShapeProblem as p:
+            loc = next((a.loc for a in call.args if p.arg and _names(op, a, p.arg)), call.loc)
+            hint = p.hint
+            if p.fit is not None and next(iter(g.predecessors(n))) == INPUT:
+                hint += f" (for the whole network: `input {_fitted(shape, p.fit, p.message)}`)"
+            ctx.diags.error(SHAPE, loc, f"{node[Key.STAGE]}: {p.message}", hint)
+            return
+        node[Key.IN_SHAPE] = shape
+        node[Key.SHAPE] = out
+        trace.setdefault(node[Key.STAGE], []).append((call, out))
+        last_of_stage[node[Key.STAGE]] = n
+        shape = out
+    for stage in ctx.net.stages:
+        if stage.expect is None or stage.name not in last_of_stage:
+            continue
+        got: Shape = g.nodes[last_of_stage[stage.name]][Key.SHAPE]
+        want = stage.expect.dims
+        if want != got.dims():
+            steps = ", ".join(f"{c.text()} → {s}" for c, s in trace[stage.name])
+            ctx.diags.error(
+                EXPECTATION, stage.expect.loc,
+                f"{stage.name} produces {got}, not {'x'.join(map(str, want))}",
+                f"the stage computes {steps}; write `-> {got}`" + _known_slip(want, got),
+            )
+
+
+def _fitted(shape: Shape, fit: int, message: str) -> str:
+    """The input line with the offending side changed to the size that tiles."""
+    h, w = (fit, shape.w) if "height" in message else (shape.h, fit)
+    if h == shape.w or w == shape.h:  # square inputs stay square
+        h = w = fit
+    return f"{h}x{w}x{shape.c}"
+
+
+def _names(op: OpDef, arg: ast.Arg, param: str) -> bool:
+    """Whether `arg` is the one bound to `param` (by name, or by position)."""
+    if arg.name is not None:
+        return arg.name == param
+    return False if not op.positional else param in {p.name for p in op.positional}
+
+
+def _known_slip(want: tuple[int, ...], got: Shape) -> str:
+    """Name the lecture slides' well-known off-by-one sizes when a spec copies them."""
+    off_by_one = (got.h + 1, 2 * got.h + 2)
+    if len(want) == 3 and not got.flat and want[2] == got.c and want[0] in off_by_one:
+        return (" (the lecture slides' 56/28/14/7 sizes are off: 227 pixels give "
+                "55 → 27 → 13 → 6 in AlexNet)")
+    return ""

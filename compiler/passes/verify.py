@@ -1,0 +1,192 @@
+"""Verify: headers, names, the graph's structure, and every op's arguments against the registry."""
+
+from __future__ import annotations
+
+from typing import cast
+
+import networkx as nx
+
+from alexnetc.compiler import ast
+from alexnetc.compiler.errors import (
+    ARGUMENT,
+    DUPLICATE,
+    INPUT,
+    STRUCTURE,
+    UNKNOWN_OP,
+    Diagnostics,
+)
+from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.ops import REQUIRED, OpDef, Param, Value, known_names, suggest
+from alexnetc.compiler.passes import Context
+from alexnetc.compiler.shapes import Shape
+
+
+def run(ctx: Context) -> None:
+    _headers(ctx)
+    _stage_names(ctx.net, ctx.diags)
+    if not nx.is_directed_acyclic_graph(ctx.graph):  # a chain is acyclic; guard the builder
+        ctx.diags.error(STRUCTURE, ctx.net.loc, "the network's graph has a cycle")
+        return
+    for n in topo_ops(ctx.graph):
+        node = ctx.graph.nodes[n]
+        call: ast.OpCall = node[Key.CALL]
+        op: OpDef | None = node[Key.OP]
+        if op is None:
+            guess = suggest(call.name)
+            hint = f"did you mean {guess}?" if guess else "known ops: " + ", ".join(known_names())
+            ctx.diags.error(UNKNOWN_OP, call.name_loc, f"unknown op '{call.name}'", hint)
+            continue
+        args = bind(op, call, ctx.diags)
+        if args is not None:
+            node[Key.ARGS] = args
+
+
+def _headers(ctx: Context) -> None:
+    net, diags = ctx.net, ctx.diags
+    seen: dict[str, ast.Header] = {}
+    for h in net.headers:
+        if h.key in seen:
+            diags.error(DUPLICATE, h.loc, f"'{h.key}' is given twice",
+                        f"first given on line {seen[h.key].loc.line}; keep one")
+        else:
+            seen[h.key] = h
+    inp = seen.get("input")
+    if inp is None:
+        if net.stages:
+            diags.error(INPUT, net.stages[0].loc, "the spec has no 'input' line",
+                        "add the input size before the first stage, e.g. `input 227x227x3`")
+    else:
+        dims = inp.value
+        assert isinstance(dims, tuple)
+        if len(dims) != 3:
+            diags.error(INPUT, inp.value_loc, f"input must be HxWxC, got {len(dims)} "
+                        f"number{'s' if len(dims) > 1 else ''}",
+                        "e.g. `input 227x227x3` for RGB images")
+        elif min(dims) < 1:
+            diags.error(INPUT, inp.value_loc, "input sizes must be positive",
+                        "e.g. `input 227x227x3`")
+        else:
+            ctx.input = Shape(*dims)
+    tow = seen.get("towers")
+    if tow is not None:
+        if not isinstance(tow.value, int) or isinstance(tow.value, bool) or tow.value < 1:
+            diags.error(ARGUMENT, tow.value_loc, f"towers must be a positive whole number, "
+                        f"got {tow.value}", "use `towers 1` (one device) or `towers 2` (paper)")
+        else:
+            ctx.towers = tow.value
+    if not net.stages:
+        diags.error(STRUCTURE, net.loc, "the spec has no stages",
+                    "add at least one, e.g. `conv1: Conv(11,4) x96 + ReLU`")
+
+
+def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
+    first: dict[str, ast.Stage] = {}
+    for s in net.stages:
+        if s.name in first:
+            diags.error(DUPLICATE, s.name_loc, f"stage '{s.name}' is defined twice",
+                        f"first defined on line {first[s.name].loc.line}; rename one "
+                        "(stage names become module names)")
+        else:
+            first[s.name] = s
+
+
+def bind(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> dict[str, Value] | None:
+    """Match a call's arguments to the op's parameters, collecting every mistake."""
+    ok = True
+    values: dict[str, Value] = {}
+    given: dict[str, ast.Arg] = {}
+    positional = op.positional
+    n_pos = sum(1 for a in call.args if a.name is None)
+    for i, arg in enumerate(a for a in call.args if a.name is None):
+        if i >= len(positional):
+            diags.error(ARGUMENT, arg.loc,
+                        f"{op.name} takes {len(positional) or 'no'} positional argument"
+                        f"{'s' if len(positional) != 1 else ''}, got {n_pos}",
+                        f"write it as {op.signature()}")
+            ok = False
+            continue
+        given[positional[i].name] = arg
+    for arg in call.args:
+        if arg.name is None:
+            continue
+        param = op.param(arg.name)
+        if param is None:
+            names = ", ".join(p.name for p in op.params) or "none"
+            diags.error(ARGUMENT, arg.loc, f"{op.name} has no argument '{arg.name}'",
+                        f"its arguments are: {names}")
+            ok = False
+        elif arg.name in given:
+            diags.error(DUPLICATE, arg.loc, f"argument '{arg.name}' is given twice",
+                        "give each argument once")
+            ok = False
+        else:
+            given[arg.name] = arg
+    for param in op.params:
+        arg = given.get(param.name)
+        if arg is None:
+            if param.default is REQUIRED:
+                diags.error(ARGUMENT, call.loc, f"{op.name} needs its '{param.name}' argument",
+                            f"write it as {op.signature()}")
+                ok = False
+            elif param.default is not None:
+                values[param.name] = cast(Value, param.default)
+            continue
+        value = _coerce(param, arg, op, diags)
+        if value is None:
+            ok = False
+        else:
+            values[param.name] = value
+    if op.takes_channels:
+        if call.channels is None:
+            diags.error(ARGUMENT, call.loc, f"{op.name} needs its number of output channels",
+                        f"add it after the arguments: `{call.text()} x96`")
+            ok = False
+        elif call.channels < 1:
+            assert call.channels_loc is not None
+            diags.error(ARGUMENT, call.channels_loc, "a layer needs at least one channel",
+                        "e.g. x96")
+            ok = False
+    elif call.channels is not None:
+        assert call.channels_loc is not None
+        what = (f"{op.name} keeps its input's channels" if op.category != "fc"
+                else "FC gives its size as FC(out)")
+        diags.error(ARGUMENT, call.channels_loc, f"{op.name} does not take a channel count",
+                    f"remove x{call.channels}: {what}")
+        ok = False
+    return values if ok else None
+
+
+def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value | None:
+    v = arg.value
+    where = f"{op.name}'s '{param.name}'"
+    if isinstance(param.kind, tuple):
+        if isinstance(v, str) and v in param.kind:
+            return v
+        diags.error(ARGUMENT, arg.loc, f"{where} must be one of {', '.join(param.kind)}, "
+                    f"got {v}", f"e.g. {param.name}={param.kind[-1]}")
+        return None
+    if param.kind is int:
+        if not isinstance(v, int):
+            diags.error(ARGUMENT, arg.loc, f"{where} must be a whole number, got {v}",
+                        f"e.g. {param.name}={int(v) if isinstance(v, float) else 1}")
+            return None
+    elif not isinstance(v, int | float):
+        example = param.default if param.default not in (REQUIRED, None) else 1
+        diags.error(ARGUMENT, arg.loc, f"{where} must be a number, got '{v}'",
+                    f"e.g. {param.name}={example}")
+        return None
+    else:
+        v = float(v)
+    if param.minimum is not None and v < param.minimum:
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {_num(param.minimum)}, got {v}",
+                    f"use {param.name} ≥ {_num(param.minimum)}")
+        return None
+    if param.maximum is not None and v > param.maximum:
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {_num(param.maximum)}, got {v}",
+                    f"use {param.name} ≤ {_num(param.maximum)}")
+        return None
+    return v
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)

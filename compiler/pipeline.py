@@ -1,0 +1,75 @@
+"""The compiler's front half in one function: text → AST → graph → passes → checked network."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexnetc.compiler import ast
+from alexnetc.compiler.errors import SYNTAX, Diagnostic, Diagnostics, SourceLoc, SpecError
+from alexnetc.compiler.graph import CheckedNetwork, build
+from alexnetc.compiler.parse import parse
+from alexnetc.compiler.passes import Context, run_passes
+from alexnetc.compiler.recipe import Recipe, build_recipe
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """Everything `check` learnt: the network if it checked, and every diagnostic."""
+
+    network: CheckedNetwork | None
+    recipe: Recipe | None
+    diagnostics: list[Diagnostic]
+    source: str
+    ast: ast.Network | None
+    partial: Context | None  # the annotated graph so far, for drawing a failing spec
+
+    @property
+    def ok(self) -> bool:
+        return self.network is not None
+
+
+def check(text: str, file: str = "<spec>") -> CheckResult:
+    """Parse and check a spec; never raises for a bad spec (errors are in `diagnostics`)."""
+    try:
+        net = parse(text, file)
+    except SpecError as err:
+        return CheckResult(None, None, err.diagnostics, text, None, None)
+    diags = Diagnostics()
+    ctx = Context(net, build(net), diags)
+    run_passes(ctx)
+    recipe = build_recipe(net.settings, diags)
+    items = diags.sorted()
+    if diags.errors:
+        return CheckResult(None, None, items, text, net, ctx)
+    name_header = net.header("network")
+    name = str(name_header.value) if name_header else Path(file).stem
+    assert ctx.input is not None
+    checked = CheckedNetwork(net, ctx.graph, name, ctx.input, ctx.towers)
+    return CheckResult(checked, recipe, items, text, net, ctx)
+
+
+def check_bytes(data: bytes, file: str) -> CheckResult:
+    """Decode a spec as UTF-8 (reporting the first bad byte, located) and check it."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        diag = Diagnostic(SYNTAX, SourceLoc(file, line, col, line, col + 1),
+                          f"byte 0x{data[e.start]:02x} is not UTF-8 text (is it a binary file?)",
+                          "a spec is plain UTF-8 text")
+        return CheckResult(None, None, [diag], "", None, None)
+    return check(text, file)
+
+
+def check_file(path: str | Path) -> CheckResult:
+    return check_bytes(Path(path).read_bytes(), str(path))
+
+
+def load(path: str | Path) -> tuple[CheckedNetwork, Recipe]:
+    """Check a spec file for the backends; raise `SpecError` if it has errors."""
+    result = check_file(path)
+    if result.network is None or result.recipe is None:
+        raise SpecError([d for d in result.diagnostics], result.source)
+    return result.network, result.recipe

@@ -1,0 +1,111 @@
+"""The checker's report: a table like Keras' summary (built from the spec alone), or JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+from alexnetc.compiler.errors import Diagnostic
+from alexnetc.compiler.graph import CheckedNetwork, Layer
+
+READS = {"tower": "own", "all": "both", "gather": "gather"}
+
+
+def _n(x: int) -> str:
+    return f"{x:,}" if x else ""
+
+
+def _tower(layer: Layer) -> str:
+    t = layer.tower
+    if t.towers == 1:
+        return ""
+    split = f"{t.towers}×{t.channels_per_tower}" if layer.op.category in ("conv", "fc") else ""
+    reads = READS[t.reads] if t.reads != "tower" or split else ""
+    return " ".join(p for p in (split, reads) if p)
+
+
+def table(net: CheckedNetwork) -> Table:
+    """One row per op, the stage named on its first row, totals in the footer."""
+    towers = net.towers > 1
+    t = Table(title=f"{net.name}: input {net.input}" + (f", {net.towers} towers" if towers
+                                                         else ""),
+              box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
+    total = net.total()
+    t.add_column("stage", footer="total")
+    t.add_column("op")
+    t.add_column("output", justify="right", footer=str(net.output))
+    t.add_column("params", justify="right", footer=f"{total.params:,}")
+    t.add_column("neurons", justify="right", footer=f"{total.neurons:,}")
+    t.add_column("mult-adds", justify="right", footer=f"{total.macs:,}")
+    if towers:
+        t.add_column("towers", footer=f"{net.cross_tower_bytes():,} B cross")
+    t.add_column("fused")
+    for name, layers in net.stages():
+        for i, layer in enumerate(layers):
+            row = [name if i == 0 else "", ("+ " if layer.call.joined else "") + layer.call.text(),
+                   str(layer.shape), _n(layer.counts.params), _n(layer.counts.neurons),
+                   _n(layer.counts.macs)]
+            if towers:
+                row.append(_tower(layer))
+            row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
+                       else ("│" if layer.fusion else ""))
+            t.add_row(*row, end_section=i == len(layers) - 1)
+    return t
+
+
+def summary_lines(net: CheckedNetwork) -> list[str]:
+    """Facts under the table: memory and, with towers, what each device holds and sends."""
+    total = net.total()
+    lines = [f"activations: {total.activation_bytes / 2**20:.2f} MiB per image (fp32, every op's "
+             f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"]
+    if net.towers > 1:
+        per = sum(layer.tower.params_per_tower for layer in net.layers())
+        lines.append(f"each of {net.towers} towers: {per:,} parameters; "
+                     f"{net.cross_tower_bytes():,} bytes cross between towers per image "
+                     f"(forward), at " + ", ".join(dict.fromkeys(
+                         layer.stage for layer in net.layers() if layer.tower.cross_bytes)))
+    return lines
+
+
+def print_report(net: CheckedNetwork, console: Console) -> None:
+    console.print(table(net))
+    for line in summary_lines(net):
+        console.print(line, highlight=False)
+
+
+def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
+            recipe: dict[str, Any] | None) -> dict[str, Any]:
+    """The report as plain data: the same numbers as the table, plus diagnostics."""
+    out: dict[str, Any] = {
+        "ok": net is not None,
+        "diagnostics": [d.as_dict() for d in diagnostics],
+    }
+    if net is None:
+        return out
+    total = net.total()
+    out.update({
+        "network": net.name,
+        "input": list(net.input.dims()),
+        "towers": net.towers,
+        "layers": [{
+            "id": layer.id, "stage": layer.stage, "op": layer.op.name, "text": layer.call.text(),
+            "args": layer.args, "output": list(layer.shape.dims()),
+            "params": layer.counts.params, "weights": layer.counts.weights,
+            "biases": layer.counts.biases, "neurons": layer.counts.neurons,
+            "macs": layer.counts.macs, "activation_bytes": layer.counts.activation_bytes,
+            "tower": {"channels_per_tower": layer.tower.channels_per_tower,
+                      "reads": layer.tower.reads, "cross_bytes": layer.tower.cross_bytes,
+                      "params_per_tower": layer.tower.params_per_tower},
+            "fusion": layer.fusion.kernel if layer.fusion else None,
+            "line": layer.call.loc.line, "col": layer.call.loc.col,
+        } for layer in net.layers()],
+        "total": {"params": total.params, "weights": total.weights, "biases": total.biases,
+                  "neurons": total.neurons, "macs": total.macs,
+                  "activation_bytes": total.activation_bytes,
+                  "cross_tower_bytes": net.cross_tower_bytes()},
+        "recipe": recipe,
+    })
+    return out

@@ -1,0 +1,72 @@
+"""Typed metadata the passes write onto graph nodes (cf. torch.fx ShapeProp's tensor_meta)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+FP32_BYTES = 4
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An activation per image: HxWxC maps, or a flat vector of C features (`flat`)."""
+
+    h: int
+    w: int
+    c: int
+    flat: bool = False
+
+    @property
+    def elements(self) -> int:
+        return self.h * self.w * self.c
+
+    def dims(self) -> tuple[int, ...]:
+        return (self.c,) if self.flat else (self.h, self.w, self.c)
+
+    def __str__(self) -> str:
+        return str(self.c) if self.flat else f"{self.h}x{self.w}x{self.c}"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What a layer costs per image, counted as the paper counts."""
+
+    weights: int = 0
+    biases: int = 0
+    neurons: int = 0
+    macs: int = 0
+    activation_bytes: int = 0
+
+    @property
+    def params(self) -> int:
+        return self.weights + self.biases
+
+
+@dataclass(frozen=True)
+class TowerInfo:
+    """How a layer splits over the towers (the paper's two GPUs).
+
+    `reads` is "tower" when each tower reads only its own maps, "all" when every tower
+    needs every tower's maps (an all-gather across devices), and "gather" when the result
+    is collected on the first tower (the final softmax).
+    """
+
+    towers: int
+    channels_per_tower: int
+    reads: str
+    cross_bytes: int
+    params_per_tower: int
+    activation_bytes_per_tower: int
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Membership in a chain that one fused kernel runs (e.g. ReLU→LRN→MaxPool)."""
+
+    kernel: str
+    head: str
+    members: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return self.kernel

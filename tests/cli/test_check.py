@@ -1,0 +1,123 @@
+"""`alexnetc SPEC --check-shapes`: the table, JSON, exit codes, and the instant-feedback budget."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from alexnetc.cli.main import main
+from tests.conftest import ROOT, SPECS
+
+ALEXNET = str(SPECS / "alexnet.net")
+
+
+def test_table_shows_the_papers_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([ALEXNET, "--check-shapes"]) == 0
+    out = capsys.readouterr().out
+    for fact in ("60,965,224", "659,272", "724,406,816", "55x55x96", "27x27x96", "13x13x256",
+                 "6x6x256", "relu_lrn_pool", "relu_pool", "2×48", "both", "own", "gather"):
+        assert fact in out, fact
+
+
+def test_json_has_the_same_numbers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", ALEXNET, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is True
+    assert data["total"]["params"] == 60_965_224
+    assert data["total"]["neurons"] == 659_272
+    assert data["total"]["macs"] == 724_406_816
+    fc6 = next(layer for layer in data["layers"] if layer["id"] == "fc6.0")
+    assert fc6["weights"] == 9216 * 4096
+    assert data["recipe"]["train"]["batch"] == 128
+
+
+def test_json_reports_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", str(SPECS / "alexnet-224.net"), "--json"]) == 1
+    data = json.loads(capsys.readouterr().out)
+    assert data["ok"] is False
+    (d,) = data["diagnostics"]
+    assert (d["kind"], d["line"], d["col"]) == ("shape-error", 7, 8)
+
+
+def test_slides_spec_fails_at_each_wrong_size(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(SPECS / "alexnet-slides.net"), "--check-shapes"]) == 1
+    err = capsys.readouterr().err
+    for wrong, right in (("56x56x96", "27x27x96"), ("28x28x256", "13x13x256"),
+                         ("14x14x384", "13x13x384"), ("7x7x256", "6x6x256")):
+        assert f"not {wrong}" in err and f"produces {right}" in err
+    assert "5 errors" in err
+
+
+@pytest.mark.parametrize("argv, code, part", [
+    (["nope.net", "--check-shapes"], 2, "no such spec file"),
+    (["check", str(SPECS)], 2, "is a folder"),
+    (["check"], 2, "required"),
+    (["check", ALEXNET, "--frobnicate"], 2, "unrecognized arguments"),
+    ([], 2, "usage"),
+])
+def test_usage_errors_exit_2(argv: list[str], code: int, part: str,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    try:
+        got = main(argv)
+    except SystemExit as e:  # argparse's own usage errors
+        got = int(e.code or 0)
+    assert got == code
+    assert part in capsys.readouterr().err
+
+
+def test_warnings_do_not_fail(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "w.net"
+    spec.write_text("input 8x8x3\ntowers 2\nc: Conv(3,1) x4 + ReLU; ResNorm(5)\n")
+    assert main([str(spec), "--check-shapes"]) == 0
+    assert "warning:" in capsys.readouterr().out
+
+
+def test_stdin(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    fake = io.TextIOWrapper(io.BytesIO(b"input 8x8x1\nc: Conv(3,1) x2 -> 5x5x2\n"))
+    monkeypatch.setattr(sys, "stdin", fake)
+    assert main(["check", "-"]) == 1
+    assert "<stdin>:2:" in capsys.readouterr().err
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=60, check=False)
+
+
+def test_check_path_never_imports_torch() -> None:
+    code = ("import sys; from alexnetc.cli.main import main; rc = main(['specs/alexnet.net', "
+            "'--check-shapes']); bad = [m for m in ('torch', 'triton', 'numpy') "
+            "if m in sys.modules]; print('IMPORTED', bad); sys.exit(rc)")
+    r = _run("-c", code)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORTED []" in r.stdout
+
+
+def test_whole_process_is_instant() -> None:
+    _run("-m", "alexnetc", "specs/alexnet.net", "--check-shapes")  # warm caches
+    best = min(_timed() for _ in range(3))
+    assert best < 0.5, f"--check-shapes took {best:.2f} s"
+
+
+def _timed() -> float:
+    t = time.perf_counter()
+    r = _run("-m", "alexnetc", "specs/alexnet.net", "--check-shapes")
+    assert r.returncode == 0
+    return time.perf_counter() - t
+
+
+def test_binary_and_huge_inputs_exit_1_without_traceback(tmp_path) -> None:
+    blob = tmp_path / "blob.net"
+    blob.write_bytes(bytes(range(256)) * 64)
+    huge = tmp_path / "huge.net"
+    huge.write_text("input 8x8x1\n" + "c: ReLU\n" * 300_000)
+    for path in (blob, huge):
+        r = _run("-m", "alexnetc", str(path), "--check-shapes")
+        assert r.returncode == 1, r.stderr
+        assert "Traceback" not in r.stderr and "error:" in r.stderr

@@ -1,0 +1,166 @@
+"""The checking passes: the paper's numbers, and each kind of error the passes report."""
+
+from __future__ import annotations
+
+import pytest
+
+from alexnetc.compiler import errors
+from alexnetc.compiler.pipeline import check_file
+from tests.conftest import SPECS
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    result = check_file(SPECS / "alexnet.net")
+    assert result.network is not None, [d.message for d in result.diagnostics]
+    return result.network
+
+
+def test_alexnet_totals_match_the_paper(alexnet) -> None:
+    total = alexnet.total()
+    assert total.params == 60_965_224
+    assert total.neurons == 659_272
+    assert total.macs == 724_406_816
+
+
+def test_alexnet_shapes(alexnet) -> None:
+    conv_out = {layer.stage: str(layer.shape) for layer in alexnet.layers()
+                if layer.op.name == "Conv"}
+    assert conv_out == {"conv1": "55x55x96", "conv2": "27x27x256", "conv3": "13x13x384",
+                        "conv4": "13x13x384", "conv5": "13x13x256"}
+    pools = [str(layer.shape) for layer in alexnet.layers() if layer.op.name == "MaxPool"]
+    assert pools == ["27x27x96", "13x13x256", "6x6x256"]
+    fc6 = next(layer for layer in alexnet.layers() if layer.stage == "fc6")
+    assert fc6.in_shape.elements == 9216
+    assert fc6.counts.weights == 9216 * 4096
+
+
+def test_alexnet_per_layer_params(alexnet) -> None:
+    params = {}
+    for layer in alexnet.layers():
+        params[layer.stage] = params.get(layer.stage, 0) + layer.counts.params
+    assert params == {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
+                      "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
+
+
+def test_alexnet_towers(alexnet) -> None:
+    reads = {layer.stage: layer.tower.reads for layer in alexnet.layers()
+             if layer.op.category in ("conv", "fc")}
+    assert reads == {"conv1": "all", "conv2": "tower", "conv3": "all", "conv4": "tower",
+                     "conv5": "tower", "fc6": "all", "fc7": "all", "fc8": "all"}
+    cross = {layer.id: layer.tower.cross_bytes for layer in alexnet.layers()
+             if layer.tower.cross_bytes}
+    # conv3 gathers 13x13x256, fc6 9216, fc7 and fc8 4096 values; the softmax collects 500.
+    assert cross == {"conv3.0": 13 * 13 * 256 * 4, "fc6.0": 9216 * 4, "fc7.0": 4096 * 4,
+                     "fc8.0": 4096 * 4, "fc8.1": 500 * 4}
+    assert sum(layer.tower.params_per_tower for layer in alexnet.layers()) * 2 == 60_965_224
+    conv1 = next(alexnet.layers())
+    assert conv1.tower.channels_per_tower == 48
+
+
+def test_alexnet_fusion_plan(alexnet) -> None:
+    plan = {}
+    for layer in alexnet.layers():
+        if layer.fusion and layer.fusion.head == layer.id:
+            plan[layer.stage] = (layer.fusion.kernel, len(layer.fusion.members))
+    assert plan == {"conv1": ("relu_lrn_pool", 3), "conv2": ("relu_lrn_pool", 3),
+                    "conv5": ("relu_pool", 2)}
+
+
+def test_torchvision_alexnet_params() -> None:
+    result = check_file(SPECS / "alexnet-torchvision.net")
+    assert result.network is not None
+    assert result.network.total().params == 61_100_840
+
+
+def test_lenet5_params() -> None:
+    result = check_file(SPECS / "lenet5.net")
+    assert result.network is not None
+    assert result.network.total().params == 61_706  # LeNet-5 with full C3 connections
+
+
+def test_recipe_defaults_are_the_papers(check_text) -> None:
+    r = check_text("input 8x8x1\ns: FC(2)\n").recipe
+    assert (r.train.batch, r.train.lr, r.train.momentum, r.train.weight_decay) == (
+        128, 0.01, 0.9, 0.0005)
+    assert (r.init.std, r.augment.pca, r.augment.flip) == (0.01, 0.1, True)
+
+
+def kinds(result) -> list[str]:
+    return [d.kind for d in result.diagnostics if d.severity is errors.Severity.ERROR]
+
+
+@pytest.mark.parametrize("body, kind, message_part", [
+    ("s: Relu", errors.UNKNOWN_OP, "unknown op 'Relu'"),
+    ("s: Conv(3,1, padding=1) x4", errors.ARGUMENT, "has no argument 'padding'"),
+    ("s: Conv(3,1, pad=1, pad=2) x4", errors.DUPLICATE, "given twice"),
+    ("s: Conv(3,1, stride=1) x4", errors.DUPLICATE, "given twice"),
+    ("s: Conv(3.5,1) x4", errors.ARGUMENT, "must be a whole number"),
+    ("s: Conv(3,1)", errors.ARGUMENT, "needs its number of output channels"),
+    ("s: ReLU x4", errors.ARGUMENT, "does not take a channel count"),
+    ("s: MaxPool(3)", errors.ARGUMENT, "needs its 'stride' argument"),
+    ("s: MaxPool(3,1,1)", errors.ARGUMENT, "positional argument"),
+    ("s: Dropout(1.5)", errors.ARGUMENT, "at most 1"),
+    ("s: Conv(3,1, remainder=maybe) x4", errors.ARGUMENT, "one of error, drop"),
+    ("s: ResNorm(4)", errors.SHAPE, "even"),
+    ("s: Conv(9,1) x4", errors.SHAPE, "larger than its 8-pixel input"),
+    ("s: Conv(3,2) x4", errors.SHAPE, "does not tile"),
+    ("s: Conv(3,1, groups=2) x4", errors.SHAPE, "does not divide the 3 input channels"),
+    ("s: FC(4); Conv(1,1) x2", errors.SHAPE, "flat vector"),
+    ("s: Conv(3,1) x4 -> 5x5x4", errors.EXPECTATION, "produces 6x6x4, not 5x5x4"),
+    ("s: Conv(3,1, pad=3) x4", errors.SHAPE, "more than half"),
+    ("s: ReLU\ns: ReLU", errors.DUPLICATE, "defined twice"),
+    ("train lr=fast\ns: ReLU", errors.SETTING, "must be a number"),
+    ("train speed=1\ns: ReLU", errors.SETTING, "no setting 'speed'"),
+])
+def test_each_error_kind(check_text, body: str, kind: str, message_part: str) -> None:
+    result = check_text(f"input 8x8x3\n{body}\n")
+    assert not result.ok
+    assert kind in kinds(result)
+    assert any(message_part in d.message for d in result.diagnostics), \
+        [d.message for d in result.diagnostics]
+
+
+def test_towers_must_split_channels(check_text) -> None:
+    result = check_text("input 8x8x3\ntowers 2\nc: Conv(3,1) x95 + ReLU\n")
+    (d,) = result.diagnostics
+    assert d.kind == errors.TOWERS and "95" in d.message and "2 towers" in d.message
+    assert "96" in d.hint
+    assert (d.loc.line, d.loc.col) == (3, 14)  # the x95
+
+
+def test_several_errors_are_all_reported(check_text) -> None:
+    result = check_text("input 8x8x3\na: Relu\nb: Conv(3,1, foo=1) x4\nc: MaxPool(2)\n")
+    assert [d.loc.line for d in result.diagnostics] == [2, 3, 4]
+
+
+def test_uneven_input_names_the_fix(check_text) -> None:
+    result = check_text("input 224x224x3\nconv1: Conv(11,4) x96\n")
+    (d,) = result.diagnostics
+    assert "213 is not a multiple of stride 4" in d.message
+    assert "1 pixel" in d.message
+    assert "227" in d.hint and "input 227x227x3" in d.hint and "remainder=drop" in d.hint
+
+
+def test_uneven_tiling_suggests_padding_when_one_fits(check_text) -> None:
+    result = check_text("input 9x9x3\nc: Conv(5,3) x4\n")
+    (d,) = result.diagnostics
+    assert "pad=1" in d.hint
+
+
+def test_remainder_drop_floors_like_pytorch(check_text) -> None:
+    result = check_text("input 224x224x3\nc: Conv(11,4, remainder=drop) x4\n")
+    assert result.network is not None
+    assert str(result.network.output) == "54x54x4"  # floor((224 - 11) / 4) + 1
+
+
+def test_missing_input_and_empty_spec(check_text) -> None:
+    assert kinds(check_text("s: ReLU\n")) == [errors.INPUT]
+    assert kinds(check_text("")) == [errors.STRUCTURE]
+    assert kinds(check_text("input 8x8\ns: ReLU\n")) == [errors.INPUT]
+
+
+def test_lrn_window_wider_than_tower_warns(check_text) -> None:
+    result = check_text("input 8x8x3\ntowers 2\nc: Conv(3,1) x4 + ReLU; ResNorm(5)\n")
+    assert result.ok
+    assert [d.kind for d in result.diagnostics] == [errors.TOWERS]

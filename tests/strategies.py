@@ -1,0 +1,94 @@
+"""Hypothesis strategies for specs: valid layer stacks with their closed-form shapes and counts.
+
+The expected numbers here are computed independently of the compiler (plain arithmetic on the
+generated choices), so a property test compares two implementations, not one with itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hypothesis import strategies as st
+
+
+@dataclass
+class SpecCase:
+    """A generated spec and what a correct checker must say about it."""
+
+    text: str
+    towers: int
+    input: tuple[int, int, int]
+    stage_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params: int = 0
+    macs: int = 0
+    neurons: int = 0
+
+
+def _out(n: int, k: int, s: int, p: int) -> int:
+    return (n + 2 * p - k) // s + 1
+
+
+@st.composite
+def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> SpecCase:
+    """A small AlexNet-family spec: conv blocks (Conv+ReLU, optional ResNorm and pool), FCs."""
+    towers = draw(st.sampled_from([1, 1, 2]))
+    h = draw(st.integers(6, max_size))
+    w = draw(st.sampled_from([h, draw(st.integers(6, max_size))]))
+    c = draw(st.integers(1, 3))
+    case = SpecCase("", towers, (h, w, c))
+    lines = [f"network Gen\ninput {h}x{w}x{c}\ntowers {towers}"]
+    n_conv = draw(st.integers(1, 3))
+    for i in range(n_conv):
+        if min(h, w) < 2:
+            break
+        k = draw(st.integers(1, min(5, h, w)))
+        pad = draw(st.integers(0, k // 2))
+        stride = draw(st.integers(1, 3))
+        drop = ((h + 2 * pad - k) % stride) or ((w + 2 * pad - k) % stride)
+        groups = draw(st.sampled_from([1, towers])) if c % towers == 0 else 1
+        unit = towers * groups
+        out_c = unit * draw(st.integers(1, max(1, max_channels // unit)))
+        kwargs = [f"pad={pad}"] if pad else []
+        if groups > 1:
+            kwargs.append(f"groups={groups}")
+        if drop:
+            kwargs.append("remainder=drop")
+        args = ", ".join([str(k), str(stride), *kwargs])
+        ops = [f"Conv({args}) x{out_c} + ReLU"]
+        h, w = _out(h, k, stride, pad), _out(w, k, stride, pad)
+        per_out = k * k * (c // groups)
+        case.params += per_out * out_c + out_c
+        case.macs += h * w * out_c * per_out
+        case.neurons += h * w * out_c
+        c = out_c
+        if draw(st.booleans()):
+            size = draw(st.sampled_from([1, 3, 5]))
+            ops.append(f"ResNorm({size})")
+        if min(h, w) >= 2 and draw(st.booleans()):
+            pk = draw(st.integers(2, min(3, h, w)))
+            ps = draw(st.integers(1, 2))
+            pdrop = ((h - pk) % ps) or ((w - pk) % ps)
+            ops.append(f"MaxPool({pk},{ps}{', remainder=drop' if pdrop else ''})")
+            h, w = _out(h, pk, ps, 0), _out(w, pk, ps, 0)
+        name = f"conv{i + 1}"
+        case.stage_shapes[name] = (h, w, c)
+        lines.append(f"{name}: " + "; ".join(ops) + f" -> {h}x{w}x{c}")
+    features = h * w * c
+    n_fc = draw(st.integers(0, 2))
+    for j in range(n_fc):
+        out = towers * draw(st.integers(1, 8))
+        case.params += features * out + out
+        case.macs += features * out
+        case.neurons += out
+        features = out
+        dropout = "; Dropout(0.5)" if draw(st.booleans()) else ""
+        lines.append(f"fc{j + 1}: FC({out}) + ReLU{dropout}")
+        case.stage_shapes[f"fc{j + 1}"] = (out,)
+    classes = towers * draw(st.integers(1, 5))
+    case.params += features * classes + classes
+    case.macs += features * classes
+    case.neurons += classes
+    lines.append(f"out: FC({classes}) + Softmax -> {classes}")
+    case.stage_shapes["out"] = (classes,)
+    case.text = "\n".join(lines) + "\n"
+    return case

@@ -24,7 +24,8 @@ def _tower(layer: Layer) -> str:
         return ""
     split = f"{t.towers}×{t.channels_per_tower}" if layer.op.category in ("conv", "fc") else ""
     reads = READS[t.reads] if t.reads != "tower" or split else ""
-    return " ".join(p for p in (split, reads) if p)
+    moved = f"({t.cross_bytes:,} B)" if t.cross_bytes else ""
+    return " ".join(p for p in (split, reads, moved) if p)
 
 
 def table(net: CheckedNetwork) -> Table:

@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 	@$(PY) -m pip install -q -e '.[dev]'
 	@# Graphviz draws `alexnetc graph` pictures; installed where this machine allows it.
 	@command -v dot >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 \
-	  && (apt-get update -qq && apt-get install -y -qq graphviz) >/dev/null 2>&1 \
+	  && (apt-get update -qq && apt-get install -y -qq graphviz fonts-dejavu-core) >/dev/null 2>&1 \
 	  || echo "note: Graphviz not installed; alexnetc graph will write .dot files"; }
 	@touch $@
 

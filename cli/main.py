@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import ModuleType
@@ -89,4 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("alexnetc: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        return 1
+    except Exception as e:  # a bug in alexnetc: say so in one line, not a traceback
+        if os.environ.get("ALEXNETC_DEBUG"):
+            raise
+        print(f"alexnetc: internal error: {type(e).__name__}: {e}\n"
+              "  this is a bug in alexnetc; rerun with ALEXNETC_DEBUG=1 for the traceback",
+              file=sys.stderr)
         return 1

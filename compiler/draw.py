@@ -4,8 +4,8 @@
 graph as far as the passes got) into a presentation graph: one networkx node per box, with
 its DOT attributes under "dot" and what it shows (stage, tower, shape, params) beside them
 for tests. `to_dot` writes that graph as DOT text itself: DOT is plain text, writing it here
-keeps pydot optional, and the picture needs what nx_pydot cannot say (a cluster per stage
-holding its towers, rank groups keeping tower 1 left of tower 2).
+keeps pydot optional, and the picture needs what nx_pydot cannot say (HTML-like labels
+written bare, and rank groups that keep a stage's header, tower 1 and tower 2 in one row).
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.pipeline import CheckResult
 from alexnetc.compiler.report import _n
 from alexnetc.compiler.shapes import Shape, TowerInfo
-
-FORMATS = ("svg", "png", "pdf", "dot", "gv")
-RANKDIRS = ("TB", "LR")
 
 FONT = "Helvetica,Arial,sans-serif"
 INK, MUTED = "#1f2933", "#7b8794"
@@ -93,8 +90,9 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
     g = ctx.graph
     stages = _stages(net, g, result.diagnostics)
     towers = ctx.towers
-    name = result.network.name if result.network else (
-        str(net.header("network").value) if net.header("network") else Path(net.file).stem)  # type: ignore[union-attr]
+    header = net.header("network")
+    name = (result.network.name if result.network else
+            str(header.value) if header else Path(net.file).stem)
 
     fig = nx.DiGraph()
     fig.graph.update(name=name, towers=towers, rows=[], ok=result.ok, dot={
@@ -122,8 +120,8 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
 
     prev: list[str] = ["input"]
     last_tower: TowerInfo | None = None
-    for stage in stages:
-        ports = _add_stage(fig, stage, towers)
+    for i, stage in enumerate(stages):
+        ports = _add_stage(fig, stage, towers, last=i == len(stages) - 1)
         first = stage.nodes[0].get(Key.TOWER) if stage.nodes else None
         _connect(fig, prev, ports, first)
         prev = ports
@@ -158,7 +156,7 @@ def _stages(net: ast.Network, g: nx.DiGraph, diags: list[Diagnostic]) -> list[_S
     return out
 
 
-def _add_stage(fig: nx.DiGraph, stage: _Stage, towers: int) -> list[str]:
+def _add_stage(fig: nx.DiGraph, stage: _Stage, towers: int, last: bool) -> list[str]:
     """Add a stage's boxes; return the node ids the next stage's edges leave from."""
     name = stage.ast.name
     nid = f"stage:{name}:{stage.ast.loc.line}"
@@ -191,14 +189,16 @@ def _add_stage(fig: nx.DiGraph, stage: _Stage, towers: int) -> list[str]:
             "label": _box([[head], [facts], *fusions, *notes]), "fillcolor": TOWER_FILL[0]})
         return [nid]
 
-    # One box per tower inside a cluster that names the stage and its ops.
-    last: TowerInfo = stage.nodes[-1][Key.TOWER]
-    per = Shape(shape.h, shape.w, last.channels_per_tower, shape.flat)  # type: ignore[union-attr]
+    # One box per tower. Maps crossing towers between stages are edges; those crossing
+    # inside a stage (but for the final gather, drawn into the output) are a line of text.
+    assert shape is not None
+    end: TowerInfo = stage.nodes[-1][Key.TOWER]
+    per = Shape(shape.h, shape.w, end.channels_per_tower, shape.flat)
     per_params = sum(n[Key.TOWER].params_per_tower for n in stage.nodes)
     inner = [n[Key.TOWER] for n in stage.nodes[1:] if n[Key.TOWER].cross_bytes
-             and not (n is stage.nodes[-1] and n[Key.TOWER].reads == "gather")]
-    extra = [[f'<FONT COLOR="{CROSS}">{t.reads}-gather inside the stage: '
-              f"{t.cross_bytes:,} B per image</FONT>"] for t in inner]
+             and not (last and n is stage.nodes[-1] and n[Key.TOWER].reads == "gather")]
+    extra = [[f'<FONT COLOR="{CROSS}">{"all-gather" if t.reads == "all" else "gather"} '
+              f"inside the stage: {t.cross_bytes:,} B per image</FONT>"] for t in inner]
     # The stage's name, ops and totals head its row of towers, beside them rather than
     # above, where the edges coming into the towers would cross the text.
     ops = "".join(f"<BR/>{_e(part)}" for part in stage.ops.split("; "))

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from alexnetc.compiler.pipeline import CheckResult, check
-
-ROOT = Path(__file__).resolve().parent.parent
-SPECS = ROOT / "specs"
 
 
 @pytest.fixture

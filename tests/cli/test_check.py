@@ -10,7 +10,7 @@ import time
 import pytest
 
 from alexnetc.cli.main import main
-from tests.conftest import ROOT, SPECS
+from helpers import ROOT, SPECS
 
 ALEXNET = str(SPECS / "alexnet.net")
 

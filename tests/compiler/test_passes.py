@@ -6,7 +6,7 @@ import pytest
 
 from alexnetc.compiler import errors
 from alexnetc.compiler.pipeline import check_file
-from tests.conftest import SPECS
+from helpers import SPECS
 
 
 @pytest.fixture(scope="module")

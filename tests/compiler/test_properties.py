@@ -11,8 +11,8 @@ from lark import Lark
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check, check_bytes
 from alexnetc.grammar import grammar_text
-from tests.conftest import SPECS
-from tests.strategies import SpecCase, valid_specs
+from helpers import SPECS
+from strategies import SpecCase, valid_specs
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

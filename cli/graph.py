@@ -1,0 +1,92 @@
+"""`alexnetc graph SPEC -o FILE.svg|png|pdf|dot`: draw the network as the paper's Figure 2.
+
+A spec with errors is drawn as far as it checked, its failing stage red, and exits 1 after
+writing the picture. Without Graphviz's `dot` program an .svg/.png/.pdf cannot be made: the
+command writes the DOT text to FILE.dot instead, prints the `dot` command that renders it,
+and exits 1, so a script that asked for a picture never mistakes the fallback for one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from alexnetc.cli.common import read_spec
+from alexnetc.cli.main import UsageError
+from alexnetc.compiler.errors import Severity
+from alexnetc.compiler.pipeline import check_bytes
+
+# What `-o` may end in: Graphviz output formats, or DOT text itself (.dot, .gv). The drawing
+# module is imported only when the command runs, keeping `alexnetc SPEC --check-shapes` quick.
+FORMATS = ("svg", "png", "pdf", "dot", "gv")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "graph", help="draw the network: stages, towers and cross-tower traffic",
+        description="Draw a spec as the paper's Figure 2: a box per stage (per tower), its "
+        "output size and parameters, the edges that cross towers labelled with bytes per image. "
+        "Needs Graphviz's `dot` for .svg/.png/.pdf; .dot writes the Graphviz text.")
+    p.add_argument("spec", help="the .net file ('-' for standard input)")
+    p.add_argument("-o", "--output", required=True, metavar="FILE",
+                   help=f"the picture to write: {', '.join('.' + f for f in FORMATS)} "
+                   "('-' writes DOT text to standard output)")
+    p.add_argument("--rankdir", choices=("TB", "LR"), default="TB",
+                   help="TB: stages top to bottom, towers side by side (default); "
+                   "LR: stages left to right, towers stacked, as in the paper")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnetc.compiler.draw import RenderError, draw, render
+
+    out = args.output
+    fmt = "dot" if out == "-" else Path(out).suffix.lower().lstrip(".")
+    if fmt not in FORMATS:
+        raise UsageError(f"cannot tell the picture format from '{out}': end it in "
+                         + ", ".join("." + f for f in FORMATS))
+    if out != "-" and not Path(out).parent.is_dir():
+        raise UsageError(f"no such folder for {out}: {Path(out).parent}")
+    name, data = read_spec(args.spec)
+    result = check_bytes(data, name)
+    for d in result.diagnostics:
+        print(d.render(result.source), file=sys.stderr if d.severity is Severity.ERROR
+              else sys.stdout)
+    n_err = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+    if result.ast is None:
+        print(f"{n_err} error{'s' if n_err != 1 else ''} in {name}; the spec did not parse, so "
+              "there is nothing to draw", file=sys.stderr)
+        return 1
+    text = draw(result, args.rankdir)
+    status = 1 if n_err else 0
+    if n_err:
+        print(f"{n_err} error{'s' if n_err != 1 else ''} in {name}; drawing what checked, the "
+              "failing stage in red", file=sys.stderr)
+    if out == "-":
+        sys.stdout.write(text)
+        return status
+    if fmt in ("dot", "gv"):
+        _write(Path(out), text)
+        print(f"wrote {out}")
+        return status
+    try:
+        render(text, out, fmt)
+    except RenderError as e:
+        fallback = Path(out).with_suffix(".dot")
+        _write(fallback, text)
+        cmd = shlex.join(["dot", f"-T{fmt}", str(fallback), "-o", out])
+        print(f"alexnetc: {e}; wrote {fallback} instead. Render it with\n  {cmd}\n"
+              "after installing Graphviz (e.g. `apt-get install graphviz` or "
+              "`brew install graphviz`)", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return status
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror}") from None

@@ -1,0 +1,17 @@
+"""Lowering: a `CheckedNetwork` becomes a PyTorch module, its towers placed on devices.
+
+`build_module` is the entry point; `count_cross_bytes` measures what crosses between towers
+(to compare with the checker's `cross_tower_bytes`); `export.py` writes the artifacts of
+`alexnetc compile`.
+"""
+
+from alexnetc.backends.lowering.module import AlexnetcModule, Stage, build_module
+from alexnetc.backends.lowering.towers import (
+    Layout,
+    assemble,
+    count_cross_bytes,
+    parse_devices,
+)
+
+__all__ = ["AlexnetcModule", "Layout", "Stage", "assemble", "build_module",
+           "count_cross_bytes", "parse_devices"]

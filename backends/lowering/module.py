@@ -1,0 +1,207 @@
+"""The checked network as an `nn.Module`: one submodule per stage, towers placed on devices.
+
+Every routing decision (which layout each activation is in, what crosses between towers) is
+made once here at build time from the checker's `TowerInfo`, so forward is a fixed sequence
+of per-tower ops and moves, with no Python state that DistributedDataParallel or
+torch.export could trip over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from alexnetc.backends.lowering.fused import FusedChain, kernel_available
+from alexnetc.backends.lowering.ops import LOWERINGS, Build
+from alexnetc.backends.lowering.towers import (
+    Layout,
+    all_gather,
+    gather,
+    parse_devices,
+    resolve_devices,
+    scatter,
+)
+from alexnetc.compiler.graph import CheckedNetwork, Layer
+from alexnetc.compiler.recipe import Recipe
+
+Route = Callable[[list[Tensor], Layout, list[torch.device], str], list[Tensor]]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One lowered op or fused chain of a stage: how its input reaches the towers."""
+
+    name: str  # submodule name in the stage
+    layer: str  # id of its (first) layer, for the byte accounting
+    route: Route | None
+    layout_in: Layout
+    single: bool  # runs on tower 0 only (its input is not split over the towers)
+
+
+class Stage(nn.Module):
+    """The ops of one spec stage; takes and returns one tensor per tower (or one, `SINGLE`)."""
+
+    def __init__(self, name: str):
+        super().__init__()
+        self.stage = name
+        self.steps: list[Step] = []
+        self.layout = Layout.REPLICATED  # layout of the stage's output
+
+    def add(self, step: Step, module: nn.Module, layout_out: Layout) -> None:
+        self.add_module(step.name, module)
+        self.steps.append(step)
+        self.layout = layout_out
+
+    def forward(self, xs: list[Tensor], devices: list[torch.device]) -> list[Tensor]:
+        for step in self.steps:
+            if step.route is not None:
+                xs = step.route(xs, step.layout_in, devices, step.layer)  # T x [N x C(/T) ..]
+            op = self._modules[step.name]
+            assert op is not None
+            xs = ([op(xs[0], 0)] if step.single  # [N x C x H x W] on tower 0
+                  else [op(x, t) for t, x in enumerate(xs)])  # T x [N x C/T x H x W]
+        return xs
+
+
+class AlexnetcModule(nn.Module):
+    """A checked network lowered to PyTorch; forward returns logits (no final Softmax)."""
+
+    def __init__(self, net: CheckedNetwork, devices: list[torch.device]):
+        super().__init__()
+        self.net = net
+        self.stage_names: list[str] = []
+        self.final_softmax = False
+        for t, d in enumerate(devices):  # where each tower lives; follows .to() (not saved)
+            self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
+        self._expect = (net.input.c, net.input.h, net.input.w)
+
+    def add_stage(self, stage: Stage) -> None:
+        if hasattr(self, stage.stage):
+            raise ValueError(f"stage name '{stage.stage}' clashes with an attribute of "
+                             "torch.nn.Module; rename the stage in the spec")
+        self.add_module(stage.stage, stage)
+        self.stage_names.append(stage.stage)
+
+    @property
+    def devices(self) -> list[torch.device]:
+        return [getattr(self, f"_tower{t}").device for t in range(self.net.towers)]
+
+    def check_input(self, x: Tensor) -> None:
+        """Reject a wrongly shaped input before any computation, naming the expected shape."""
+        c, h, w = self._expect
+        if x.dim() != 4 or tuple(x.shape[1:]) != self._expect:
+            raise ValueError(f"{self.net.name} takes N x {c} x {h} x {w} images (input "
+                             f"{self.net.input}), got a tensor of shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:  # N x C x H x W on devices[0]
+        self.check_input(x)
+        devices = self.devices
+        xs = [x.to(d) for d in devices]  # T x [N x C x H x W]: the image given to every tower
+        layout = Layout.REPLICATED
+        for name in self.stage_names:
+            stage = getattr(self, name)
+            xs = stage(xs, devices)  # T x [N x C/T x H' x W'] or [N x C x H' x W']
+            layout = stage.layout
+        return gather(xs, layout, devices, "output")[0]  # N x classes on devices[0]
+
+    def predict(self, x: Tensor) -> Tensor:
+        """Probabilities: forward then the spec's final Softmax (forward's output if none)."""
+        logits = self(x)  # N x classes
+        return torch.softmax(logits, dim=1) if self.final_softmax else logits
+
+
+def _plan(layer: Layer, layout: Layout, towers: int) -> tuple[Route | None, bool, Layout]:
+    """(route, runs on tower 0 only, output layout) of an op reading `layout`.
+
+    Mirrors the checker's towers pass: "all" layers all-gather, "gather" collects on tower 0,
+    own-tower convs read their channel share, other ops keep their input's split. The input
+    image is on every tower; ops before the first split run on each tower's own channel
+    share when the channels divide, else on tower 0 alone.
+    """
+    if towers == 1:
+        return None, False, Layout.SPLIT
+    reads, category = layer.tower.reads, layer.op.category
+    if reads == "all":
+        return all_gather, False, Layout.SPLIT
+    if reads == "gather":
+        return gather, True, Layout.SINGLE
+    if category == "conv" or (layout is Layout.REPLICATED and layer.in_shape.c % towers == 0):
+        return scatter, False, Layout.SPLIT
+    if layout is Layout.SPLIT:
+        return None, False, Layout.SPLIT
+    return gather, True, Layout.SINGLE
+
+
+def _chain(layers: list[Layer], use_kernel: bool) -> FusedChain:
+    by_role = {layer.op.fusion_role: layer for layer in layers}
+    lrn, pool = by_role.get("lrn"), by_role.get("maxpool")
+    assert lrn is None or lrn.op.name == "ResNorm"
+    return FusedChain(
+        layers[0].fusion.kernel if layers[0].fusion else "",
+        (int(lrn.args["size"]), float(lrn.args["alpha"]), float(lrn.args["beta"]),
+         float(lrn.args["k"])) if lrn else None,
+        (int(pool.args["size"]), int(pool.args["stride"]), int(pool.args.get("pad", 0)))
+        if pool else None,
+        use_kernel)
+
+
+def _groups(layers: list[Layer]) -> list[list[Layer]]:
+    """A stage's layers, each fused chain as one group."""
+    out: list[list[Layer]] = []
+    for layer in layers:
+        f = layer.fusion
+        if f is not None and layer.id != f.head and out and out[-1][0].id == f.head:
+            out[-1].append(layer)
+        else:
+            out.append([layer])
+    return out
+
+
+def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
+                 devices: Sequence[str | torch.device] | None = None, seed: int | None = 0,
+                 fused: bool | None = None) -> AlexnetcModule:
+    """Lower a checked network; weights are N(0, std) and constant biases as the paper.
+
+    `seed` fixes the weights whatever the device map (they are drawn whole on the CPU and
+    split over towers); None draws fresh ones. `fused`: None uses the Triton kernel for
+    fused chains on CUDA towers when it is installed, True requires it, False never uses it.
+    """
+    if not isinstance(net, CheckedNetwork):
+        raise TypeError("build_module needs a CheckedNetwork from alexnetc.compiler.pipeline "
+                        f"(load or check), got {type(net).__name__}")
+    towers = net.towers
+    devs = parse_devices(None, towers) if devices is None else resolve_devices(devices, towers)
+    runs = any(kernel_available(d) for d in set(devs))
+    if fused and not runs:
+        raise ValueError("fused=True, but the Triton kernels do not run on "
+                         f"{', '.join(sorted({str(d) for d in devs}))} (they need CUDA and "
+                         "triton)")
+    use_kernel = runs if fused is None else fused
+    generator = torch.Generator()
+    if seed is None:
+        generator.seed()
+    else:
+        generator.manual_seed(seed)
+    layers = list(net.layers())
+    b = Build(towers, devs, (recipe or Recipe()).init, generator, layers[-1].id)
+    module = AlexnetcModule(net, devs)
+    module.final_softmax = layers[-1].op.name == "Softmax"
+    layout = Layout.REPLICATED
+    for name, stage_layers in net.stages():
+        stage = Stage(name)
+        used: dict[str, int] = {}
+        for group in _groups(stage_layers):
+            head = group[0]
+            route, single, out = _plan(head, layout, towers)
+            op = _chain(group, use_kernel) if len(group) > 1 else LOWERINGS[head.op.name](head, b)
+            base = group[0].fusion.kernel if len(group) > 1 and group[0].fusion \
+                else head.op.name.lower()
+            used[base] = used.get(base, 0) + 1
+            sub = base if used[base] == 1 else f"{base}_{used[base] - 1}"
+            stage.add(Step(sub, head.id, route, layout, single), op, out)
+            layout = out
+        module.add_stage(stage)
+    return module

@@ -1,0 +1,65 @@
+"""`alexnetc compile SPEC -o FILE [--onnx]`: an artifact plain PyTorch loads without alexnetc."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from alexnetc.cli.common import read_spec
+from alexnetc.cli.main import UsageError
+from alexnetc.compiler.errors import SpecError
+from alexnetc.compiler.pipeline import check_bytes
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "compile", help="write a torch.export program (or ONNX) of a spec",
+        description="Check a spec and write the network (eval mode, final Softmax applied, "
+        "reference ops, all towers on one device, dynamic batch) as a torch.export program "
+        "that torch.export.load reads without alexnetc. The spec's sha256 and the alexnetc "
+        "version are recorded in it.")
+    p.add_argument("spec", help="the .net file ('-' for standard input)")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="where to write it (default: the spec's name with .pt2, or .onnx)")
+    p.add_argument("--onnx", action="store_true",
+                   help="write ONNX instead (needs the onnx and onnxscript packages)")
+    p.add_argument("--devices", metavar="DEVICE", default="cpu",
+                   help="the one device to export on (default: cpu)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the initial weights (default: the spec's train seed)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
+    from alexnetc.backends.lowering.towers import parse_devices
+
+    name, data = read_spec(args.spec)
+    result = check_bytes(data, name)
+    if result.network is None or result.recipe is None:
+        raise SpecError(result.diagnostics, result.source)
+    net, recipe = result.network, result.recipe
+    if "," in args.devices:
+        raise UsageError(f"--devices {args.devices}: an exported program runs every tower on "
+                         "one device; give one, e.g. --devices cpu")
+    try:
+        devices = parse_devices(args.devices, 1)
+    except ValueError as e:
+        raise UsageError(f"--devices: {e}") from None
+    if args.onnx and onnx_missing():
+        raise UsageError(f"--onnx needs the {' and '.join(onnx_missing())} package(s): "
+                         f"pip install {' '.join(onnx_missing())}")
+    stem = Path(name).stem if name != "<stdin>" else net.name
+    out = Path(args.output or f"{stem}.{'onnx' if args.onnx else 'pt2'}")
+    if out.is_dir():
+        raise UsageError(f"{out} is a folder; give a file name with -o")
+    seed = recipe.train.seed if args.seed is None else args.seed
+    if args.onnx:
+        meta = export_onnx(net, recipe, data, out, seed=seed)
+    else:
+        meta = export_program(net, recipe, data, out, device=devices[0], seed=seed)
+    print(f"{net.name}: {meta['parameters']:,} parameters, input "
+          f"{'x'.join(map(str, meta['input']))} (C x H x W), spec sha256 "
+          f"{meta['spec_sha256'][:12]}")
+    print(f"wrote {out} ({'ONNX' if args.onnx else 'torch.export program'})")
+    return 0

@@ -1,0 +1,226 @@
+"""What runs is what the checker states: parameter counts, stage shapes, tower bytes, and
+numbers equal to a plain whole-tensor PyTorch reference, for the repository's specs and for
+random valid specs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import SPECS
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+from strategies import valid_specs
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from alexnetc.backends.lowering import AlexnetcModule, assemble, build_module, count_cross_bytes
+from alexnetc.compiler.errors import SpecError
+from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.compiler.pipeline import check, check_file, load
+
+SPEC_FILES = sorted(SPECS.glob("*.net"))
+PROPERTY = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def run_with_hooks(model: AlexnetcModule,
+                   x: torch.Tensor) -> tuple[torch.Tensor, dict[str, tuple[int, ...]]]:
+    """The output, and each stage's whole output shape per image in the checker's H x W x C."""
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def hook(stage, args, out):
+        whole = assemble(out, stage.layout)  # N x C (x H x W)
+        assert whole.shape[0] == x.shape[0]
+        dims = tuple(whole.shape[1:])
+        seen[stage.stage] = dims if len(dims) == 1 else (dims[1], dims[2], dims[0])
+
+    handles = [getattr(model, n).register_forward_hook(hook) for n in model.stage_names]
+    try:
+        y = model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return y, seen
+
+
+def checker_shapes(net: CheckedNetwork) -> dict[str, tuple[int, ...]]:
+    return {name: layers[-1].shape.dims() for name, layers in net.stages()}
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def image(net: CheckedNetwork, batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, net.input.c, net.input.h, net.input.w, generator=g)
+
+
+def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tensor) -> torch.Tensor:
+    """The network on whole tensors with stock torch ops (eval mode, logits): towers matter
+    only to LRN, whose window stays inside each tower's channels once they are split."""
+    towers, split, last = net.towers, False, list(net.layers())[-1].id
+    for name, layers in net.stages():
+        shards = iter(m for m in getattr(model, name).children() if hasattr(m, "towers"))
+        for layer in layers:
+            a, op = layer.args, layer.op.name
+            if op in ("Conv", "FC"):
+                sh = next(shards).towers
+                w = torch.cat([s.weight.cpu() for s in sh])
+                b = torch.cat([s.bias.cpu() for s in sh])
+                x = (F.conv2d(x, w, b, int(a["stride"]), int(a["pad"]), 1, int(a["groups"]))
+                     if op == "Conv" else F.linear(x.flatten(1), w, b))
+                split = True
+            elif op in ("ReLU", "Tanh", "Sigmoid"):
+                x = {"ReLU": torch.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid}[op](x)
+            elif op == "ResNorm":
+                parts = x.chunk(towers, 1) if split or x.shape[1] % towers == 0 else (x,)
+                x = torch.cat([_paper_lrn(p, int(a["size"]), float(a["alpha"]),
+                                          float(a["beta"]), float(a["k"])) for p in parts], 1)
+            elif op in ("MaxPool", "AvgPool"):
+                pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
+                x = pool(x, int(a["size"]), int(a["stride"]), int(a["pad"]))
+            elif op == "Softmax" and layer.id != last:
+                x = torch.softmax(x, 1)
+    return x
+
+
+def _paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    out = torch.empty_like(x)
+    for i in range(x.shape[1]):
+        lo, hi = max(0, i - size // 2), min(x.shape[1], i + size // 2 + 1)
+        out[:, i] = x[:, i] / (k + alpha * (x[:, lo:hi] ** 2).sum(1)) ** beta
+    return out
+
+
+class RecordOps(TorchDispatchMode):
+    """Every aten op that runs (allocations included) while active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def assert_lowering_states_the_checker(net: CheckedNetwork, batches=(1, 3)) -> None:
+    """Parameter count, stage shapes, bytes between towers and the reference's numbers."""
+    model = build_module(net, devices=["cpu"] * net.towers, seed=1).eval()
+    assert n_params(model) == net.total().params
+    assert {n for n in model.stage_names} == {n for n, _ in net.stages()}
+    with torch.no_grad():
+        for i, batch in enumerate(batches):
+            x = image(net, batch)
+            with count_cross_bytes() as moved:
+                y, shapes = run_with_hooks(model, x)
+            assert shapes == checker_shapes(net)
+            for layer in net.layers():
+                assert moved.get(layer.id, 0) == layer.tower.cross_bytes * batch, layer.id
+            ends_gathered = net.towers == 1 or list(net.layers())[-1].op.name == "Softmax"
+            assert ("output" in moved) == (not ends_gathered)
+            if i == 0:  # the numbers, once: the reference is slow on big specs
+                torch.testing.assert_close(y, reference_forward(net, model, x), rtol=1e-4,
+                                           atol=1e-5)
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=[p.stem for p in SPEC_FILES])
+def test_every_spec_counts_and_shapes(path: Path):
+    result = check_file(path)
+    if result.network is None:  # specs/ also shows the checker's errors: nothing to build
+        with pytest.raises(SpecError):
+            load(path)
+        return
+    assert_lowering_states_the_checker(result.network)
+
+
+# --- random valid specs -----------------------------------------------------------------------
+
+@st.composite
+def lowering_specs(draw: st.DrawFn) -> str:
+    """Specs exercising what the lead's strategy leaves out: 3 towers, groups that cut
+    through towers, Tanh/Sigmoid, AvgPool, padding on pools, init overrides, flat LRN."""
+    towers = draw(st.sampled_from([1, 2, 3]))
+    h, w, c = draw(st.integers(4, 20)), draw(st.integers(4, 20)), draw(st.integers(1, 4))
+    lines = [f"input {h}x{w}x{c}", f"towers {towers}"]
+    for i in range(draw(st.integers(1, 3))):
+        k = draw(st.integers(1, 4))
+        groups = draw(st.sampled_from([g for g in (1, 2, 3, towers, 2 * towers) if c % g == 0]))
+        out = math.lcm(groups, towers) * draw(st.integers(1, 3))
+        args = [str(k), str(draw(st.integers(1, 2))), f"pad={draw(st.integers(0, k // 2))}",
+                f"groups={groups}", "remainder=drop"]
+        if draw(st.booleans()):
+            args.append(f"std={draw(st.sampled_from([0.1, 0.5]))}, bias=0.1")
+        ops = [f"Conv({', '.join(args)}) x{out} + {draw(st.sampled_from(['ReLU', 'Tanh']))}"]
+        if draw(st.booleans()):
+            ops.append(f"ResNorm({draw(st.sampled_from([1, 3, 5]))}, alpha=0.01, k=1)")
+        if draw(st.booleans()):
+            size = draw(st.integers(1, 3))
+            ops.append(f"{draw(st.sampled_from(['MaxPool', 'AvgPool']))}({size},"
+                       f"{draw(st.integers(1, 2))}, pad={draw(st.integers(0, size // 2))}, "
+                       "remainder=drop)")
+        lines.append(f"c{i}: " + "; ".join(ops))
+        c = out
+    for j in range(draw(st.integers(0, 2))):
+        tail = draw(st.sampled_from(["", " + Sigmoid", " + ReLU; ResNorm(3)", "; Dropout(0.3)"]))
+        lines.append(f"f{j}: FC({towers * draw(st.integers(1, 4))}){tail}")
+    if draw(st.booleans()):
+        lines.append(f"out: FC({towers * 2}) + Softmax")
+    return "\n".join(lines) + "\n"
+
+
+@PROPERTY
+@given(case=valid_specs(max_size=16, max_channels=6))
+def test_random_valid_specs_lower_as_checked(case):
+    result = check(case.text)
+    assert result.network is not None, case.text
+    assert_lowering_states_the_checker(result.network, batches=(1, 2))
+
+
+@PROPERTY
+@given(text=lowering_specs())
+def test_random_lowering_specs_lower_as_checked(text):
+    result = check(text)
+    assume(result.ok)
+    assert result.network is not None
+    assert_lowering_states_the_checker(result.network, batches=(2,))
+
+
+@PROPERTY
+@given(case=valid_specs(max_size=16, max_channels=6), data=st.data())
+def test_rejected_inputs_never_reach_a_tensor(case, data, tmp_path_factory):
+    net = check(case.text).network
+    assert net is not None
+    model = build_module(net, devices=["cpu"])
+    h, w, c = case.input
+    bad = data.draw(st.sampled_from([(1, c, h + 1, w), (1, c + 1, h, w), (2, c, h, w + 3),
+                                     (c, h, w)]))
+    x = torch.empty(bad)
+    with RecordOps() as rec, pytest.raises(ValueError, match=f"N x {c} x {h} x {w}"):
+        model(x)
+    assert rec.ops == []
+    # an input the checker rejects: no network, so nothing to build
+    small = case.text.replace(f"input {h}x{w}x{c}", f"input 1x1x{c}")
+    spec = tmp_path_factory.mktemp("bad") / "bad.net"
+    spec.write_text(small)
+    if not check(small).ok:
+        with pytest.raises(SpecError):
+            load(spec)
+
+
+def test_build_module_refuses_anything_but_a_checked_network():
+    result = check("input 8x8x3\nc: Conv(9,1) x4\n")
+    assert not result.ok
+    with pytest.raises(TypeError, match="CheckedNetwork"):
+        build_module(result.network)  # type: ignore[arg-type]
+
+
+def test_stage_names_that_clash_with_module_attributes_are_refused():
+    result = check("input 2x2x1\nforward: ReLU\n")
+    assert result.network is not None
+    with pytest.raises(ValueError, match="'forward' clashes"):
+        build_module(result.network)

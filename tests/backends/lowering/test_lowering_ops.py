@@ -1,0 +1,177 @@
+"""Each op's lowering against its stated semantics (the checker's numbers, the paper's LRN)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import SPECS
+
+from alexnetc.backends.lowering import build_module
+from alexnetc.backends.lowering.fused import FusedChain, kernel_available, local_response_norm
+from alexnetc.backends.lowering.ops import LOWERINGS, conv_calls
+from alexnetc.compiler.ops import OPS
+from alexnetc.compiler.pipeline import check, load
+from alexnetc.compiler.recipe import Init, Recipe
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    return load(SPECS / "alexnet.net")
+
+
+def _net(text: str):
+    result = check(text)
+    assert result.ok, [d.message for d in result.diagnostics]
+    return result.network
+
+
+def paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The paper's formula, channel by channel (independent of torch's LRN)."""
+    out = torch.empty_like(x)
+    c = x.shape[1]
+    for i in range(c):
+        lo, hi = max(0, i - size // 2), min(c, i + size // 2 + 1)
+        out[:, i] = x[:, i] / (k + alpha * (x[:, lo:hi] ** 2).sum(1)) ** beta
+    return out
+
+
+def test_every_registry_op_has_a_lowering():
+    assert {op.name for op in OPS.values()} <= set(LOWERINGS)
+
+
+@pytest.mark.parametrize("shape", [(2, 7, 4, 5), (3, 6)])
+@pytest.mark.parametrize("size,alpha,beta,k", [(5, 1e-4, 0.75, 2.0), (3, 0.5, 0.6, 1.0),
+                                               (1, 2.0, 1.0, 0.5)])
+def test_lrn_is_the_papers_formula(shape, size, alpha, beta, k):
+    x = torch.randn(*shape) * 3
+    torch.testing.assert_close(local_response_norm(x, size, alpha, beta, k),
+                               paper_lrn(x, size, alpha, beta, k))
+
+
+def test_lrn_maps_to_torch_convention_with_alpha_times_size():
+    x = torch.randn(2, 8, 3, 3) * 3
+    torch_lrn = torch.nn.LocalResponseNorm(5, alpha=0.5 * 5, beta=0.75, k=2.0)
+    torch.testing.assert_close(local_response_norm(x, 5, 0.5, 0.75, 2.0), torch_lrn(x))
+    assert not torch.allclose(torch.nn.LocalResponseNorm(5, 0.5, 0.75, 2.0)(x), torch_lrn(x))
+
+
+def test_lrn_matches_kernels_reference_when_present():
+    ref = pytest.importorskip("alexnetc.backends.kernels.reference")
+    params = pytest.importorskip("alexnetc.backends.kernels.params")
+    x = torch.randn(2, 8, 9, 9) * 3
+    chain = FusedChain("relu_lrn_pool", (5, 1e-3, 0.75, 2.0), (3, 2, 0), use_kernel=False)
+    want = ref.reference_relu_lrn_pool(x, params.LRNParams(5, 1e-3, 0.75, 2.0),
+                                       params.PoolParams(3, 2, 0), towers=1)
+    torch.testing.assert_close(chain(x), want)
+
+
+@pytest.mark.parametrize("c_in,c_out,groups,towers", [
+    (6, 12, 3, 2),  # towers cut through groups
+    (4, 8, 2, 4),
+    (6, 6, 1, 3),
+    (8, 8, 4, 2),  # whole groups per tower, read from all maps
+    (12, 12, 6, 3),
+])
+def test_conv_shards_equal_the_whole_grouped_conv(c_in, c_out, groups, towers):
+    x = torch.randn(2, c_in, 7, 7)
+    w, b = torch.randn(c_out, c_in // groups, 3, 3), torch.randn(c_out)
+    want = F.conv2d(x, w, b, 1, 1, 1, groups)
+    parts = []
+    own = groups % towers == 0
+    for t, (wt, bt) in enumerate(zip(w.chunk(towers), b.chunk(towers), strict=True)):
+        xt = x.chunk(towers, 1)[t] if own else x
+        calls = conv_calls(c_in, c_out, groups, towers, t, own)
+        parts.append(torch.cat([F.conv2d(xt[:, c.in_lo:c.in_hi], wt[c.out_lo:c.out_hi],
+                                          bt[c.out_lo:c.out_hi], 1, 1, 1, c.groups)
+                                for c in calls], 1))
+    torch.testing.assert_close(torch.cat(parts, 1), want)
+
+
+def test_avgpool_counts_padding_and_floors():
+    net = _net("input 5x5x1\np: AvgPool(2,2, pad=1, remainder=drop) -> 3x3x1\n")
+    m = build_module(net, devices=["cpu"]).eval()
+    y = m(torch.ones(1, 1, 5, 5))
+    assert y.shape == (1, 1, 3, 3)
+    assert y[0, 0, 0, 0].item() == pytest.approx(0.25)  # one real pixel of four
+
+
+def test_maxpool_overlaps_and_floors():
+    net = _net("input 8x8x2\np: MaxPool(3,2, remainder=drop) -> 3x3x2\n")
+    x = torch.randn(1, 2, 8, 8)
+    y = build_module(net, devices=["cpu"])(x)
+    torch.testing.assert_close(y, F.max_pool2d(x, 3, 2))
+
+
+@pytest.mark.parametrize("act,fn", [("ReLU", torch.relu), ("Tanh", torch.tanh),
+                                    ("Sigmoid", torch.sigmoid)])
+def test_activations(act, fn):
+    net = _net(f"input 4x4x2\na: {act}\n")
+    x = torch.randn(3, 2, 4, 4)
+    torch.testing.assert_close(build_module(net, devices=["cpu"])(x), fn(x))
+
+
+def test_dropout_only_while_training():
+    net = _net("input 1x1x2\nf: FC(200, std=0.5) + ReLU; Dropout(0.5)\n")
+    m = build_module(net, devices=["cpu"])
+    x = torch.ones(4, 2, 1, 1)
+    m.eval()
+    assert torch.equal(m(x), m(x))
+    m.train()
+    a, b = m(x), m(x)
+    assert not torch.equal(a, b)
+    assert (a == 0).any()
+
+
+def test_final_softmax_only_in_predict_and_middle_softmax_in_forward():
+    net = _net("input 1x1x3\nf: FC(4) + Softmax\n")
+    m = build_module(net, devices=["cpu"], seed=3).eval()
+    x = torch.randn(2, 3, 1, 1)
+    logits = m(x)
+    torch.testing.assert_close(m.predict(x), torch.softmax(logits, 1))
+    mid = build_module(_net("input 1x1x3\nf: FC(4) + Softmax\ng: FC(2)\n"), devices=["cpu"])
+    h = torch.softmax(F.linear(x.flatten(1), mid.f.fc.towers[0].weight, mid.f.fc.towers[0].bias),
+                      1)
+    torch.testing.assert_close(mid(x), F.linear(h, mid.g.fc.towers[0].weight,
+                                                mid.g.fc.towers[0].bias))
+    torch.testing.assert_close(mid.predict(x), mid(x))  # no final Softmax: predict = forward
+
+
+def _full(sharded) -> torch.Tensor:
+    return torch.cat([s.weight for s in sharded.towers], 0)
+
+
+def test_init_as_the_paper_with_spec_overrides(alexnet):
+    net, recipe = alexnet
+    m = build_module(net, recipe, devices=["cpu"])
+    biases = {name: getattr(m, name).fc.towers[0].bias if name.startswith("fc")
+              else getattr(m, name).conv.towers[0].bias for name in m.stage_names}
+    assert {n for n, b in biases.items() if torch.all(b == 1)} == {"conv2", "conv4", "conv5",
+                                                                     "fc6", "fc7"}
+    assert torch.all(biases["conv1"] == 0) and torch.all(biases["fc8"] == 0)
+    w = _full(m.fc6.fc)
+    assert w.mean().abs() < 1e-4 and w.std().item() == pytest.approx(0.01, rel=1e-2)
+    other = _net("input 4x4x1\nc: Conv(3,1) x4\nd: Conv(1,1, std=0.5, bias=-2) x4\n")
+    m2 = build_module(other, Recipe(init=Init(std=2.0, bias=0.25)), devices=["cpu"])
+    assert _full(m2.c.conv).std().item() > 1.0 and torch.all(m2.c.conv.towers[0].bias == 0.25)
+    assert _full(m2.d.conv).std().item() < 1.0 and torch.all(m2.d.conv.towers[0].bias == -2)
+
+
+def test_seed_makes_weights_reproducible(alexnet):
+    net, recipe = alexnet
+    a = build_module(net, recipe, devices=["cpu"], seed=7).state_dict()
+    b = build_module(net, recipe, devices=["cpu", "cpu"], seed=7).state_dict()
+    c = build_module(net, recipe, devices=["cpu"], seed=8).state_dict()
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["conv1.conv.towers.0.weight"], c["conv1.conv.towers.0.weight"])
+
+
+def test_fused_chain_is_one_op_and_fused_true_needs_the_kernels(alexnet):
+    net, recipe = alexnet
+    m = build_module(net, recipe, devices=["cpu"], fused=False)
+    assert isinstance(m.conv1.relu_lrn_pool, FusedChain)
+    assert isinstance(m.conv5.relu_pool, FusedChain)
+    if not kernel_available("cpu"):  # the kernels' tests may turn on the Triton interpreter
+        with pytest.raises(ValueError, match="fused=True"):
+            build_module(net, recipe, devices=["cpu"], fused=True)

@@ -1,0 +1,117 @@
+"""Device maps: parsing, numbers that do not depend on the map, training on it, DDP."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.distributed as dist
+from helpers import SPECS
+from torch.nn.parallel import DistributedDataParallel
+
+from alexnetc.backends.lowering import build_module, count_cross_bytes, parse_devices
+from alexnetc.compiler.pipeline import check, load
+
+SMALL = """input 12x12x3
+towers 2
+c1: Conv(3,1) x8 + ReLU; ResNorm(3); MaxPool(2,2)
+c2: Conv(3,1, pad=1, groups=2) x8 + ReLU
+c3: Conv(3,1) x6 + Tanh
+f: FC(4) + Softmax
+"""
+
+
+@pytest.fixture(scope="module")
+def alexnet():
+    return load(SPECS / "alexnet.net")
+
+
+def test_parse_devices():
+    cpu = torch.device("cpu")
+    assert parse_devices("cpu", 2) == [cpu, cpu]
+    assert parse_devices(" cpu , cpu ", 2) == [cpu, cpu]
+    assert len(parse_devices(None, 3)) == 3
+    with pytest.raises(ValueError, match="3 devices given for 2 towers"):
+        parse_devices("cpu,cpu,cpu", 2)
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        parse_devices("gpu0", 1)
+    with pytest.raises(ValueError, match="empty device name"):
+        parse_devices("cpu,", 2)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            parse_devices("cuda:0,cpu", 2)
+
+
+def test_alexnet_two_cpu_towers_forward_backward(alexnet):
+    """Batch 2 forward and backward on a two-"device" map equal the one-device run, and move
+    exactly the checker's bytes; the state_dict is the same for both maps."""
+    net, recipe = alexnet
+    x = torch.randn(2, 3, 227, 227)
+    outs, grads, keys = [], [], []
+    for devices in (["cpu"], ["cpu", "cpu"]):
+        m = build_module(net, recipe, devices=devices, seed=5).eval()  # eval: no dropout masks
+        keys.append(list(m.state_dict()))
+        with count_cross_bytes() as moved:
+            y = m(x)  # 2 x 1000
+        assert sum(moved.values()) == net.cross_tower_bytes() * 2
+        torch.nn.functional.cross_entropy(y, torch.tensor([3, 7])).backward()
+        outs.append(y.detach())
+        grads.append(m.conv1.conv.towers[1].weight.grad)
+    assert keys[0] == keys[1] and "conv1.conv.towers.1.weight" in keys[0]
+    assert outs[0].shape == (2, 1000)
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+    assert grads[0] is not None and grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+
+
+def test_training_mode_dropout_runs_per_tower():
+    net = check(SMALL).network
+    assert net is not None
+    m = build_module(net, devices=["cpu", "cpu"]).train()
+    y = m(torch.randn(4, 3, 12, 12))
+    y.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_ddp_wraps_a_two_tower_module(tmp_path):
+    """DistributedDataParallel (gloo, one process) over a module spanning two devices."""
+    net = check(SMALL).network
+    assert net is not None
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        m = build_module(net, devices=["cpu", "cpu"], seed=2)
+        ddp = DistributedDataParallel(m)
+        x = torch.randn(3, 3, 12, 12)
+        loss = torch.nn.functional.cross_entropy(ddp(x), torch.tensor([0, 1, 2]))
+        loss.backward()
+        assert all(p.grad is not None for p in m.parameters())
+    finally:
+        dist.destroy_process_group()
+
+
+def test_module_follows_to(alexnet):
+    net = check(SMALL).network
+    assert net is not None
+    m = build_module(net, devices=["cpu", "cpu"]).to(torch.float64)
+    assert m.devices == [torch.device("cpu")] * 2
+    assert m(torch.randn(1, 3, 12, 12, dtype=torch.float64)).dtype == torch.float64
+
+
+@pytest.mark.gpu
+def test_towers_on_cuda_and_cpu_equal_all_on_cuda(alexnet):
+    net, recipe = alexnet
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    x = torch.randn(2, 3, 227, 227, device="cuda")
+    outs = {}
+    for key, devices in {"cuda": ["cuda:0"], "mixed": ["cuda:0", "cpu"],
+                         "reference": ["cpu"]}.items():
+        m = build_module(net, recipe, devices=devices, seed=11).eval()
+        with torch.no_grad(), count_cross_bytes() as moved:
+            y = m(x if devices[0] != "cpu" else x.cpu())
+        assert sum(moved.values()) == net.cross_tower_bytes() * 2
+        outs[key] = y.cpu()
+    print("max |cuda - mixed|:", (outs["cuda"] - outs["mixed"]).abs().max().item(),
+          "max |cuda - cpu|:", (outs["cuda"] - outs["reference"]).abs().max().item())
+    torch.testing.assert_close(outs["mixed"], outs["cuda"], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(outs["reference"], outs["cuda"], rtol=1e-4, atol=1e-5)

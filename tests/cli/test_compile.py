@@ -1,0 +1,93 @@
+"""`alexnetc compile`: a program plain torch.export.load runs, equal to the alexnetc module."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from helpers import SPECS
+
+from alexnetc.backends.lowering import build_module
+from alexnetc.backends.lowering.export import load_metadata, onnx_missing
+from alexnetc.cli.main import main
+from alexnetc.compiler.pipeline import load
+
+# Runs in a fresh interpreter where importing alexnetc fails: the artifact must not need it.
+LOAD_WITHOUT_ALEXNETC = """
+import sys
+sys.modules["alexnetc"] = None
+import torch
+files = {"alexnetc.json": ""}
+program = torch.export.load(sys.argv[1], extra_files=files)
+x = torch.load(sys.argv[2])
+torch.save({"y": program.module()(x), "meta": files["alexnetc.json"]}, sys.argv[3])
+"""
+
+
+def test_compile_alexnet_loads_without_alexnetc(tmp_path, capsys):
+    out = tmp_path / "alexnet.pt2"
+    assert main(["compile", str(SPECS / "alexnet.net"), "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "60,965,224 parameters" in printed and str(out) in printed
+    x = torch.randn(2, 3, 227, 227)
+    torch.save(x, tmp_path / "x.pt")
+    script = tmp_path / "run.py"
+    script.write_text(LOAD_WITHOUT_ALEXNETC)
+    subprocess.run([sys.executable, str(script), str(out), str(tmp_path / "x.pt"),
+                    str(tmp_path / "y.pt")], check=True, timeout=120)
+    got = torch.load(tmp_path / "y.pt")
+    meta = json.loads(got["meta"])
+    assert meta["spec_sha256"] == hashlib.sha256((SPECS / "alexnet.net").read_bytes()).hexdigest()
+    assert meta["parameters"] == 60_965_224 and meta["alexnetc_version"]
+    net, recipe = load(SPECS / "alexnet.net")
+    model = build_module(net, recipe, devices=["cpu"], seed=recipe.train.seed).eval()
+    program = torch.export.load(str(out))
+    with torch.no_grad():
+        want = model.predict(x)  # 2 x 1000 probabilities
+        torch.testing.assert_close(got["y"], want)
+        torch.testing.assert_close(program.module()(x[:1]), model.predict(x[:1]))
+    torch.testing.assert_close(got["y"].sum(1), torch.ones(2))
+    assert sum(v.numel() for v in program.state_dict.values()) == 60_965_224
+
+
+def test_compile_small_spec_metadata_and_default_name(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compile", str(SPECS / "lenet5.net"), "--seed", "3"]) == 0
+    meta = load_metadata(tmp_path / "lenet5.pt2")
+    assert meta["network"] == "LeNet5" and meta["input"] == [1, 32, 32]
+
+
+def test_compile_reports_spec_errors(tmp_path, capsys):
+    assert main(["compile", str(SPECS / "alexnet-224.net"), "-o", str(tmp_path / "x.pt2")]) == 1
+    err = capsys.readouterr().err
+    assert "alexnet-224.net:" in err and "does not tile" in err
+    assert not (tmp_path / "x.pt2").exists()
+
+
+def test_compile_usage_errors(tmp_path, capsys):
+    spec = str(SPECS / "lenet5.net")
+    assert main(["compile", spec, "--devices", "cpu,cpu"]) == 2
+    assert "one device" in capsys.readouterr().err
+    assert main(["compile", spec, "--devices", "tpu9"]) == 2
+    assert "unknown device" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not onnx_missing(), reason="onnx is installed")
+def test_compile_onnx_without_onnx_says_what_to_install(tmp_path, capsys):
+    assert main(["compile", str(SPECS / "lenet5.net"), "--onnx", "-o",
+                 str(tmp_path / "x.onnx")]) == 2
+    assert "pip install onnx" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(bool(onnx_missing()), reason="needs onnx and onnxscript")
+def test_compile_onnx(tmp_path):
+    import onnx
+
+    out = tmp_path / "lenet5.onnx"
+    assert main(["compile", str(SPECS / "lenet5.net"), "--onnx", "-o", str(out)]) == 0
+    props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
+    assert json.loads(props["network"]) == "LeNet5" and "spec_sha256" in props

@@ -1,0 +1,123 @@
+"""torch.library registration of the fused kernels: eager, autograd and torch.compile.
+
+On CUDA the ops are ``torch.library.triton_op``s (torch >= 2.6) whose kernels go through
+``wrap_triton``, so torch.compile traces them without a graph break and Inductor sees the
+Triton kernels.  Under the CPU interpreter (TRITON_INTERPRET=1, tests) ``wrap_triton`` refuses
+interpreter functions, so the same bodies are registered as opaque ``custom_op``s with a fake
+implementation instead.
+
+The forward returns (y, argmax): argmax is an int8 tensor shaped like y when ``save_idx`` (the
+backward's gather reads it: 1 byte per pooled output instead of any full-size intermediate),
+else an empty tensor.  The backward recomputes it with one forward launch if it is missing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import lrn_pool, lrn_pool_bwd
+
+REGISTERED = False
+
+_OP_NS = "alexnetc"
+
+
+def _wrap(kernel: Any) -> Any:
+    if lrn_pool.INTERPRET:
+        return kernel
+    from torch.library import wrap_triton
+
+    return wrap_triton(kernel)
+
+
+def _pooled_shape(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> tuple[int, int]:
+    h, w = x.shape[2], x.shape[3]
+    _, _, _, oh, ow = lrn_pool.pool_geometry(h, w, pool_size, pool_stride, pool_pad)
+    return oh, ow
+
+
+def _fwd(
+    x: Tensor, lrn_size: int, alpha: float, beta: float, k: float,
+    pool_size: int, pool_stride: int, pool_pad: int, towers: int, save_idx: bool,
+) -> tuple[Tensor, Tensor]:  # fmt: skip
+    oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+    y = lrn_pool.alloc_pooled(x, oh, ow)
+    idx = (
+        lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
+        if save_idx
+        else torch.empty(0, dtype=torch.int8, device=x.device)
+    )
+    lrn_pool.launch_forward(
+        x, y, idx if save_idx else None, lrn_size, alpha, beta, k,
+        pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
+    )  # fmt: skip
+    return y, idx
+
+
+def _bwd(
+    dy: Tensor, x: Tensor, idx: Tensor, lrn_size: int, alpha: float, beta: float, k: float,
+    pool_size: int, pool_stride: int, pool_pad: int, towers: int,
+) -> Tensor:  # fmt: skip
+    if pool_size > 0 and idx.numel() == 0:  # forward ran without save_idx: recompute argmax
+        oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+        idx = lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
+        lrn_pool.launch_forward(
+            x, lrn_pool.alloc_pooled(x, oh, ow), idx, lrn_size, alpha, beta, k,
+            pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
+        )  # fmt: skip
+    dx = torch.empty_like(x)
+    lrn_pool_bwd.launch_backward(
+        x, dy, idx if pool_size > 0 else None, dx, lrn_size, alpha, beta, k,
+        pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
+    )  # fmt: skip
+    return dx
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    x = inputs[0]
+    ctx.save_for_backward(x, output[1])
+    ctx.params = inputs[1:9]
+    ctx.mark_non_differentiable(output[1])
+
+
+def _backward(ctx: Any, gy: Tensor | None, _gidx: Tensor | None) -> tuple[Tensor | None, ...]:
+    x, idx = ctx.saved_tensors
+    none9 = (None,) * 9
+    if gy is None:
+        return (None, *none9)
+    dx = torch.ops.alexnetc.relu_lrn_pool_backward(gy, x, idx, *ctx.params)
+    return (dx, *none9)
+
+
+def _register() -> bool:
+    if not lrn_pool.HAVE_TRITON:
+        return False
+    lib = torch.library
+    use_triton_op = hasattr(lib, "triton_op") and not lrn_pool.INTERPRET
+    if use_triton_op:
+        fwd_op = lib.triton_op(f"{_OP_NS}::relu_lrn_pool", _fwd, mutates_args=())
+        bwd_op = lib.triton_op(f"{_OP_NS}::relu_lrn_pool_backward", _bwd, mutates_args=())
+    else:
+        fwd_op = lib.custom_op(f"{_OP_NS}::relu_lrn_pool", _fwd, mutates_args=())
+        bwd_op = lib.custom_op(f"{_OP_NS}::relu_lrn_pool_backward", _bwd, mutates_args=())
+
+        @fwd_op.register_fake
+        def _(x, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad, towers, save_idx):
+            oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+            y = lrn_pool.alloc_pooled(x, oh, ow)
+            if save_idx:
+                return y, lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
+            return y, x.new_empty(0, dtype=torch.int8)
+
+        @bwd_op.register_fake
+        def _(dy, x, idx, *params):
+            return torch.empty_like(x)
+
+    fwd_op.register_autograd(_backward, setup_context=_setup_context)  # type: ignore[attr-defined]
+    return True
+
+
+REGISTERED = _register()

@@ -1,0 +1,146 @@
+"""Triton kernels vs the float64 paper formula: CPU interpreter (default) and CUDA (gpu marker).
+
+The interpreter must be switched on before triton is imported, hence the env var at the top
+(only without CUDA, so a GPU run compiles the kernels for real).  Every kernel launch writes
+into NaN-poisoned buffers, so an element the kernel forgets to write fails the comparison.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest
+from test_lrn_reference import paper_relu_lrn_pool, rel_err
+
+from alexnetc.backends.kernels import (
+    LRNParams,
+    PoolParams,
+    fused_relu_lrn_pool,
+    kernels_available,
+    lrn_pool,
+    lrn_pool_bwd,
+    reference_relu_lrn_pool,
+)
+
+TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
+
+
+@pytest.fixture(
+    params=[pytest.param("cpu", id="interp"), pytest.param("cuda", marks=pytest.mark.gpu)]
+)
+def device(request: pytest.FixtureRequest) -> str:
+    dev = request.param
+    if dev == "cuda" and not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    if not kernels_available(dev):
+        pytest.skip(f"Triton kernels unavailable on {dev} (interpreter off or triton missing)")
+    return dev
+
+
+def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
+    return (
+        lrn.size if lrn else 0, lrn.alpha if lrn else 0.0, lrn.beta if lrn else 0.0,
+        lrn.k if lrn else 1.0, pool.size if pool else 0, pool.stride if pool else 1,
+        pool.pad if pool else 0,
+    )  # fmt: skip
+
+
+LRN_A = LRNParams(5, 0.1, 0.75, 2.0)  # alpha large enough that the LRN visibly matters
+CASES = [
+    # shape, lrn, pool, towers, dtype, channels_last, fwd config, bwd config
+    pytest.param((2, 7, 11, 13), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
+                 {"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, {"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3},
+                 id="conv-block-chunk-and-tile-edges"),
+    pytest.param((1, 8, 9, 10), LRNParams(5, 0.02, 0.6, 1.5), PoolParams(3, 2, 1), 2,
+                 torch.float32, True, None, None, id="towers2-pad1-channels_last"),
+    pytest.param((1, 1, 7, 7), LRNParams(3, 0.3, 0.75, 1.0), PoolParams(2, 2), 1,
+                 torch.float32, False, None, None, id="single-channel-batch1"),
+    pytest.param((2, 6, 9, 9), None, PoolParams(3, 2), 1, torch.float32, False, None, None,
+                 id="relu-pool"),
+    pytest.param((1, 6, 5, 6), LRNParams(7, 0.2, 0.75, 2.0), None, 2, torch.float32, False,
+                 None, None, id="relu-lrn-towers2"),
+    pytest.param((2, 10, 13, 11), LRN_A, PoolParams(3, 2), 2, torch.bfloat16, False,
+                 {"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, None, id="bf16-towers2"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("shape", "lrn", "pool", "towers", "dtype", "cl", "fcfg", "bcfg"), CASES)
+def test_kernels_match_paper(device, shape, lrn, pool, towers, dtype, cl, fcfg, bcfg):
+    x = 2 * torch.randn(shape, device=device)
+    if cl:
+        x = x.to(memory_format=torch.channels_last)
+    x = x.to(dtype)
+    x64 = x.double().requires_grad_()
+    want = paper_relu_lrn_pool(x64, lrn, pool, towers)
+
+    y = torch.full(want.shape, float("nan"), device=device, dtype=dtype)
+    if cl:
+        y = y.to(memory_format=torch.channels_last)
+    idx = torch.full_like(y, -7, dtype=torch.int8)
+    lrn_pool.launch_forward(x, y, idx if pool else None, *_flat(lrn, pool), towers, config=fcfg)
+    assert rel_err(y, want) < TOL[dtype]
+
+    dy = torch.randn(want.shape, device=device).to(dtype)
+    want.backward(dy.double())
+    dx = torch.full_like(x, float("nan"))
+    lrn_pool_bwd.launch_backward(
+        x, dy, idx if pool else None, dx, *_flat(lrn, pool), towers, config=bcfg
+    )
+    assert rel_err(dx, x64.grad) < TOL[dtype]
+
+
+def test_public_op_autograd(device):
+    """Dispatch + torch.library registration + autograd (argmax saved by the forward)."""
+    lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
+    x = (2 * torch.randn(2, 6, 9, 11, device=device)).requires_grad_()
+    y = fused_relu_lrn_pool(x, lrn, pool, towers=2)
+    assert y.grad_fn is not None
+    dy = torch.randn_like(y)
+    y.backward(dy)
+    x64 = x.detach().double().requires_grad_()
+    want = paper_relu_lrn_pool(x64, lrn, pool, 2)
+    want.backward(dy.double())
+    assert rel_err(y.detach(), want) < 1e-5
+    assert rel_err(x.grad, x64.grad) < 1e-5
+
+
+def test_backward_without_saved_argmax(device):
+    """The backward op recomputes the argmax when the forward did not save it."""
+    x = 2 * torch.randn(1, 5, 9, 9, device=device)
+    flat = (5, 0.05, 0.75, 2.0, 3, 2, 0)
+    y, idx = torch.ops.alexnetc.relu_lrn_pool(x, *flat, 1, False)
+    assert idx.numel() == 0
+    dy = torch.randn_like(y)
+    dx = torch.ops.alexnetc.relu_lrn_pool_backward(dy, x, idx, *flat, 1)
+    x64 = x.double().requires_grad_()
+    paper_relu_lrn_pool(x64, LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)).backward(dy.double())
+    assert rel_err(dx, x64.grad) < 1e-5
+
+
+def test_unsupported_falls_back_to_reference(device):
+    x = torch.randn(1, 3, 7, 7, device=device, dtype=torch.float64)
+    lrn, pool = LRNParams(11, 1e-2, 0.75, 2.0), PoolParams(3, 1)  # size > 9, K > 2*S
+    assert torch.equal(fused_relu_lrn_pool(x, lrn, pool), reference_relu_lrn_pool(x, lrn, pool))
+
+
+@pytest.mark.slow
+def test_compiles_without_graph_break(device):
+    lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
+
+    def f(t: torch.Tensor) -> torch.Tensor:
+        return fused_relu_lrn_pool(t, lrn, pool, towers=2).sum()
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    x = (2 * torch.randn(1, 4, 9, 9, device=device)).requires_grad_()
+    out = compiled(x)
+    out.backward()
+    x64 = x.detach().double().requires_grad_()
+    paper_relu_lrn_pool(x64, lrn, pool, 2).sum().backward()
+    assert abs(out.item() - f(x64.detach().float()).item()) < 1e-4 * max(1.0, abs(out.item()))
+    assert rel_err(x.grad, x64.grad) < 1e-5

@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 # The main job: check the paper's network, then train a small AlexNet on the digits data.
 run: $(VENV)/.installed
 	$(VENV)/bin/alexnetc specs/alexnet.net --check-shapes
-	$(VENV)/bin/alexnetc train specs/alexnet-small.net --out runs/alexnet-small
+	$(VENV)/bin/alexnetc train specs/alexnet-small.net --out runs/alexnet-small-$$(date +%Y%m%d-%H%M%S)
 
 # The tests (CPU; Triton kernels through its interpreter), then the linters.
 test: $(VENV)/.installed

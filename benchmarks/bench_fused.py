@@ -1,7 +1,9 @@
 """Benchmark the fused ReLU → LRN → MaxPool kernel against eager PyTorch and torch.compile.
 
 Run on one GPU:  python benchmarks/bench_fused.py [--out FILE]
-Checks the kernel against the float64 reference on the benchmark shapes (batch 4) and
+Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side; a
+variant that fails to compile or run prints its error and the rest of the table still runs.
+Checks each kernel against the float64 reference on the benchmark shapes (batch 4) and
 times (triton.testing.do_bench medians) forward and forward+backward for the AlexNet
 conv1 block (128x96x55x55) and conv2 block (128x256x27x27), fp32 and bf16.  Each time is also
 shown as a multiple of a bandwidth floor measured on this card: a large tensor copy_ gives the
@@ -12,12 +14,15 @@ writes dx (forward+backward).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from collections.abc import Callable
 from functools import partial
 
 import torch
 import torch.nn.functional as F
+import triton
 from triton.testing import do_bench
 
 from alexnetc.backends.kernels import (
@@ -25,6 +30,7 @@ from alexnetc.backends.kernels import (
     PoolParams,
     fused_relu_lrn_pool,
     kernels_available,
+    ops,
     reference_relu_lrn_pool,
 )
 
@@ -32,6 +38,7 @@ LRN = LRNParams(5, 1e-4, 0.75, 2.0)  # AlexNet's
 POOL = PoolParams(3, 2)
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+VARIANTS = ops.VARIANTS  # timed side by side in one run
 
 
 def eager_chain(x: torch.Tensor) -> torch.Tensor:
@@ -93,63 +100,104 @@ def check(shape: tuple[int, ...], dtype: torch.dtype) -> tuple[float, float, flo
     return rel(y, y64), err_b, 1.0 - keep.double().mean().item()
 
 
+def grad_of(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dy: torch.Tensor) -> object:
+    """One forward + backward of f at x with output gradient dy."""
+    return torch.autograd.grad(f(x), x, dy)
+
+
+def time_variant(
+    variant: str,
+    x: torch.Tensor,
+    xg: torch.Tensor,
+    dy: torch.Tensor,
+    shape: tuple[int, ...],
+    dtype: torch.dtype,
+) -> tuple[float, float, float, float, float]:
+    """(fwd ms, fwd+bwd ms, fwd err, grad err, near-tie fraction) of one kernel variant."""
+    ops.VARIANT = variant
+    with torch.no_grad():
+        t_f = bench_ms(partial(fused_chain, x))
+    t_fb = bench_ms(partial(grad_of, fused_chain, xg, dy))
+    # after timing: the autotuner's cache key has no batch size, so let it tune on 128
+    err_f, err_b, tied = check(shape, dtype)
+    return t_f, t_fb, err_f, err_b, tied
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the markdown table to this file")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels_available("cuda"):
         sys.exit("needs a CUDA device and triton")
+    t_start = time.perf_counter()
     torch.backends.cudnn.benchmark = True
     card = torch.cuda.get_device_name()
     bw = copy_bandwidth()
+    head = " | ".join(f"{v} µs (x floor) | {v} err" for v in VARIANTS)
     lines = [
-        f"Card: {card}; torch {torch.__version__}; copy bandwidth {bw / 1e12:.2f} TB/s",
+        f"Card: {card}; torch {torch.__version__}; triton {triton.__version__}; "
+        f"copy bandwidth {bw / 1e12:.2f} TB/s",
         "",
-        "| block | dtype | pass | max rel err | eager µs | compile µs | fused µs "
-        "| fused / floor | speedup vs compile |",
-        "|---|---|---|---|---|---|---|---|---|",
+        f"| block | dtype | pass | floor µs | eager µs | compile µs | {head} "
+        "| best speedup vs compile |",
+        "|---|---|---|---|---|---|" + "---|---|" * len(VARIANTS) + "---|",
     ]
     print("\n".join(lines), flush=True)
     for name, shape in SHAPES.items():
         for dname, dtype in DTYPES.items():
+            t_block = time.perf_counter()
             x = (3 * torch.randn(shape, device="cuda")).to(dtype)
             n_out = shape[0] * shape[1] * POOL.out_size(shape[2]) * POOL.out_size(shape[3])
             in_b, out_b = x.numel() * x.element_size(), n_out * x.element_size()
-            compiled = torch.compile(eager_chain, dynamic=False)
-            with torch.no_grad():
-                t_fwd = [bench_ms(partial(f, x)) for f in (eager_chain, compiled, fused_chain)]
             xg = x.detach().requires_grad_()
-            dy = torch.randn(shape[0], shape[1], n_out // shape[0] // shape[1], device="cuda")
-            dy = dy.to(dtype).reshape(eager_chain(x).shape)
-
-            def fwd_bwd(f, xg=xg, dy=dy):  # type: ignore[no-untyped-def,unused-ignore]
-                return lambda: torch.autograd.grad(f(xg), xg, dy)
-
-            t_fb = [bench_ms(fwd_bwd(f)) for f in (eager_chain, compiled, fused_chain)]
-            # after timing: the autotuner's cache key has no batch size, so let it tune on 128
-            err_f, err_b, tied = check(shape, dtype)
-            for pas, ts, floor_b, err in (
-                ("fwd", t_fwd, in_b + out_b, err_f),
-                ("fwd+bwd", t_fb, 3 * in_b + 2 * out_b, err_b),  # excl. near-ties
+            dy = torch.randn(n_out, device="cuda").to(dtype).reshape(eager_chain(x).shape)
+            base: dict[str, tuple[float, float]] = {}
+            for label, f in (("eager", eager_chain), ("compile", None)):
+                try:
+                    fn = f or torch.compile(eager_chain, dynamic=False)
+                    with torch.no_grad():
+                        t_f = bench_ms(partial(fn, x))
+                    t_fb = bench_ms(partial(grad_of, fn, xg, dy))
+                    base[label] = (t_f, t_fb)
+                except Exception as e:  # report and go on with the other columns
+                    print(f"{name} {dname} {label}: FAILED {type(e).__name__}: {e}", flush=True)
+                    base[label] = (math.nan, math.nan)
+            res: dict[str, tuple[float, float, float, float, float]] = {}
+            for v in VARIANTS:
+                try:
+                    res[v] = time_variant(v, x, xg, dy, shape, dtype)
+                except Exception as e:  # one failing variant must not hide the other
+                    print(f"{name} {dname} {v}: FAILED {type(e).__name__}: {e}", flush=True)
+                    res[v] = (math.nan,) * 5
+            for i, (pas, floor_b) in enumerate(
+                (("fwd", in_b + out_b), ("fwd+bwd", 3 * in_b + 2 * out_b))
             ):
-                floor_ms = floor_b / bw * 1e3
+                floor_us = floor_b / bw * 1e6
+                cells = []
+                for v in VARIANTS:
+                    t, err, tied = res[v][i] * 1e3, res[v][2 + i], res[v][4]
+                    tie = f" ({tied:.1e} near-tie)" if pas != "fwd" else ""
+                    cells.append(f"{t:.0f} ({t / floor_us:.2f}x) | {err:.1e}{tie}")
+                best = min((res[v][i] for v in VARIANTS), key=lambda t: math.inf if t != t else t)
                 row = (
-                    f"| {name} {'x'.join(map(str, shape))} | {dname} | {pas} | {err:.1e}"
-                    + (f" ({tied:.1e} near-tie)" if pas != "fwd" else "")
-                    + " "
-                    f"| {ts[0] * 1e3:.0f} | {ts[1] * 1e3:.0f} | {ts[2] * 1e3:.0f} "
-                    f"| {ts[2] / floor_ms:.2f}x (floor {floor_ms * 1e3:.0f} µs) "
-                    f"| {ts[1] / ts[2]:.1f}x |"
+                    f"| {name} {'x'.join(map(str, shape))} | {dname} | {pas} | {floor_us:.0f} "
+                    f"| {base['eager'][i] * 1e3:.0f} | {base['compile'][i] * 1e3:.0f} | "
+                    + " | ".join(cells)
+                    + f" | {base['compile'][i] / best:.1f}x |"
                 )
                 lines.append(row)
                 print(row, flush=True)
+            print(f"  ({name} {dname}: {time.perf_counter() - t_block:.0f} s)", flush=True)
     lines += [
         "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
-        "(x, y; again x, dy; dx).  Errors: fused vs float64 reference, batch 4; gradient entries "
-        "next to near-tied pool windows (see near_tie_inputs) are left out, fraction shown.",
+        "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
+        "lrn_pool_rows forward; the backward kernel is shared).  Errors: fused vs float64 "
+        "reference, batch 4; gradient entries next to near-tied pool windows (see "
+        "near_tie_inputs) are left out, fraction shown.",
     ]
     print("\n".join(lines[-2:]))
+    print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.out:
         with open(args.out, "w") as fh:
             fh.write("\n".join(lines) + "\n")

@@ -102,7 +102,8 @@ if HAVE_TRITON:
         x_ptr, y_ptr, idx_ptr,
         H, W, OH, OW, CPT, towers,
         sxn, sxc, sxh, sxw, syn, syc, syh, syw,
-        alpha, beta, k,
+        alpha: tl.constexpr, beta: tl.constexpr, k: tl.constexpr,  # constexpr: inductor
+        # would pass Python floats as fp64 and promote the loop-carried ring to fp64
         HALF: tl.constexpr, HAS_LRN: tl.constexpr,
         K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, KK: tl.constexpr,
         SAVE_IDX: tl.constexpr, FAST: tl.constexpr,

@@ -77,7 +77,8 @@ if HAVE_TRITON:
         x_ptr, dy_ptr, idx_ptr, dx_ptr,
         H, W, OH, OW, CPT, towers,
         sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, sin, sic, sih, siw, sgn, sgc, sgh, sgw,
-        alpha, beta, k,
+        alpha: tl.constexpr, beta: tl.constexpr, k: tl.constexpr,  # constexpr: inductor
+        # would pass Python floats as fp64 and promote the loop-carried ring to fp64
         HALF: tl.constexpr, HAS_LRN: tl.constexpr, HAS_POOL: tl.constexpr,
         K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, FAST: tl.constexpr,
         BLOCK_H: tl.constexpr, BLOCK_W: tl.constexpr, CB: tl.constexpr,

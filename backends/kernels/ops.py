@@ -9,18 +9,29 @@ implementation instead.
 The forward returns (y, argmax): argmax is an int8 tensor shaped like y when ``save_idx`` (the
 backward's gather reads it: 1 byte per pooled output instead of any full-size intermediate),
 else an empty tensor.  The backward recomputes it with one forward launch if it is missing.
+
+Two forward kernels exist (same outputs, same argmax format): ``VARIANT`` picks one, from the
+env var ALEXNETC_LRN_KERNEL ("rows": lrn_pool_rows, full-width bands, one LRN evaluation per
+input element, the default; "windows": lrn_pool, one [K*K, tile] window tensor per output).
+It is read at call time, so benchmarks/tests may reassign ``ops.VARIANT``.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import lrn_pool, lrn_pool_bwd
+from . import lrn_pool, lrn_pool_bwd, lrn_pool_rows
 
 REGISTERED = False
+
+VARIANTS = ("rows", "windows")
+VARIANT = os.environ.get("ALEXNETC_LRN_KERNEL", "rows")
+if VARIANT not in VARIANTS:
+    raise ValueError(f"ALEXNETC_LRN_KERNEL must be one of {VARIANTS}, got {VARIANT!r}")
 
 _OP_NS = "alexnetc"
 
@@ -39,6 +50,12 @@ def _pooled_shape(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) ->
     return oh, ow
 
 
+def _launch_forward(*args: Any, **kwargs: Any) -> None:
+    """The selected variant's forward launcher (both share lrn_pool.launch_forward's contract)."""
+    mod = lrn_pool_rows if VARIANT == "rows" else lrn_pool
+    mod.launch_forward(*args, **kwargs)
+
+
 def _fwd(
     x: Tensor, lrn_size: int, alpha: float, beta: float, k: float,
     pool_size: int, pool_stride: int, pool_pad: int, towers: int, save_idx: bool,
@@ -50,7 +67,7 @@ def _fwd(
         if save_idx
         else torch.empty(0, dtype=torch.int8, device=x.device)
     )
-    lrn_pool.launch_forward(
+    _launch_forward(
         x, y, idx if save_idx else None, lrn_size, alpha, beta, k,
         pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
     )  # fmt: skip
@@ -64,7 +81,7 @@ def _bwd(
     if pool_size > 0 and idx.numel() == 0:  # forward ran without save_idx: recompute argmax
         oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
         idx = lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
-        lrn_pool.launch_forward(
+        _launch_forward(
             x, lrn_pool.alloc_pooled(x, oh, ow), idx, lrn_size, alpha, beta, k,
             pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
         )  # fmt: skip

@@ -44,26 +44,41 @@ def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: floa
     return F.local_response_norm(x, size, alpha * size, beta, k)  # N x C x H x W
 
 
+def towerwise(fn: Callable[[Tensor], Tensor], x: Tensor, towers: int) -> Tensor:
+    """`fn` on each tower's share of the channels of x, concatenated (LRN stays in-tower)."""
+    if towers == 1:
+        return fn(x)
+    return torch.cat([fn(part) for part in x.chunk(towers, dim=1)], dim=1)
+
+
 class FusedChain(nn.Module):
     """ReLU, then optionally LRN, then optionally MaxPool, on one tower's maps, as one op."""
 
     def __init__(self, kernel: str, lrn: tuple[int, float, float, float] | None,
-                 pool: tuple[int, int, int] | None, use_kernel: bool):
+                 pool: tuple[int, int, int] | None, use_kernel: bool, towers: int = 1):
         super().__init__()
+        self.towers = towers
         self.kernel = kernel  # the fusion pass's name for the chain
         self.lrn = lrn  # (size, alpha, beta, k), paper convention
         self.pool = pool  # (size, stride, pad), floor mode
         self.use_kernel = use_kernel and _KERNEL is not None
 
     def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C x H x W, one tower's maps
+        return self._run(x, 1)
+
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W: every tower's maps
+        return self._run(x, self.towers)
+
+    def _run(self, x: Tensor, towers: int) -> Tensor:
         if self.use_kernel and x.is_cuda and x.dim() == 4 and _KERNEL is not None:
             lrn = LRNParams(self.lrn[0], self.lrn[1], self.lrn[2], self.lrn[3]) if self.lrn \
                 else None
             pool = PoolParams(*self.pool) if self.pool else None
-            return _KERNEL(x, lrn, pool, towers=1)  # N x C x H' x W' (falls back itself)
+            return _KERNEL(x, lrn, pool, towers=towers)  # N x C x H' x W' (falls back itself)
         y = torch.relu(x)  # N x C x H x W
         if self.lrn is not None:
-            y = local_response_norm(y, *self.lrn)  # N x C x H x W
+            lrn = self.lrn
+            y = towerwise(lambda t: local_response_norm(t, *lrn), y, towers)  # N x C x H x W
         if self.pool is not None:
             y = F.max_pool2d(y, self.pool[0], self.pool[1], self.pool[2])  # N x C x H' x W'
         return y

@@ -55,6 +55,11 @@ class Stage(nn.Module):
         self.steps.append(step)
         self.layout = layout_out
 
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W, every tower's maps on one device
+        for step in self.steps:
+            x = self._modules[step.name].whole(x)  # type: ignore[union-attr,operator]
+        return x
+
     def forward(self, xs: list[Tensor], devices: list[torch.device]) -> list[Tensor]:
         for step in self.steps:
             if step.route is not None:
@@ -69,9 +74,10 @@ class Stage(nn.Module):
 class AlexnetcModule(nn.Module):
     """A checked network lowered to PyTorch; forward returns logits (no final Softmax)."""
 
-    def __init__(self, net: CheckedNetwork, devices: list[torch.device]):
+    def __init__(self, net: CheckedNetwork, devices: list[torch.device], merged: bool = False):
         super().__init__()
         self.net = net
+        self.merged = merged  # every tower on one device: run each layer whole
         self.stage_names: list[str] = []
         self.final_softmax = False
         for t, d in enumerate(devices):  # where each tower lives; follows .to() (not saved)
@@ -98,6 +104,10 @@ class AlexnetcModule(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # N x C x H x W on devices[0]
         self.check_input(x)
+        if self.merged:
+            for name in self.stage_names:
+                x = getattr(self, name).whole(x)  # N x C' x H' x W' (or N x F)
+            return x  # N x classes
         devices = self.devices
         xs = [x.to(d) for d in devices]  # T x [N x C x H x W]: the image given to every tower
         layout = Layout.REPLICATED
@@ -135,7 +145,7 @@ def _plan(layer: Layer, layout: Layout, towers: int) -> tuple[Route | None, bool
     return gather, True, Layout.SINGLE
 
 
-def _chain(layers: list[Layer], use_kernel: bool) -> FusedChain:
+def _chain(layers: list[Layer], use_kernel: bool, towers: int) -> FusedChain:
     by_role = {layer.op.fusion_role: layer for layer in layers}
     lrn, pool = by_role.get("lrn"), by_role.get("maxpool")
     assert lrn is None or lrn.op.name == "ResNorm"
@@ -145,7 +155,7 @@ def _chain(layers: list[Layer], use_kernel: bool) -> FusedChain:
          float(lrn.args["k"])) if lrn else None,
         (int(pool.args["size"]), int(pool.args["stride"]), int(pool.args.get("pad", 0)))
         if pool else None,
-        use_kernel)
+        use_kernel, towers)
 
 
 def _groups(layers: list[Layer]) -> list[list[Layer]]:
@@ -162,9 +172,14 @@ def _groups(layers: list[Layer]) -> list[list[Layer]]:
 
 def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
                  devices: Sequence[str | torch.device] | None = None, seed: int | None = 0,
-                 fused: bool | None = None) -> AlexnetcModule:
+                 fused: bool | None = None, merge: bool | None = None) -> AlexnetcModule:
     """Lower a checked network; weights are N(0, std) and constant biases as the paper.
 
+    `merge`: when every tower is on one device (None: merge then), run each layer whole —
+    the concatenated shards with the spec's groups, LRN and fused kernels tower-aware — which
+    computes the same numbers with fewer, larger kernels and no gathers. The parameters and
+    state_dict stay per tower either way. False keeps the per-tower path (which counts the
+    bytes the paper's towers would exchange).
     `seed` fixes the weights whatever the device map (they are drawn whole on the CPU and
     split over towers); None draws fresh ones. `fused`: None uses the Triton kernel for
     fused chains on CUDA towers when it is installed, True requires it, False never uses it.
@@ -187,7 +202,10 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
         generator.manual_seed(seed)
     layers = list(net.layers())
     b = Build(towers, devs, (recipe or Recipe()).init, generator, layers[-1].id)
-    module = AlexnetcModule(net, devs)
+    one_device = len(set(devs)) == 1
+    if merge and not one_device:
+        raise ValueError("merge=True needs every tower on one device")
+    module = AlexnetcModule(net, devs, merged=one_device if merge is None else merge)
     module.final_softmax = layers[-1].op.name == "Softmax"
     layout = Layout.REPLICATED
     for name, stage_layers in net.stages():
@@ -196,7 +214,8 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
         for group in _groups(stage_layers):
             head = group[0]
             route, single, out = _plan(head, layout, towers)
-            op = _chain(group, use_kernel) if len(group) > 1 else LOWERINGS[head.op.name](head, b)
+            op = _chain(group, use_kernel, towers) if len(group) > 1 \
+                else LOWERINGS[head.op.name](head, b)
             base = group[0].fusion.kernel if len(group) > 1 and group[0].fusion \
                 else head.op.name.lower()
             used[base] = used.get(base, 0) + 1

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnetc.backends.lowering.fused import local_response_norm
+from alexnetc.backends.lowering.fused import local_response_norm, towerwise
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
 
@@ -93,14 +93,29 @@ def conv_calls(c_in: int, c_out: int, groups: int, towers: int, t: int,
 
 
 class Sharded(nn.Module):
-    """A layer with weights: one shard per tower, each on its tower's device."""
+    """A layer with weights: one shard per tower, each on its tower's device.
 
-    def __init__(self, shards: list[nn.Module]):
+    `whole` runs the layer as one op when every tower shares a device: the shards
+    concatenated along the output channels are exactly the spec's layer (a grouped conv keeps
+    its groups), so one cuDNN/GEMM call replaces T smaller ones and the gathers vanish.
+    """
+
+    def __init__(self, shards: list[nn.Module], conv: tuple[int, int, int] | None = None):
         super().__init__()
         self.towers = nn.ModuleList(shards)
+        self.conv = conv  # (stride, pad, groups) of the whole conv; None: an FC layer
 
     def forward(self, x: Tensor, tower: int) -> Tensor:
         return self.towers[tower](x)
+
+    def whole(self, x: Tensor) -> Tensor:  # N x Cin x H x W (or N x Fin): every tower's input
+        params = [dict(s.named_parameters()) for s in self.towers]
+        weight = torch.cat([p["weight"] for p in params])  # C x Cin/g x k x k  (or F x Fin)
+        bias = torch.cat([p["bias"] for p in params])  # C
+        if self.conv is None:
+            return F.linear(x.flatten(1), weight, bias)  # N x F
+        stride, pad, groups = self.conv
+        return F.conv2d(x, weight, bias, stride, pad, 1, groups)  # N x C x H' x W'
 
 
 def lower_conv(layer: Layer, b: Build) -> nn.Module:
@@ -114,7 +129,7 @@ def lower_conv(layer: Layer, b: Build) -> nn.Module:
         ConvShard(w.clone().to(d), torch.full((c_out // t,), bias, device=d), int(a["stride"]),
                   int(a.get("pad", 0)), conv_calls(c_in, c_out, groups, t, i, own))
         for i, (w, d) in enumerate(zip(weight.chunk(t, dim=0), b.devices, strict=True))]
-    return Sharded(shards)
+    return Sharded(shards, (int(a["stride"]), int(a.get("pad", 0)), groups))
 
 
 class FCShard(nn.Module):
@@ -140,7 +155,14 @@ def lower_fc(layer: Layer, b: Build) -> nn.Module:
 
 # --- ops without weights ----------------------------------------------------------------------
 
-class Elementwise(nn.Module):
+class WholeIsForward:
+    """Ops that treat every channel alike run the same on one tower or on all of them."""
+
+    def whole(self, x: Tensor) -> Tensor:
+        return self(x)  # type: ignore[operator]
+
+
+class Elementwise(WholeIsForward, nn.Module):
     def __init__(self, fn: Callable[[Tensor], Tensor], name: str):
         super().__init__()
         self.fn, self.name = fn, name
@@ -155,18 +177,22 @@ class Elementwise(nn.Module):
 class ResNorm(nn.Module):
     """LRN on one tower's channels (paper convention, see `local_response_norm`)."""
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float):
+    def __init__(self, size: int, alpha: float, beta: float, k: float, towers: int = 1):
         super().__init__()
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.towers = towers
 
     def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C/T x H x W
         return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W: every tower's maps
+        return towerwise(self.forward, x, self.towers)  # N x C x H x W
 
     def extra_repr(self) -> str:
         return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k} (paper)"
 
 
-class Pool(nn.Module):
+class Pool(WholeIsForward, nn.Module):
     """Max or average pooling in floor mode (what both `remainder=` settings compute).
 
     AvgPool counts the zero padding in each window's mean (count_include_pad=True, torch's
@@ -186,7 +212,7 @@ class Pool(nn.Module):
         return f"{self.kind}, size={self.size}, stride={self.stride}, pad={self.pad}"
 
 
-class Dropout(nn.Module):
+class Dropout(WholeIsForward, nn.Module):
     def __init__(self, p: float):
         super().__init__()
         self.p = p
@@ -195,7 +221,7 @@ class Dropout(nn.Module):
         return F.dropout(x, self.p, self.training)  # same shape as x
 
 
-class Softmax(nn.Module):
+class Softmax(WholeIsForward, nn.Module):
     """Probabilities over dim 1; the network's final Softmax is left to predict/the loss."""
 
     def __init__(self, final: bool):
@@ -224,7 +250,7 @@ LOWERINGS: dict[str, Lowering] = {
     "ReLU": lambda layer, b: Elementwise(torch.relu, "relu"),
     "Tanh": lambda layer, b: Elementwise(torch.tanh, "tanh"),
     "Sigmoid": lambda layer, b: Elementwise(torch.sigmoid, "sigmoid"),
-    "ResNorm": lambda layer, b: ResNorm(*_lrn(layer)),
+    "ResNorm": lambda layer, b: ResNorm(*_lrn(layer), towers=b.towers),
     "MaxPool": lambda layer, b: Pool("max", *_window(layer)),
     "AvgPool": lambda layer, b: Pool("avg", *_window(layer)),
     "Dropout": lambda layer, b: Dropout(float(layer.args["p"])),

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from alexnetc.cli.main import main
+
 from helpers import ROOT, SPECS
 
 ALEXNET = str(SPECS / "alexnet.net")

@@ -9,12 +9,13 @@ import sys
 
 import pytest
 import torch
-from helpers import SPECS
 
 from alexnetc.backends.lowering import build_module
 from alexnetc.backends.lowering.export import load_metadata, onnx_missing
 from alexnetc.cli.main import main
 from alexnetc.compiler.pipeline import load
+
+from helpers import SPECS
 
 # Runs in a fresh interpreter where importing alexnetc fails: the artifact must not need it.
 LOAD_WITHOUT_ALEXNETC = """

@@ -7,10 +7,11 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
-from helpers import SPECS
 
 from alexnetc.cli.main import main
 from alexnetc.compiler import draw
+
+from helpers import SPECS
 
 ALEXNET = str(SPECS / "alexnet.net")
 HAS_DOT = shutil.which("dot") is not None

@@ -10,10 +10,11 @@ from typing import Any
 
 import networkx as nx
 import pytest
-from helpers import SPECS
 
 from alexnetc.compiler import draw
 from alexnetc.compiler.pipeline import CheckResult, check, check_file
+
+from helpers import SPECS
 
 ALEXNET = SPECS / "alexnet.net"
 HAS_DOT = shutil.which("dot") is not None

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from alexnetc.cli.main import main
+
 from helpers import ROOT, SPECS
 
 INVALID = sorted((SPECS / "invalid").glob("*.net"))

@@ -53,7 +53,8 @@ def test_locations_point_at_the_source() -> None:
 
 
 def test_comments_blank_lines_and_continuations() -> None:
-    net = parse("# head\n\ninput 8x8x3   # c\n\n\ns: Conv(3,1) x4 +\n   ReLU;\n   MaxPool(2,2)\n# end")
+    net = parse("# head\n\ninput 8x8x3   # c\n\n\ns: Conv(3,1) x4 +\n   ReLU;\n"
+                "   MaxPool(2,2)\n# end")
     assert [o.name for o in net.stages[0].ops] == ["Conv", "ReLU", "MaxPool"]
 
 

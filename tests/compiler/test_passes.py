@@ -6,6 +6,7 @@ import pytest
 
 from alexnetc.compiler import errors
 from alexnetc.compiler.pipeline import check_file
+
 from helpers import SPECS
 
 

@@ -11,6 +11,7 @@ from lark import Lark
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check, check_bytes
 from alexnetc.grammar import grammar_text
+
 from helpers import SPECS
 from strategies import SpecCase, valid_specs
 

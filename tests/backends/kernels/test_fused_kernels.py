@@ -1,5 +1,8 @@
 """Triton kernels vs the float64 paper formula: CPU interpreter (default) and CUDA (gpu marker).
 
+Every test runs for both forward variants ("windows": lrn_pool, "rows": lrn_pool_rows; see
+ops.VARIANT), directly through the launchers and through the public op.
+
 The interpreter must be switched on before triton is imported, hence the env var at the top
 (only without CUDA, so a GPU run compiles the kernels for real).  Every kernel launch writes
 into NaN-poisoned buffers, so an element the kernel forgets to write fails the comparison.
@@ -15,7 +18,6 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import pytest
-from test_lrn_reference import paper_relu_lrn_pool, rel_err
 
 from alexnetc.backends.kernels import (
     LRNParams,
@@ -24,8 +26,12 @@ from alexnetc.backends.kernels import (
     kernels_available,
     lrn_pool,
     lrn_pool_bwd,
+    lrn_pool_rows,
+    ops,
     reference_relu_lrn_pool,
 )
+
+from test_lrn_reference import paper_relu_lrn_pool, rel_err
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 
@@ -42,6 +48,13 @@ def device(request: pytest.FixtureRequest) -> str:
     return dev
 
 
+@pytest.fixture(params=["windows", "rows"])
+def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which forward kernel the launch helpers and the public op use."""
+    monkeypatch.setattr(ops, "VARIANT", request.param)
+    return request.param
+
+
 def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
     return (
         lrn.size if lrn else 0, lrn.alpha if lrn else 0.0, lrn.beta if lrn else 0.0,
@@ -51,26 +64,37 @@ def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
 
 
 LRN_A = LRNParams(5, 0.1, 0.75, 2.0)  # alpha large enough that the LRN visibly matters
+R8 = {"IR": 8, "CB": 3, "num_warps": 4, "PREFETCH": 0}  # rows: 3-row bands, 3-channel chunks
+R16P = {"IR": 16, "CB": 5, "num_warps": 4, "PREFETCH": 1}
 CASES = [
-    # shape, lrn, pool, towers, dtype, channels_last, fwd config, bwd config
+    # shape, lrn, pool, towers, dtype, channels_last, fwd config (windows, rows), bwd config
     pytest.param((2, 7, 11, 13), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
-                 {"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, {"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3},
+                 ({"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, R8),
+                 {"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3},
                  id="conv-block-chunk-and-tile-edges"),
     pytest.param((1, 8, 9, 10), LRNParams(5, 0.02, 0.6, 1.5), PoolParams(3, 2, 1), 2,
-                 torch.float32, True, None, None, id="towers2-pad1-channels_last"),
+                 torch.float32, True, (None, R16P), None, id="towers2-pad1-channels_last"),
     pytest.param((1, 1, 7, 7), LRNParams(3, 0.3, 0.75, 1.0), PoolParams(2, 2), 1,
-                 torch.float32, False, None, None, id="single-channel-batch1"),
-    pytest.param((2, 6, 9, 9), None, PoolParams(3, 2), 1, torch.float32, False, None, None,
-                 id="relu-pool"),
+                 torch.float32, False, (None, None), None, id="single-channel-batch1"),
+    pytest.param((2, 6, 9, 9), None, PoolParams(3, 2), 1, torch.float32, False, (None, R8),
+                 None, id="relu-pool"),
     pytest.param((1, 6, 5, 6), LRNParams(7, 0.2, 0.75, 2.0), None, 2, torch.float32, False,
-                 None, None, id="relu-lrn-towers2"),
+                 (None, None), None, id="relu-lrn-towers2"),
     pytest.param((2, 10, 13, 11), LRN_A, PoolParams(3, 2), 2, torch.bfloat16, False,
-                 {"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, None, id="bf16-towers2"),
+                 ({"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, R8), None, id="bf16-towers2"),
+    pytest.param((1, 8, 55, 55), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
+                 ({"BLOCK_OH": 8, "BLOCK_OW": 32, "CB": 8}, R16P),
+                 {"BLOCK_H": 32, "BLOCK_W": 64, "CB": 8}, id="conv1-geometry"),
+    pytest.param((1, 8, 27, 27), LRN_A, PoolParams(3, 2), 2, torch.float32, True,
+                 ({"BLOCK_OH": 8, "BLOCK_OW": 16, "CB": 8}, {**R16P, "IR": 32}),
+                 {"BLOCK_H": 32, "BLOCK_W": 32, "CB": 8}, id="conv2-geometry-channels_last"),
+    pytest.param((1, 5, 12, 9), LRNParams(3, 0.2, 0.75, 1.0), PoolParams(4, 3, 2), 1,
+                 torch.float32, False, (None, R8), None, id="pool4-stride3-pad2"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("shape", "lrn", "pool", "towers", "dtype", "cl", "fcfg", "bcfg"), CASES)
-def test_kernels_match_paper(device, shape, lrn, pool, towers, dtype, cl, fcfg, bcfg):
+def test_kernels_match_paper(device, variant, shape, lrn, pool, towers, dtype, cl, fcfg, bcfg):
     x = 2 * torch.randn(shape, device=device)
     if cl:
         x = x.to(memory_format=torch.channels_last)
@@ -82,7 +106,9 @@ def test_kernels_match_paper(device, shape, lrn, pool, towers, dtype, cl, fcfg, 
     if cl:
         y = y.to(memory_format=torch.channels_last)
     idx = torch.full_like(y, -7, dtype=torch.int8)
-    lrn_pool.launch_forward(x, y, idx if pool else None, *_flat(lrn, pool), towers, config=fcfg)
+    launch = lrn_pool_rows.launch_forward if variant == "rows" else lrn_pool.launch_forward
+    cfg = fcfg[1] if variant == "rows" else fcfg[0]
+    launch(x, y, idx if pool else None, *_flat(lrn, pool), towers, config=cfg)
     assert rel_err(y, want) < TOL[dtype]
 
     dy = torch.randn(want.shape, device=device).to(dtype)
@@ -94,7 +120,7 @@ def test_kernels_match_paper(device, shape, lrn, pool, towers, dtype, cl, fcfg, 
     assert rel_err(dx, x64.grad) < TOL[dtype]
 
 
-def test_public_op_autograd(device):
+def test_public_op_autograd(device, variant):
     """Dispatch + torch.library registration + autograd (argmax saved by the forward)."""
     lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
     x = (2 * torch.randn(2, 6, 9, 11, device=device)).requires_grad_()
@@ -109,7 +135,7 @@ def test_public_op_autograd(device):
     assert rel_err(x.grad, x64.grad) < 1e-5
 
 
-def test_backward_without_saved_argmax(device):
+def test_backward_without_saved_argmax(device, variant):
     """The backward op recomputes the argmax when the forward did not save it."""
     x = 2 * torch.randn(1, 5, 9, 9, device=device)
     flat = (5, 0.05, 0.75, 2.0, 3, 2, 0)
@@ -122,14 +148,14 @@ def test_backward_without_saved_argmax(device):
     assert rel_err(dx, x64.grad) < 1e-5
 
 
-def test_unsupported_falls_back_to_reference(device):
+def test_unsupported_falls_back_to_reference(device, variant):
     x = torch.randn(1, 3, 7, 7, device=device, dtype=torch.float64)
     lrn, pool = LRNParams(11, 1e-2, 0.75, 2.0), PoolParams(3, 1)  # size > 9, K > 2*S
     assert torch.equal(fused_relu_lrn_pool(x, lrn, pool), reference_relu_lrn_pool(x, lrn, pool))
 
 
 @pytest.mark.slow
-def test_compiles_without_graph_break(device):
+def test_compiles_without_graph_break(device, variant):
     lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
 
     def f(t: torch.Tensor) -> torch.Tensor:
@@ -144,3 +170,26 @@ def test_compiles_without_graph_break(device):
     paper_relu_lrn_pool(x64, lrn, pool, 2).sum().backward()
     assert abs(out.item() - f(x64.detach().float()).item()) < 1e-4 * max(1.0, abs(out.item()))
     assert rel_err(x.grad, x64.grad) < 1e-5
+
+
+def test_rows_configs_fit_the_pool():
+    """The GPU-only autotune configs (not run by the interpreter): every band holds its pool."""
+    for k, s, w in ((3, 2, 55), (3, 2, 27), (2, 2, 7), (4, 3, 12), (7, 1, 40)):
+        iwp, bow = lrn_pool_rows.footprint(w, k, s, 0)
+        assert iwp >= (PoolParams(k, s).out_size(w) - 1) * s + k and bow >= 1
+        cfgs = lrn_pool_rows._configs(k, s, iwp)
+        assert cfgs
+        for c in cfgs:
+            ir, boh, bohp = c.kwargs["IR"], c.kwargs["BOH"], c.kwargs["BOHP"]
+            assert boh >= 1 and (boh - 1) * s + k <= ir and boh <= bohp < 2 * boh
+
+
+def test_rows_falls_back_to_windows_when_too_wide(device):
+    """Pooled widths beyond the rows kernel's footprint go to the windows kernel, correctly."""
+    x = 2 * torch.randn(1, 3, 5, 300, device=device)
+    lrn, pool = LRNParams(3, 0.1, 0.75, 2.0), PoolParams(3, 2)
+    assert not lrn_pool_rows.supported(x, 3, 2, 0)
+    want = paper_relu_lrn_pool(x.double(), lrn, pool)
+    y = torch.full(want.shape, float("nan"), device=device)
+    lrn_pool_rows.launch_forward(x, y, None, *_flat(lrn, pool), 1)
+    assert rel_err(y, want) < 1e-5

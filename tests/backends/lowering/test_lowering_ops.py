@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import SPECS
 
 from alexnetc.backends.lowering import build_module
 from alexnetc.backends.lowering.fused import FusedChain, kernel_available, local_response_norm
@@ -13,6 +12,8 @@ from alexnetc.backends.lowering.ops import LOWERINGS, conv_calls
 from alexnetc.compiler.ops import OPS
 from alexnetc.compiler.pipeline import check, load
 from alexnetc.compiler.recipe import Init, Recipe
+
+from helpers import SPECS
 
 
 @pytest.fixture(scope="module")

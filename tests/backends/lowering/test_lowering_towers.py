@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import SPECS
+from hypothesis import given, settings
 from torch.nn.parallel import DistributedDataParallel
 
 from alexnetc.backends.lowering import build_module, count_cross_bytes, parse_devices
 from alexnetc.compiler.pipeline import check, load
+
+from helpers import SPECS
+from strategies import valid_specs
 
 SMALL = """input 12x12x3
 towers 2
@@ -48,7 +51,8 @@ def test_alexnet_two_cpu_towers_forward_backward(alexnet):
     x = torch.randn(2, 3, 227, 227)
     outs, grads, keys = [], [], []
     for devices in (["cpu"], ["cpu", "cpu"]):
-        m = build_module(net, recipe, devices=devices, seed=5).eval()  # eval: no dropout masks
+        m = build_module(net, recipe, devices=devices, seed=5,
+                         merge=False).eval()  # eval: no dropout masks
         keys.append(list(m.state_dict()))
         with count_cross_bytes() as moved:
             y = m(x)  # 2 x 1000
@@ -106,7 +110,7 @@ def test_towers_on_cuda_and_cpu_equal_all_on_cuda(alexnet):
     outs = {}
     for key, devices in {"cuda": ["cuda:0"], "mixed": ["cuda:0", "cpu"],
                          "reference": ["cpu"]}.items():
-        m = build_module(net, recipe, devices=devices, seed=11).eval()
+        m = build_module(net, recipe, devices=devices, seed=11, merge=False).eval()
         with torch.no_grad(), count_cross_bytes() as moved:
             y = m(x if devices[0] != "cpu" else x.cpu())
         assert sum(moved.values()) == net.cross_tower_bytes() * 2
@@ -115,3 +119,41 @@ def test_towers_on_cuda_and_cpu_equal_all_on_cuda(alexnet):
           "max |cuda - cpu|:", (outs["cuda"] - outs["reference"]).abs().max().item())
     torch.testing.assert_close(outs["mixed"], outs["cuda"], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(outs["reference"], outs["cuda"], rtol=1e-4, atol=1e-5)
+
+def test_merged_towers_equal_per_tower_path(alexnet):
+    """One device runs each layer whole (concatenated shards, grouped convs, in-tower LRN):
+    the same outputs and gradients as the per-tower path, the same state_dict, no exchange."""
+    net, recipe = alexnet
+    x = torch.randn(2, 3, 227, 227)
+    y = torch.tensor([3, 7])
+    runs = {}
+    for merge in (False, True):
+        m = build_module(net, recipe, devices=["cpu"], seed=5, merge=merge).eval()
+        assert m.merged is merge
+        with count_cross_bytes() as moved:
+            out = m(x)  # 2 x 1000
+        assert sum(moved.values()) == (0 if merge else net.cross_tower_bytes() * 2)
+        torch.nn.functional.cross_entropy(out, y).backward()
+        runs[merge] = (out.detach(), {k: p.grad for k, p in m.named_parameters()},
+                       list(m.state_dict()))
+    torch.testing.assert_close(runs[True][0], runs[False][0], rtol=1e-5, atol=1e-6)
+    assert runs[True][2] == runs[False][2]
+    for key, grad in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][key], grad, rtol=1e-4, atol=1e-7)
+
+
+def test_merge_is_the_default_on_one_device(alexnet):
+    net, recipe = alexnet
+    assert build_module(net, recipe, devices=["cpu"]).merged
+    assert build_module(net, recipe, devices=["cpu", "cpu"]).merged
+    assert not build_module(net, recipe, devices=["cpu"], merge=False).merged
+
+
+@settings(max_examples=40, deadline=None)
+@given(valid_specs())
+def test_merged_equals_per_tower_on_random_specs(case) -> None:
+    net = check(case.text, "gen.net").network
+    assert net is not None
+    x = torch.randn(2, net.input.c, net.input.h, net.input.w)
+    outs = [build_module(net, devices=["cpu"], seed=2, merge=m).eval()(x) for m in (False, True)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)

@@ -1,0 +1,275 @@
+"""The "rows" forward kernel for relu → LRN (paper convention, per tower) → max-pool.
+
+Why a second kernel: the "windows" kernel (lrn_pool.py) loads every output's K x K window as
+its own [KK, BP] tensor, so each input element is loaded and LRN-normalised about
+K*K/S² ≈ 2.25x (x16/9 for the padding of KK to 16): ~4 pows per input element, and 16
+strided masked loads per output, which makes it issue-bound rather than memory-bound.
+
+Here one program owns (sample n, tower, a chunk of CB channels, a band of BOH pooled rows) and
+the FULL pooled width.  Per channel it loads the band's input footprint as one [IR, IWP] tile
+(IR = the power of two ≥ (BOH-1)*S + K input rows, IWP = the power of two ≥ (OW-1)*S + K
+input columns): for NCHW every row is one contiguous, coalesced segment.  Each loaded element's
+LRN is computed exactly once (one pow), with the same register ring over channels as the
+windows kernel (so nothing is re-read along C).  The pooling then happens in registers with
+``tl.gather``: first along the columns (K gathers, [IR, IWP] → [IR, BOW]), then along the
+rows ([IR, BOW] → [BOHP, BOW]).  Rows first-max then column first-max with strict '>' gives
+the row-major first maximum, i.e. exactly F.max_pool2d's choice, so the int8 argmax (dy*K+dx)
+has the windows kernel's format and its backward consumes it unchanged.
+
+Only neighbouring bands overlap (K - S input rows), so the input is read ≈ once.
+
+Routed to the windows kernel instead (``supported`` is False): no pool (the windows kernel
+is then already one load per element), a pooled width whose footprint exceeds MAX_IWP
+columns, or a pool taller than the largest band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from . import lrn_pool
+from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, fast_math, pool_geometry
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .lrn_pool import _pick, _window_sum
+
+# Widest input footprint (columns) one program holds: OW ≤ 64 for a 3x3/2 pool.
+MAX_IWP = 128
+# Input rows per band tried by the autotuner (and the cap on the pool height).
+_IR_CHOICES = (8, 16, 32)
+# Tile used when not autotuning (interpreter); tests force others.  IR=8 → BOH=3 for 3x3/2.
+DEFAULT_ROWS_CONFIG = {"IR": 8, "CB": 8, "num_warps": 4, "PREFETCH": 0}
+
+
+def band_rows(ir: int, k: int, s: int) -> int:
+    """Pooled rows a band of ``ir`` input rows produces: (BOH-1)*S + K ≤ IR."""
+    return (ir - k) // s + 1
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _pow_neg_ftz(s, e, FAST: tl.constexpr):
+        """s ** -e as lrn_pool._pow_neg, but FAST uses lg2.approx.ftz: without .ftz ptxas wraps
+        every lg2 in a denormal rescale (3 more instructions per element; SASS of this kernel
+        for sm_90).  s = k + α Σa² ≥ k is never denormal for k > 0."""
+        if FAST:
+            lg = tl.inline_asm_elementwise(
+                "lg2.approx.ftz.f32 $0, $1;", "=r,r", [s], dtype=tl.float32, is_pure=True, pack=1
+            )
+        else:
+            lg = tl.log2(s)
+        return tl.exp2(-e * lg)
+
+    @triton.jit
+    def _plane(x_tile, m, in_ok, t_lo, t_hi, sxc):
+        """relu(x) of channel m on the footprint tile; 0 outside the image or the tower (the
+        paper's clipped LRN window)."""
+        mv = m + tl.zeros([1], dtype=tl.int32)  # [1]; a tensor so masks broadcast (interp.)
+        ok = in_ok & (mv >= t_lo) & (mv < t_hi)  # [IR, IWP]
+        return tl.maximum(tl.load(x_tile + m * sxc, mask=ok, other=0.0).to(tl.float32), 0.0)
+
+    @triton.jit
+    def _rows_fwd_kernel(
+        x_ptr, y_ptr, idx_ptr,
+        H, W, OH, OW, CPT, towers,
+        sxn, sxc, sxh, sxw, syn, syc, syh, syw,
+        alpha: tl.constexpr, beta: tl.constexpr, k: tl.constexpr,  # constexpr: inductor
+        # would pass Python floats as fp64 and promote the loop-carried ring to fp64
+        HALF: tl.constexpr, HAS_LRN: tl.constexpr,
+        K: tl.constexpr, S: tl.constexpr, P: tl.constexpr,
+        SAVE_IDX: tl.constexpr, FAST: tl.constexpr,
+        IWP: tl.constexpr, BOW: tl.constexpr,
+        IR: tl.constexpr, BOH: tl.constexpr, BOHP: tl.constexpr, CB: tl.constexpr,
+        PREFETCH: tl.constexpr,
+    ):  # fmt: skip
+        n_bands = tl.cdiv(OH, BOH)
+        n_chunks = tl.cdiv(CPT, CB)
+        pid = tl.program_id(0)
+        band = pid % n_bands
+        rest = pid // n_bands
+        chunk = rest % n_chunks
+        rest = rest // n_chunks
+        t_lo = (rest % towers) * CPT  # first channel of this tower
+        t_hi = t_lo + CPT
+        n = (rest // towers).to(tl.int64)
+        c0 = t_lo + chunk * CB
+        c1 = tl.minimum(c0 + CB, t_hi)
+
+        # Input footprint of the band: rows band*BOH*S - P + [0, IR), columns -P + [0, IWP).
+        ih = band * (BOH * S) - P + tl.arange(0, IR)  # [IR]
+        iw = tl.arange(0, IWP) - P  # [IWP]
+        in_ok = ((ih >= 0) & (ih < H))[:, None] & ((iw >= 0) & (iw < W))[None, :]  # [IR, IWP]
+        x_tile = x_ptr + n * sxn + ih[:, None] * sxh + iw[None, :] * sxw  # [IR, IWP] pointers
+
+        # Pooled outputs of the band: rows band*BOH + [0, BOHP) (valid < BOH), all columns.
+        oi = tl.arange(0, BOHP)  # [BOHP]
+        oj = tl.arange(0, BOW)  # [BOW]
+        oh = band * BOH + oi  # [BOHP]
+        out_ok = ((oi < BOH) & (oh < OH))[:, None] & (oj < OW)[None, :]  # [BOHP, BOW]
+        y_off = n * syn + oh[:, None] * syh + oj[None, :] * syw  # [BOHP, BOW]
+        # Gather sources: column S*j + d of the footprint, row S*i + d of the column maxima.
+        # In range for every valid output; clamped (and masked at the store) for the others.
+        hcol = oj[None, :] * S + tl.zeros([IR, BOW], dtype=tl.int32)  # [IR, BOW]
+        vrow = oi[:, None] * S + tl.zeros([BOHP, BOW], dtype=tl.int32)  # [BOHP, BOW]
+
+        # Distinct initial values per ring slot: see the note in lrn_pool._fwd_kernel (triton
+        # detects loop-carried variables by IR handle; shared zeros would not be carried).
+        r1 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r2 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r3 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r4 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r5 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r6 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r7 = tl.zeros([IR, IWP], dtype=tl.float32)
+        r8 = tl.zeros([IR, IWP], dtype=tl.float32)
+        # Pre-roll: channels c0-HALF .. c0+HALF-1 into the ring.
+        for m in range(c0 - HALF, c0 + HALF):
+            a = _plane(x_tile, m, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+        if PREFETCH:  # next plane's load issued before this plane's math (costs registers)
+            xn = _plane(x_tile, c0 + HALF, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+        # Main loop: load channel m = c + HALF, emit pooled channel c.
+        for m in range(c0 + HALF, c1 + HALF):
+            if PREFETCH:
+                a = xn
+                xn = _plane(x_tile, m + 1, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+            else:
+                a = _plane(x_tile, m, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+            if HAS_LRN:
+                sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
+                a_c = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF)  # [IR, IWP]
+                b = a_c * _pow_neg_ftz(k + alpha * sumsq, beta, FAST)  # one pow per element
+            else:
+                b = a
+            b = tl.where(in_ok, b, float("-inf"))  # [IR, IWP]; -inf = pool padding
+            # Horizontal: column maxima over each window's K columns, first max kept.
+            hm = tl.gather(b, tl.minimum(hcol, IWP - 1), axis=1)  # [IR, BOW]
+            hdx = tl.zeros([IR, BOW], dtype=tl.int32)  # [IR, BOW] argmax column offset
+            for d in tl.static_range(1, K):
+                v = tl.gather(b, tl.minimum(hcol + d, IWP - 1), axis=1)  # [IR, BOW]
+                if SAVE_IDX:
+                    hdx = tl.where(v > hm, d, hdx)
+                hm = tl.maximum(hm, v)
+            # Vertical: over each window's K rows; strict '>' keeps the first (top) row.
+            best = tl.gather(hm, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
+            if SAVE_IDX:
+                arg = tl.gather(hdx, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
+            for d in tl.static_range(1, K):
+                v = tl.gather(hm, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
+                if SAVE_IDX:
+                    vdx = tl.gather(hdx, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
+                    arg = tl.where(v > best, d * K + vdx, arg)
+                best = tl.maximum(best, v)
+            c = m - HALF
+            if SAVE_IDX:
+                tl.store(idx_ptr + y_off + c * syc, arg.to(tl.int8), mask=out_ok)
+            tl.store(y_ptr + y_off + c * syc, best.to(y_ptr.dtype.element_ty), mask=out_ok)
+            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+
+    # (IR, CB, num_warps, PREFETCH): few, because every config is one more compile per
+    # (shape, dtype) in the benchmark.  IR=16 (1024-element planes for OW ≤ 32 at 3x3/2) at 4
+    # and 8 warps, a taller band (fewer halo rows, more registers), one prefetching variant.
+    # IR=8 is left out: 3-row bands load 72 rows for conv1's 55 (+30% work).
+    _CONFIG_CHOICES = [(16, 16, 4, 0), (16, 32, 8, 0), (32, 32, 8, 0), (16, 32, 4, 1)]
+    _tuned_cache: dict[tuple[int, int, int], Any] = {}
+
+    def _configs(k: int, s: int, iwp: int) -> list[Any]:
+        out = []
+        for ir, cb, nw, pf in _CONFIG_CHOICES:
+            if ir < k or ir * iwp > 4096:
+                continue
+            boh = band_rows(ir, k, s)
+            meta = {"IR": ir, "BOH": boh, "BOHP": _next_pow2(boh), "CB": cb, "PREFETCH": pf}
+            out.append(triton.Config(meta, num_warps=nw))
+        return out
+
+    def _tuned(k: int, s: int, iwp: int) -> Any:
+        """An autotuned kernel per pool geometry (the band height BOH follows from IR, K, S)."""
+        key = (k, s, iwp)
+        if key not in _tuned_cache:
+            _tuned_cache[key] = triton.autotune(
+                _configs(k, s, iwp), key=["H", "W", "CPT", "sxc", "sxw", "syc"]
+            )(_rows_fwd_kernel)
+        return _tuned_cache[key]
+
+
+def footprint(w: int, pool_size: int, pool_stride: int, pool_pad: int) -> tuple[int, int]:
+    """(IWP, BOW): footprint columns and pooled columns of the full-width band, powers of 2."""
+    K, S, _, _, OW = pool_geometry(1, w, pool_size, pool_stride, pool_pad)
+    return _next_pow2(max(1, (OW - 1) * S + K)), _next_pow2(max(1, OW))
+
+
+def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
+    """Whether the rows kernel handles this geometry (else launch_forward uses "windows")."""
+    if pool_size <= 0 or pool_size > max(_IR_CHOICES):
+        return False
+    iwp, _ = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
+    return iwp <= MAX_IWP
+
+
+def launch_forward(
+    x: Tensor,
+    y: Tensor,
+    idx: Tensor | None,
+    lrn_size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    pool_size: int,
+    pool_stride: int,
+    pool_pad: int,
+    towers: int,
+    wrap: Callable[[Any], Any] = _identity,
+    config: dict[str, int] | None = None,
+) -> None:
+    """Same contract as lrn_pool.launch_forward (y, idx written; strides honoured).
+
+    ``config`` forces {"IR", "CB", "num_warps", "PREFETCH"} (tests: band and chunk edges);
+    geometries the rows kernel does not take (see ``supported``) go to the windows kernel.
+    """
+    if not supported(x, pool_size, pool_stride, pool_pad):
+        lrn_pool.launch_forward(
+            x, y, idx, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad, towers,
+            wrap=wrap,
+        )  # fmt: skip
+        return
+    N, C, H, W = x.shape
+    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    if tuple(y.shape) != (N, C, OH, OW):
+        raise ValueError(f"output shape {tuple(y.shape)} != {(N, C, OH, OW)}")
+    if idx is not None and idx.stride() != y.stride():
+        raise ValueError("idx must have the strides of y")
+    if y.numel() == 0:
+        return
+    cpt = C // towers
+    iwp, bow = footprint(W, pool_size, pool_stride, pool_pad)
+    args = (
+        x, y, y if idx is None else idx,
+        H, W, OH, OW, cpt, towers,
+        *x.stride(), *y.stride(),
+        float(alpha), float(beta), float(k),
+    )  # fmt: skip
+    consts = {
+        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        "K": K, "S": S, "P": P, "SAVE_IDX": idx is not None, "FAST": fast_math(x),
+        "IWP": iwp, "BOW": bow,
+    }  # fmt: skip
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (N * towers * triton.cdiv(cpt, meta["CB"]) * triton.cdiv(OH, meta["BOH"]),)
+
+    if config is None and not INTERPRET:
+        wrap(_tuned(K, S, iwp))[grid](*args, **consts)
+        return
+    cfg = dict(DEFAULT_ROWS_CONFIG if config is None else config)
+    ir = max(cfg["IR"], _next_pow2(K))
+    boh = band_rows(ir, K, S)
+    cfg.update(IR=ir, BOH=boh, BOHP=_next_pow2(boh))
+    wrap(_rows_fwd_kernel)[grid](*args, **consts, **cfg)

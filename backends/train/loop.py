@@ -1,0 +1,261 @@
+"""The training loop as a few named functions: train_one_epoch, evaluate, fit.
+
+Nothing bad is ever checkpointed: a non-finite loss stops the run *before* the optimiser
+step, and checkpoints are only written between steps, so RUN_DIR/checkpoint.pt always holds
+the last good state. SIGINT/SIGTERM set a flag that the loop checks after each step; it then
+checkpoints (mid-epoch, resumable exactly) and returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from torch import Tensor
+
+from alexnetc.backends.train.augment import Augmenter
+from alexnetc.backends.train.data import Batch, epoch_order
+from alexnetc.backends.train.metrics import MetricsLog
+from alexnetc.backends.train.run import Totals, Trainer, batches
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the run stops without checkpointing."""
+
+
+@dataclass
+class Stop:
+    """Set by the signal handler; the loop checks it between steps."""
+
+    signum: int | None = None
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+
+@contextlib.contextmanager
+def catch_signals(stop: Stop) -> Iterator[Stop]:
+    """SIGINT/SIGTERM ask the loop to checkpoint and stop; a second one stops at once."""
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if stop.signum is not None:
+            raise KeyboardInterrupt
+        stop.signum = signum
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@dataclass
+class EvalResult:
+    images: int
+    loss: float
+    top1: float  # error rates in [0, 1], centre crop
+    top5: float
+    ten_top1: float | None = None  # the paper's 10-crop average, when asked for
+    ten_top5: float | None = None
+
+
+def _autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager[None]:
+    if amp == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _top_k_wrong(scores: Tensor, labels: Tensor, k: int) -> int:
+    """How many labels are not among the k highest scores (N x K scores, N labels)."""
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # N x k
+    return int((top != labels[:, None]).all(dim=1).sum())
+
+
+def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
+    """Train on the rest of epoch `tr.epoch`; returns "done", "stopped" or "max_steps"."""
+    cfg = tr.cfg
+    n = len(tr.data.train)
+    order = epoch_order(n, cfg.seed, tr.epoch)
+    if tr.batch_in_epoch == 0:
+        tr.totals = Totals()
+        tr.aug_rng = tr.epoch_rng()
+    total_batches = math.ceil(n / cfg.batch_size)
+    task = progress.add_task(f"epoch {tr.epoch + 1}/{cfg.epochs}", total=total_batches,
+                             completed=tr.batch_in_epoch, loss=math.nan, ips=0.0,
+                             lr=tr.schedule.lr)
+    tr.model.train()
+    rest = order[tr.batch_in_epoch * cfg.batch_size:]
+    pin = tr.device.type == "cuda"
+    started, images, loss = time.perf_counter(), 0, math.nan
+    for batch in batches(tr.data.train, rest, cfg.batch_size, cfg.workers, pin):
+        tr.bad.add(batch.bad)
+        if batch.labels.numel():
+            loss = train_step(tr, batch)
+            images += batch.labels.numel()
+        tr.batch_in_epoch += 1
+        elapsed = time.perf_counter() - started
+        progress.update(task, advance=1, loss=loss, ips=images / max(elapsed, 1e-9),
+                        lr=tr.schedule.lr)
+        if cfg.max_steps is not None and tr.step >= cfg.max_steps:
+            tr.totals.seconds += time.perf_counter() - started
+            return "max_steps"
+        if stop.signum is not None:
+            tr.totals.seconds += time.perf_counter() - started
+            return "stopped"
+    tr.totals.seconds += time.perf_counter() - started
+    progress.remove_task(task)
+    return "done"
+
+
+def train_step(tr: Trainer, batch: Batch) -> float:
+    """One SGD step on one batch; raises NonFiniteLoss before touching the weights."""
+    x = tr.augment.train(batch.images, tr.aug_rng)  # N x C x h x w
+    y = batch.labels.to(tr.device, non_blocking=True)  # N
+    with _autocast(tr.device, tr.cfg.amp):
+        logits = tr.forward(x)  # N x classes
+    loss = F.cross_entropy(logits.float(), y)
+    value = float(loss.item())
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"the loss became {value} at epoch {tr.epoch + 1}, step "
+                            f"{tr.step + 1}")
+    tr.optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    tr.optimiser.step()
+    tr.step += 1
+    tr.totals.loss += value * y.numel()
+    tr.totals.correct += int((logits.argmax(1) == y).sum())
+    tr.totals.seen += y.numel()
+    return value
+
+
+@torch.no_grad()
+def evaluate(forward: Callable[[Tensor], Tensor], model: torch.nn.Module,
+             stream: Iterator[Batch], augment: Augmenter, *, ten_crop: bool = False,
+             amp: str | None = None, on_bad: Callable[[list[str]], None] | None = None,
+             stop: Stop | None = None) -> EvalResult:
+    """Top-1/top-5 error of the centre crop, and of the 10-crop average if asked for."""
+    was_training = model.training
+    model.eval()
+    n = loss = wrong1 = wrong5 = ten1 = ten5 = 0.0
+    for batch in stream:
+        if on_bad is not None:
+            on_bad(batch.bad)
+        if not batch.labels.numel():
+            continue
+        y = batch.labels.to(augment.device)  # N
+        with _autocast(augment.device, amp):
+            logits = forward(augment.centre(batch.images)).float()  # N x K
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        wrong1 += _top_k_wrong(logits, y, 1)
+        wrong5 += _top_k_wrong(logits, y, 5)
+        if ten_crop:
+            crops = augment.ten_crop(batch.images)  # 10 x N x C x h x w
+            with _autocast(augment.device, amp):
+                out = forward(crops.flatten(0, 1)).float()  # 10N x K
+            probs = out.softmax(1).view(10, y.numel(), -1).mean(0)  # N x K
+            ten1 += _top_k_wrong(probs, y, 1)
+            ten5 += _top_k_wrong(probs, y, 5)
+        n += y.numel()
+        if stop is not None and stop.signum is not None:
+            break
+    model.train(was_training)
+    if n == 0:
+        return EvalResult(0, math.nan, math.nan, math.nan)
+    return EvalResult(int(n), loss / n, wrong1 / n, wrong5 / n,
+                      ten1 / n if ten_crop else None, ten5 / n if ten_crop else None)
+
+
+def validate(tr: Trainer, ten_crop: bool = False, stop: Stop | None = None) -> EvalResult:
+    n = len(tr.data.val)
+    stream = batches(tr.data.val, range(n), tr.cfg.batch_size, tr.cfg.workers,
+                     tr.device.type == "cuda")
+    return evaluate(tr.forward, tr.model, stream, tr.augment, ten_crop=ten_crop,
+                    amp=tr.cfg.amp, on_bad=tr.bad.add, stop=stop)
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[ips]:.0f} img/s"),
+        TextColumn("lr {task.fields[lr]:.2g}"), TimeRemainingColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    )
+
+
+@dataclass
+class Outcome:
+    status: str  # "finished", "stopped", "max_steps"
+    final: EvalResult | None = None
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
+
+
+def end_of_epoch(tr: Trainer, log: MetricsLog, console: Console) -> None:
+    """Validate, log, adjust ε, checkpoint, and print the epoch's one-line summary."""
+    val = validate(tr)
+    lr_used = tr.schedule.lr
+    t = tr.totals
+    train_loss = t.loss / max(t.seen, 1)
+    ips = t.seen / max(t.seconds, 1e-9)
+    log.append({"epoch": tr.epoch + 1, "step": tr.step, "lr": lr_used, "train_loss": train_loss,
+                "train_top1_err": 1 - t.correct / max(t.seen, 1), "val_loss": val.loss,
+                "val_top1_err": val.top1, "val_top5_err": val.top5, "images_per_s": ips,
+                "seconds": t.seconds})
+    dropped = tr.schedule.step(val.top1)
+    tr.epoch += 1
+    tr.batch_in_epoch = 0
+    tr.save()
+    note = f"  ε → {tr.schedule.lr:.2g}" if dropped else ""
+    console.print(f"epoch {tr.epoch}/{tr.cfg.epochs}  loss {train_loss:.4f}  "
+                  f"train err {_pct(1 - t.correct / max(t.seen, 1))}  val loss {val.loss:.4f}  "
+                  f"val err {_pct(val.top1)} (top-5 {_pct(val.top5)})  lr {lr_used:.2g}  "
+                  f"{ips:.0f} img/s  {t.seconds:.1f} s{note}", highlight=False)
+
+
+def fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
+    """Train until cfg.epochs are done, a signal arrives or max_steps is reached."""
+    log = MetricsLog(tr.run_dir, resume_epoch=tr.epoch if tr.step else None)
+    torch.set_flush_denormal(True)  # tiny activations are denormal floats, 10-100x slower on CPUs
+    try:
+        with make_progress(console) as progress:
+            while tr.epoch < tr.cfg.epochs:
+                status = train_one_epoch(tr, stop, progress)
+                if status != "done":
+                    tr.save()
+                    return Outcome(status)
+                end_of_epoch(tr, log, console)
+                if stop.signum is not None:
+                    return Outcome("stopped")
+    finally:
+        log.close()
+    final = validate(tr, ten_crop=tr.cfg.ten_crop, stop=stop)
+    return Outcome("finished", final)
+
+
+def describe(result: EvalResult) -> str:
+    """`top-1 error 2.50% (accuracy 97.50%), top-5 0.00% [10-crop: ...]` for the console."""
+    s = (f"top-1 error {_pct(result.top1)} (accuracy {_pct(1 - result.top1)}), top-5 error "
+         f"{_pct(result.top5)} on {result.images} images, centre crop")
+    if result.ten_top1 is not None:
+        s += (f"; 10-crop: top-1 error {_pct(result.ten_top1)} (accuracy "
+              f"{_pct(1 - result.ten_top1)}), top-5 error {_pct(result.ten_top5)}")
+    return s

@@ -1,0 +1,41 @@
+"""Top-k labels for single images, as in the paper's Figure 4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import UnidentifiedImageError
+
+from alexnetc.backends.train.data import DataError, load_image
+from alexnetc.backends.train.run import LoadedRun
+
+
+@dataclass(frozen=True)
+class Prediction:
+    path: Path
+    top: list[tuple[str, float]]  # (label, probability), most probable first
+
+
+@torch.no_grad()
+def predict(run: LoadedRun, paths: list[Path], k: int = 5, ten_crop: bool = False
+            ) -> list[Prediction]:
+    """The k most probable labels of each image (10-crop average of softmax if asked)."""
+    out: list[Prediction] = []
+    for path in paths:
+        if not path.is_file():
+            raise DataError(f"no such image: {path}")
+        try:
+            image = load_image(path, run.side, run.net.input.c)[None]  # 1 x C x S x S
+        except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
+            raise DataError(f"cannot read image {path}: {e}") from None
+        if ten_crop:
+            crops = run.augment.ten_crop(image).flatten(0, 1)  # 10 x C x h x w
+            probs = run.model(crops).float().softmax(1).mean(0)  # K
+        else:
+            probs = run.model(run.augment.centre(image)).float().softmax(1)[0]  # K
+        p, idx = probs.topk(min(k, probs.numel()))
+        out.append(Prediction(path, [(run.classes[int(i)], float(q))
+                                     for q, i in zip(p.cpu(), idx.cpu(), strict=True)]))
+    return out

@@ -1,0 +1,222 @@
+"""The objects of one training run, built fresh or restored from a checkpoint.
+
+`Trainer` holds everything that changes while training (model, optimiser, schedule, position,
+random streams); `snapshot` and `restore` move exactly that to and from a checkpoint, which is
+what makes a resumed run end with the same weights as one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from alexnetc.backends.train import checkpoint
+from alexnetc.backends.train.augment import Augmenter, PixelStats, pixel_stats
+from alexnetc.backends.train.config import TrainConfig, shorter_side
+from alexnetc.backends.train.data import (
+    BadImages,
+    Batch,
+    DataError,
+    DataSet,
+    Item,
+    TensorImages,
+    collate,
+    open_data,
+)
+from alexnetc.backends.train.model import build, input_device
+from alexnetc.backends.train.optim import PaperSGD, PlateauSchedule
+from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.compiler.pipeline import check
+from alexnetc.compiler.recipe import Recipe
+
+STATS_IMAGES = 1000  # images sampled from a folder for the mean and PCA (all, when in memory)
+
+
+@dataclass
+class Totals:
+    """Running sums over the batches of one epoch (kept in checkpoints taken mid-epoch)."""
+
+    loss: float = 0.0  # sum of per-batch mean loss × batch size
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class Trainer:
+    cfg: TrainConfig
+    net: CheckedNetwork
+    spec_text: str
+    model: nn.Module
+    forward: Callable[[Tensor], Tensor]  # the model, or its torch.compile'd version
+    optimiser: PaperSGD
+    schedule: PlateauSchedule
+    data: DataSet
+    stats: PixelStats
+    augment: Augmenter
+    device: torch.device
+    run_dir: Path
+    bad: BadImages
+    epoch: int = 0  # epochs completed
+    step: int = 0  # optimiser steps taken in all
+    batch_in_epoch: int = 0  # batches of epoch `epoch` already trained on
+    totals: Totals = field(default_factory=Totals)
+    aug_rng: torch.Generator = field(default_factory=torch.Generator)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.run_dir / checkpoint.FILE
+
+    def epoch_rng(self) -> torch.Generator:
+        """The augmentation stream of the current epoch, a pure function of (seed, epoch)."""
+        return torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch + 1)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "spec_text": self.spec_text,
+            "spec_sha256": checkpoint.spec_hash(self.spec_text),
+            "config": self.cfg.as_dict(),
+            "classes": self.data.classes,
+            "stats": self.stats.as_dict(),
+            "model": self.model.state_dict(),
+            "optimiser": self.optimiser.state_dict(),
+            "schedule": self.schedule.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "batch_in_epoch": self.batch_in_epoch,
+            "totals": asdict(self.totals),
+            "aug_rng": self.aug_rng.get_state(),
+            "rng": checkpoint.rng_state(),
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimiser.load_state_dict(state["optimiser"])
+        self.schedule.load_state_dict(state["schedule"])
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.batch_in_epoch = int(state["batch_in_epoch"])
+        self.totals = Totals(**state["totals"])
+        self.aug_rng.set_state(state["aug_rng"])
+        checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
+
+    def save(self) -> None:
+        checkpoint.save(self.checkpoint_path, self.snapshot())
+
+
+def _ignore_sigint(_: int) -> None:
+    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def batches(dataset: Dataset[Item], indices: Sequence[int], batch_size: int, workers: int,
+            pin: bool = False) -> Iterator[Batch]:
+    """Batches of `dataset` in the given order; in-memory data skips the DataLoader."""
+    if isinstance(dataset, TensorImages):
+        for i in range(0, len(indices), batch_size):
+            yield dataset.batch(torch.as_tensor(indices[i:i + batch_size], dtype=torch.long))
+        return
+    yield from DataLoader(dataset, batch_size=batch_size, sampler=list(indices),
+                          num_workers=workers, collate_fn=collate, pin_memory=pin,
+                          worker_init_fn=_ignore_sigint if workers else None)
+
+
+def training_stats(data: DataSet, cfg: TrainConfig, bad: BadImages) -> PixelStats:
+    """Mean and PCA of the training pixels: every image in memory, else an even sample."""
+    n = len(data.train)
+    step = 1 if isinstance(data.train, TensorImages) else max(1, n // STATS_IMAGES)
+    images = []
+    for b in batches(data.train, range(0, n, step), 256, cfg.workers):
+        bad.add(b.bad)
+        if b.images.numel():
+            images.append(b.images)
+    return pixel_stats(images)
+
+
+def data_side(net: CheckedNetwork, cfg: TrainConfig) -> int:
+    crop = max(net.input.h, net.input.w)
+    side = shorter_side(crop, cfg.resize)
+    if side < crop:
+        raise DataError(f"augment resize={cfg.resize} is smaller than the spec's "
+                        f"{net.input.h}x{net.input.w} input; use resize ≥ {crop} or 0")
+    return side
+
+
+def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
+          state: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None
+          ) -> Trainer:
+    """A trainer at epoch 0, or at the checkpoint `state` when resuming."""
+    data = open_data(cfg.data, data_side(net, cfg), net.input.c, net.output.c)
+    bad = BadImages(len(data.train) + len(data.val), warn)
+    model = build(net, recipe, cfg.devices, cfg.seed)
+    device = input_device(model)
+    stats = PixelStats.from_dict(state["stats"]) if state else training_stats(data, cfg, bad)
+    augment = Augmenter(stats, (net.input.h, net.input.w), flip=cfg.flip, pca=cfg.pca,
+                        subtract_mean=cfg.mean, device=device)
+    optimiser = PaperSGD(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    schedule = PlateauSchedule(optimiser, cfg.lr, cfg.lr_drop, cfg.patience, cfg.min_lr)
+    forward: Callable[[Tensor], Tensor] = model
+    if cfg.compile:
+        forward = torch.compile(model)
+    tr = Trainer(cfg, net, spec_text, model, forward, optimiser, schedule, data, stats, augment,
+                 device, Path(cfg.out), bad)
+    if state is not None:
+        tr.restore(state)
+    else:
+        tr.aug_rng = tr.epoch_rng()
+        write_run_files(tr)
+    return tr
+
+
+def write_run_files(tr: Trainer) -> None:
+    """The spec and settings as readable files next to the checkpoint."""
+    tr.run_dir.mkdir(parents=True, exist_ok=True)
+    (tr.run_dir / "spec.net").write_text(tr.spec_text, encoding="utf-8")
+    info = {"config": tr.cfg.as_dict(), "classes": tr.data.classes, "data": tr.data.source,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    (tr.run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+
+
+@dataclass
+class LoadedRun:
+    """A finished or interrupted run, rebuilt for `eval` and `predict`."""
+
+    cfg: TrainConfig
+    net: CheckedNetwork
+    recipe: Recipe
+    model: nn.Module
+    augment: Augmenter
+    classes: list[str]
+    side: int
+    epoch: int
+
+
+def load_run(run_dir: Path, devices: str | None = None) -> LoadedRun:
+    """The network of RUN_DIR/checkpoint.pt, rebuilt from the spec text it carries."""
+    if not run_dir.is_dir():
+        raise checkpoint.CheckpointError(f"no such run folder: {run_dir}")
+    state = checkpoint.load(run_dir / checkpoint.FILE)
+    result = check(state["spec_text"], str(run_dir / "spec.net"))
+    if result.network is None or result.recipe is None:
+        raise checkpoint.CheckpointError(f"{run_dir / checkpoint.FILE}: its spec no longer "
+                                         "checks with this alexnetc")
+    cfg = TrainConfig.from_dict(state["config"]).override(devices=devices)
+    net = result.network
+    model = build(net, result.recipe, cfg.devices, cfg.seed)
+    model.load_state_dict(state["model"])
+    model.eval()
+    stats = PixelStats.from_dict(state["stats"])
+    augment = Augmenter(stats, (net.input.h, net.input.w), flip=False, pca=0.0,
+                        subtract_mean=cfg.mean, device=input_device(model))
+    return LoadedRun(cfg, net, result.recipe, model, augment, list(state["classes"]),
+                     data_side(net, cfg), int(state["epoch"]))

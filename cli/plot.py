@@ -1,0 +1,45 @@
+"""`alexnetc plot RUN_DIR`: PNG curves of loss and top-1/top-5 error, and conv1's kernels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plot", help="draw a run's loss/error curves and first-layer kernels",
+                       description="Write RUN_DIR/curves.png (from metrics.csv) and "
+                       "RUN_DIR/kernels.png (from checkpoint.pt).")
+    p.add_argument("run_dir", help="the run folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnetc.cli.main import UsageError
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise UsageError(f"no such run folder: {run_dir}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("plot needs matplotlib: pip install 'alexnetc[plot]'") from None
+
+    from alexnetc.backends.train import plots
+    from alexnetc.backends.train.checkpoint import FILE, CheckpointError
+    from alexnetc.backends.train.model import first_layer_kernels
+    from alexnetc.backends.train.run import load_run
+
+    try:
+        written = [plots.plot_curves(run_dir)]
+        if (run_dir / FILE).exists():
+            r = load_run(run_dir)
+            written.append(plots.plot_kernels(first_layer_kernels(r.model, r.net), r.net.towers,
+                                              run_dir / plots.KERNELS))
+    except (OSError, ValueError, CheckpointError) as e:
+        print(f"alexnetc: error: {e}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0

@@ -1,0 +1,153 @@
+"""`alexnetc train SPEC`: compile the spec, train it with its recipe, never lose the work.
+
+Flags override the spec's `train`/`augment` recipe for this run. With no `--data` it trains on
+the embedded handwritten digits; `--data DIR` reads DIR/train/CLASS/* and DIR/val/CLASS/*.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from alexnetc.cli.common import load_checked
+from alexnetc.cli.main import UsageError
+
+# Flags that change the maths of a run: resuming with a different value would not continue it.
+_FIXED_ON_RESUME = ("data", "batch_size", "seed")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a spec with its recipe (digits data by default)",
+                       description="Train a spec. Defaults come from its train/augment lines; "
+                       "flags override them.")
+    p.add_argument("spec", help="the .net file")
+    p.add_argument("--data", help="image folder with train/CLASS/* and val/CLASS/*, 'digits' "
+                   "(the default: scikit-learn's handwritten digits) or 'synthetic'")
+    p.add_argument("--epochs", type=int, help="epochs in all (default: the recipe's)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the recipe's)")
+    p.add_argument("--lr", type=float, help="initial ε; with --resume, the ε to continue with")
+    p.add_argument("--devices", help="e.g. cpu, cuda:0 or cuda:0,cuda:1 (one per tower)")
+    p.add_argument("--amp", choices=["bf16"], help="mixed precision with bf16 autocast")
+    p.add_argument("--compile", action="store_true", default=None, help="use torch.compile")
+    p.add_argument("--out", help="run folder (default: runs/SPEC-NAME)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--seed", type=int, help="random seed (default: the recipe's)")
+    p.add_argument("--workers", type=int, help="DataLoader worker processes (default 2)")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps in all, with a "
+                   "checkpoint (for tests and quick looks)")
+    p.set_defaults(func=run)
+
+
+def _flags(args: argparse.Namespace) -> dict[str, Any]:
+    for name in ("epochs", "batch_size", "workers", "max_steps"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "workers" else 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be at least "
+                             f"{0 if name == 'workers' else 1}, got {value}")
+    if args.lr is not None and not args.lr > 0:
+        raise UsageError(f"--lr must be positive, got {args.lr}")
+    return {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+            "lr": args.lr, "devices": args.devices, "amp": args.amp, "compile": args.compile,
+            "seed": args.seed, "workers": args.workers, "max_steps": args.max_steps}
+
+
+def run(args: argparse.Namespace) -> int:
+    net, recipe, text = load_checked(args.spec)
+    flags = _flags(args)
+    out = Path(args.out or Path("runs") / Path(args.spec).stem)
+    if args.data and args.data not in ("digits", "synthetic"):
+        flags["data"] = str(Path(args.data))
+
+    from rich.console import Console
+
+    from alexnetc.backends.train.checkpoint import FILE, CheckpointError, load
+    from alexnetc.backends.train.config import TrainConfig
+    from alexnetc.backends.train.data import DataError
+    from alexnetc.backends.train.model import DeviceError
+
+    console = Console(highlight=False, soft_wrap=True)
+    try:
+        if args.resume:
+            state = load(out / FILE, text)
+            stored = TrainConfig.from_dict(state["config"])
+            for name in _FIXED_ON_RESUME:
+                if flags[name] is not None and flags[name] != getattr(stored, name):
+                    raise UsageError(f"--{name.replace('_', '-')} {flags[name]} differs from the "
+                                     f"run's {getattr(stored, name)}; a resumed run keeps it")
+            lr = flags.pop("lr")
+            cfg = stored.override(**flags, out=str(out), spec=args.spec)
+        else:
+            if (out / FILE).exists():
+                raise UsageError(f"{out} already holds a run; continue it with --resume or "
+                                 "choose another --out")
+            state, lr = None, None
+            cfg = TrainConfig.from_recipe(recipe, args.spec, **flags, out=str(out))
+        return _train(cfg, net, recipe, text, state, lr, console)
+    except DeviceError as e:
+        raise UsageError(str(e)) from None
+    except (DataError, CheckpointError) as e:
+        print(f"alexnetc: error: {e}", file=sys.stderr)
+        return 1
+
+
+def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | None,
+           console: Any) -> int:
+    import torch
+
+    from alexnetc.backends.train import loop, plots
+    from alexnetc.backends.train.model import first_layer_kernels
+    from alexnetc.backends.train.run import start
+
+    def warn(msg: str) -> None:
+        console.print(f"[yellow]{msg}[/]", highlight=False)
+
+    tr = start(cfg, net, recipe, text, state, warn)
+    if lr is not None:  # the paper lowered ε by hand; --lr on --resume does the same
+        tr.schedule.lr = lr
+        tr.schedule.load_state_dict(tr.schedule.state_dict())
+    if state is not None and tr.epoch >= cfg.epochs:
+        console.print(f"{cfg.out} has already trained {tr.epoch} epochs; pass a larger "
+                      "--epochs to train longer")
+        return 0
+    where = f"resuming at epoch {tr.epoch + 1}, step {tr.step}" if state else "training"
+    console.print(f"{where} {net.name} on {tr.data.source}: {len(tr.data.train)} train / "
+                  f"{len(tr.data.val)} val images, {cfg.epochs} epochs, batch "
+                  f"{cfg.batch_size}, ε {tr.schedule.lr:g}, device {tr.device}, "
+                  f"{torch.get_num_threads()} CPU threads → {cfg.out}")
+    stop = loop.Stop()
+    try:
+        with loop.catch_signals(stop):
+            outcome = loop.fit(tr, console, stop)
+    except loop.NonFiniteLoss as e:
+        kept = (f"the last good checkpoint, {tr.checkpoint_path}, is kept" if
+                tr.checkpoint_path.exists() else "no checkpoint was written")
+        print(f"alexnetc: error: {e}; stopping ({kept}). Try a smaller --lr.", file=sys.stderr)
+        return 1
+    if tr.bad.count:
+        warn(f"warning: {tr.bad.count} unreadable image(s) were skipped")
+    if outcome.status in ("stopped", "max_steps"):
+        why = f"interrupted by {stop.name}" if outcome.status == "stopped" else (
+            f"stopped after --max-steps {cfg.max_steps}")
+        console.print(f"{why} at epoch {tr.epoch + 1}, batch {tr.batch_in_epoch}: saved "
+                      f"{tr.checkpoint_path}; continue with: alexnetc train {cfg.spec} --out "
+                      f"{cfg.out} --resume")
+        return 128 + stop.signum if stop.signum is not None else 0
+    assert outcome.final is not None
+    console.print(f"test: {loop.describe(outcome.final)}")
+    _figures(tr, plots, first_layer_kernels, warn)
+    return 0
+
+
+def _figures(tr: Any, plots: Any, first_layer_kernels: Any, warn: Any) -> None:
+    """Curves and conv1's kernels; skipped with a note when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        warn("matplotlib is not installed: no figures (pip install 'alexnetc[plot]')")
+        return
+    curves = plots.plot_curves(tr.run_dir)
+    kernels = plots.plot_kernels(first_layer_kernels(tr.model, tr.net), tr.net.towers,
+                                 tr.run_dir / plots.KERNELS)
+    print(f"wrote {curves} and {kernels}")

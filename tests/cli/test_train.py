@@ -1,0 +1,274 @@
+"""`alexnetc train/eval/predict/plot` end to end on a tiny AlexNet-family spec and the digits."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from alexnetc.backends.train import loop, metrics
+from alexnetc.cli.main import main
+
+TINY = """\
+network Tiny
+input 17x17x3
+towers 2
+train batch=32, epochs=2, lr=0.01, patience=2
+augment flip=false, ten_crop=true
+init std=0.05
+conv1: Conv(5,2, std=0.01) x8 + ReLU; ResNorm(3); MaxPool(3,2)   -> 3x3x8
+conv2: Conv(3,1, pad=1, groups=2, bias=1) x16 + ReLU; MaxPool(3,2) -> 1x1x16
+fc6: FC(32, bias=1) + ReLU; Dropout(0.5)
+fc7: FC(CLASSES) + Softmax
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny convolutions run fastest on one thread (and do not fight other jobs for cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def spec(tmp: Path, classes: int = 10, name: str = "tiny.net") -> Path:
+    path = tmp / name
+    path.write_text(TINY.replace("CLASSES", str(classes)))
+    return path
+
+
+def train(*args: str | Path) -> int:
+    """On the CPU, where resuming is exact to the bit (cuDNN's backward need not be)."""
+    return main(["train", *map(str, args), "--devices", "cpu"])
+
+
+def weights(run: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    out = {f"model.{k}": v for k, v in state["model"].items()}
+    for i, s in state["optimiser"]["state"].items():
+        out[f"velocity.{i}"] = s["velocity"]
+    return out
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        assert torch.equal(wa[k], wb[k]), k
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch run of the tiny spec on the digits, shared by the read-only tests."""
+    tmp = tmp_path_factory.mktemp("trained")
+    torch.set_num_threads(1)
+    assert train(spec(tmp), "--out", tmp / "run", "--epochs", "2") == 0
+    return tmp / "run"
+
+
+def test_short_digits_run_learns(trained: Path) -> None:
+    rows = metrics.read(trained / "metrics.csv")
+    assert [r["epoch"] for r in rows] == [1.0, 2.0]
+    assert rows[-1]["val_top1_err"] < 0.6  # chance is 0.9
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert {"checkpoint.pt", "metrics.csv", "spec.net", "config.json", "curves.png",
+            "kernels.png"} <= {p.name for p in trained.iterdir()}
+
+
+def test_resume_after_an_epoch_ends_with_the_same_weights(trained: Path, tmp_path: Path) -> None:
+    s = spec(tmp_path)
+    assert train(s, "--out", tmp_path / "b", "--epochs", "1") == 0
+    assert train(s, "--out", tmp_path / "b", "--epochs", "2", "--resume") == 0
+    assert_same_weights(trained, tmp_path / "b")
+    a, b = metrics.read(trained / "metrics.csv"), metrics.read(tmp_path / "b" / "metrics.csv")
+    for key in ("train_loss", "val_loss", "val_top1_err", "lr", "step"):
+        assert [r[key] for r in a] == [r[key] for r in b]
+
+
+def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(
+        trained: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    real_step = loop.train_step
+
+    def step_then_signal(tr: loop.Trainer, batch: loop.Batch) -> float:
+        value = real_step(tr, batch)
+        if tr.step == 50:  # epoch 2, batch 5 of 45
+            os.kill(os.getpid(), signal.SIGTERM)
+        return value
+
+    s = spec(tmp_path)
+    monkeypatch.setattr(loop, "train_step", step_then_signal)
+    assert train(s, "--out", tmp_path / "b", "--epochs", "2") == 128 + signal.SIGTERM
+    assert "interrupted by SIGTERM at epoch 2, batch 5" in capsys.readouterr().out
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 50
+    monkeypatch.setattr(loop, "train_step", real_step)
+    assert train(s, "--out", tmp_path / "b", "--resume") == 0
+    assert_same_weights(trained, tmp_path / "b")
+
+
+def test_max_steps_stops_with_a_resumable_checkpoint(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(spec(tmp_path), "--out", tmp_path / "r", "--max-steps", "3") == 0
+    out = capsys.readouterr().out
+    assert "stopped after --max-steps 3 at epoch 1, batch 3" in out and "--resume" in out
+    assert not (tmp_path / "r" / "curves.png").exists()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+        trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert train(run / "spec.net", "--out", run, "--resume", "--epochs", "4", "--lr", "1e9") == 1
+    err = capsys.readouterr().err
+    assert "the loss became" in err and "last good checkpoint" in err
+    assert "Traceback" not in err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+
+def test_resume_with_a_different_spec_is_refused(trained: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    other = spec(tmp_path, name="other.net")
+    other.write_text(other.read_text().replace("FC(32", "FC(48"))
+    assert train(other, "--out", trained, "--resume") == 1
+    assert "was written for a different spec" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_checkpoint_is_a_clear_error(trained: Path, tmp_path: Path, damage: str,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    ckpt = run / "checkpoint.pt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes(data[: len(data) // 3] if damage == "truncate" else b"\x13" * 1000)
+    assert train(run / "spec.net", "--out", run, "--resume") == 1
+    assert main(["eval", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert err.count(f"{ckpt} is truncated or corrupt") == 2 and "Traceback" not in err
+
+
+def test_existing_run_needs_resume(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(trained / "spec.net", "--out", trained) == 2
+    assert "already holds a run" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(spec(tmp_path), "--out", tmp_path / "none", "--resume") == 1
+    assert "no checkpoint at" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--epochs", "0"], "--epochs must be at least 1"),
+    (["--lr", "-1"], "--lr must be positive"),
+    (["--devices", "cuda:7"], "--devices"),
+])
+def test_bad_flags_are_usage_errors(tmp_path: Path, flags: list[str], message: str,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    if "cuda:7" in flags and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has a cuda:7")
+    args = ["train", str(spec(tmp_path)), "--out", str(tmp_path / "r"), *flags]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_folder_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert train(spec(tmp_path), "--out", tmp_path / "r", "--data", tmp_path / "nope") == 1
+    err = capsys.readouterr().err
+    assert f"no such data folder: {tmp_path / 'nope'}" in err and "Traceback" not in err
+
+
+def test_eval_centre_and_ten_crop(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(trained), "--ten-crop"]) == 0
+    out = capsys.readouterr().out
+    last = metrics.read(trained / "metrics.csv")[-1]
+    assert f"top-1 error {100 * last['val_top1_err']:.2f}%" in out  # same model, same images
+    assert "10-crop: top-1 error" in out and "on 360 images" in out
+    assert main(["eval", str(trained), "--no-ten-crop"]) == 0
+    assert "10-crop" not in capsys.readouterr().out
+
+
+def test_predict_prints_top5_labels_with_probabilities(trained: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    paths = []
+    for i in (0, 1):
+        img = Image.fromarray((d.images[i] * 255 / 16).astype("uint8")).resize((40, 40))
+        paths.append(tmp_path / f"digit{d.target[i]}.png")
+        img.save(paths[-1])
+    assert main(["predict", str(trained), *map(str, paths)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 12 and lines[0] == str(paths[0]) and lines[6] == str(paths[1])
+    for block in (lines[1:6], lines[7:12]):
+        labels = [ln.split()[0] for ln in block]
+        probs = [float(ln.split()[1].rstrip("%")) for ln in block]
+        assert len(set(labels)) == 5 and set(labels) <= {str(c) for c in range(10)}
+        assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 100.01
+
+
+def test_predict_unreadable_image(trained: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not a jpeg")
+    assert main(["predict", str(trained), str(bad)]) == 1
+    assert f"cannot read image {bad}" in capsys.readouterr().err
+
+
+def test_plot_writes_pngs(trained: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    for name in ("curves.png", "kernels.png"):
+        (run / name).unlink()
+    assert main(["plot", str(run)]) == 0
+    for name in ("curves.png", "kernels.png"):
+        assert (run / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_trains_on_an_image_folder_skipping_a_bad_file(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "data"
+    g = torch.Generator().manual_seed(0)
+    for split, n in (("train", 16), ("val", 4)):
+        for c, colour in enumerate(((200, 30, 30), (30, 30, 200))):
+            folder = root / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                noise = torch.randint(-20, 20, (3,), generator=g).tolist()
+                Image.new("RGB", (24, 20), tuple(v + d for v, d in zip(colour, noise,
+                                                                        strict=True))).save(
+                    folder / f"{i}.jpg")
+    (root / "train" / "class0" / "broken.jpg").write_bytes(b"\xff\xd8 truncated")
+    s = spec(tmp_path, classes=2)
+    assert train(s, "--data", root, "--out", tmp_path / "r", "--epochs", "2",
+                 "--batch-size", "8", "--workers", "1") == 0
+    out = capsys.readouterr().out
+    assert f"skipping unreadable image {root / 'train' / 'class0' / 'broken.jpg'}" in out
+    assert "1 unreadable image(s) were skipped" in out
+    assert f"on {root}: 33 train / 8 val images" in out  # listed, then one skipped
+
+
+def test_check_path_does_not_import_torch() -> None:
+    code = ("import sys; from alexnetc.cli.main import build_parser; build_parser(); "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+@pytest.mark.slow
+def test_alexnet_small_reaches_95_percent_on_digits(tmp_path: Path) -> None:
+    """The README's main job: the shipped spec, no flags but --out, ≥ 95% test accuracy."""
+    torch.set_num_threads(2)
+    spec_path = Path(__file__).parents[2] / "specs" / "alexnet-small.net"
+    assert train(spec_path, "--out", tmp_path / "run") == 0
+    rows = metrics.read(tmp_path / "run" / "metrics.csv")
+    assert rows[-1]["val_top1_err"] <= 0.05

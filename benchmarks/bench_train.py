@@ -65,14 +65,15 @@ def copy_weights(src: nn.Module, dst: HandAlexNet) -> None:
     """Give the hand-written net alexnetc's weights: each layer's towers concatenated."""
     from alexnetc.backends.lowering import canonical_state_dict
 
-    full = canonical_state_dict(src)  # {"conv1.weight": 96 x 3 x 11 x 11, ...}
+    full = canonical_state_dict(src)  # {"conv1.conv.weight": 96 x 3 x 11 x 11, ...}, in order
     layers = [m for m in dst.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
-    names = ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    weights = [w for k, w in full.items() if k.endswith(".weight")]
+    biases = [b for k, b in full.items() if k.endswith(".bias")]
     with torch.no_grad():
-        for name, layer in zip(names, layers, strict=True):
-            layer.weight.copy_(full[f"{name}.weight"])
+        for layer, w, b in zip(layers, weights, biases, strict=True):
+            layer.weight.copy_(w)
             assert layer.bias is not None
-            layer.bias.copy_(full[f"{name}.bias"])
+            layer.bias.copy_(b)
 
 
 def bench_step(model: nn.Module, batch: int, steps: int, amp: bool, channels_last: bool) -> float:

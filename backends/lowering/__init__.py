@@ -12,6 +12,12 @@ from alexnetc.backends.lowering.towers import (
     count_cross_bytes,
     parse_devices,
 )
+from alexnetc.backends.lowering.weights import (
+    canonical_state_dict,
+    load_canonical_state_dict,
+    whole_layers,
+)
 
 __all__ = ["AlexnetcModule", "Layout", "Stage", "assemble", "build_module",
-           "count_cross_bytes", "parse_devices"]
+           "canonical_state_dict", "count_cross_bytes", "load_canonical_state_dict",
+           "parse_devices", "whole_layers"]

@@ -36,22 +36,20 @@ def input_device(model: nn.Module) -> torch.device:
 
 
 def first_layer_kernels(model: nn.Module, net: CheckedNetwork) -> Tensor:
-    """conv1's weights, all towers together: K x C x k x k on the CPU.
+    """The first convolution's weights, all towers together: K x C x k x k on the CPU."""
+    from alexnetc.backends.lowering import canonical_state_dict
 
-    Found by shape rather than by module name, so it works whichever way the lowering
-    splits a layer over towers: the first 4-D parameters reading the input's channels.
-    """
-    first = next((layer for layer in net.layers() if layer.name == "Conv"), None)
-    if first is None:
+    if not any(layer.name == "Conv" for layer in net.layers()):
         raise ValueError(f"{net.name} has no convolution to draw")
-    size = int(first.args["size"])
-    want = first.shape.c
-    parts: list[Tensor] = []
-    for p in model.parameters():
-        if p.dim() == 4 and p.shape[1] == net.input.c and tuple(p.shape[2:]) == (size, size):
-            parts.append(p.detach().float().cpu())
-            if sum(t.shape[0] for t in parts) >= want:
-                break
-    if not parts:
-        raise ValueError("could not find the first convolution's weights in the model")
-    return torch.cat(parts)[:want]  # K x C x k x k
+    weights = [w for key, w in canonical_state_dict(_unwrap(model)).items()
+               if key.endswith(".weight") and w.dim() == 4]
+    return weights[0].float()  # K x C x k x k
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The lowered module inside DDP / torch.compile wrappers."""
+    for attr in ("module", "_orig_mod"):
+        inner = getattr(model, attr, None)
+        if isinstance(inner, nn.Module):
+            return _unwrap(inner)
+    return model

@@ -157,3 +157,22 @@ def test_merged_equals_per_tower_on_random_specs(case) -> None:
     x = torch.randn(2, net.input.c, net.input.h, net.input.w)
     outs = [build_module(net, devices=["cpu"], seed=2, merge=m).eval()(x) for m in (False, True)]
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_whole_layer_weights_round_trip(alexnet):
+    """Whole-layer weights have the checker's per-layer shapes and load back into the shards."""
+    from alexnetc.backends.lowering import canonical_state_dict, load_canonical_state_dict
+
+    net, recipe = alexnet
+    a = build_module(net, recipe, devices=["cpu", "cpu"], seed=1)
+    full = canonical_state_dict(a)
+    assert full["conv1.conv.weight"].shape == (96, 3, 11, 11)
+    assert full["conv2.conv.weight"].shape == (256, 48, 5, 5)
+    assert full["fc6.fc.weight"].shape == (4096, 9216)
+    assert sum(t.numel() for t in full.values()) == net.total().params
+    b = build_module(net, recipe, devices=["cpu"], seed=2)
+    load_canonical_state_dict(b, full)
+    for key, value in a.state_dict().items():
+        assert torch.equal(b.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="missing"):
+        load_canonical_state_dict(b, {"conv1.conv.weight": full["conv1.conv.weight"]})

@@ -72,7 +72,9 @@ def _normalise(argv: list[str]) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args_in = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(_normalise(args_in))
+    normalised = _normalise(args_in)
+    args = parser.parse_args(normalised)
+    args.argv = normalised  # what a command that re-launches itself (train --nproc) passes on
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2

@@ -7,6 +7,7 @@ the embedded handwritten digits; `--data DIR` reads DIR/train/CLASS/* and DIR/va
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, help="DataLoader worker processes (default 2)")
     p.add_argument("--max-steps", type=int, help="stop after this many steps in all, with a "
                    "checkpoint (for tests and quick looks)")
+    p.add_argument("--nproc", type=int, help="data-parallel processes on this machine: runs "
+                   "torchrun --standalone --nproc-per-node N (each process one replica, "
+                   "DistributedDataParallel; --batch-size is the global batch)")
     p.set_defaults(func=run)
 
 
@@ -53,7 +57,33 @@ def _flags(args: argparse.Namespace) -> dict[str, Any]:
             "seed": args.seed, "workers": args.workers, "max_steps": args.max_steps}
 
 
+def launch(args: argparse.Namespace) -> int:
+    """`--nproc N`: run this same command under torchrun, N processes on this machine."""
+    import subprocess
+
+    rest, skip = [], False
+    for a in args.argv[1:]:  # drop --nproc N / --nproc=N
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            rest.append(a)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+           f"--nproc-per-node={args.nproc}", "-m", "alexnetc", "train", *rest]
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
+    env.setdefault("TORCHELASTIC_ERROR_FILE", "")
+    return subprocess.call(cmd, env=env)
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.nproc is not None:
+        if args.nproc < 1:
+            raise UsageError(f"--nproc must be at least 1, got {args.nproc}")
+        if "WORLD_SIZE" not in os.environ:
+            load_checked(args.spec)  # spec errors once, here, not from every process
+            return launch(args)
     net, recipe, text = load_checked(args.spec)
     flags = _flags(args)
     out = Path(args.out or Path("runs") / Path(args.spec).stem)
@@ -67,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnetc.backends.train.data import DataError
     from alexnetc.backends.train.model import DeviceError
 
-    console = Console(highlight=False, soft_wrap=True)
+    rank = int(os.environ.get("RANK", "0"))
+    console = Console(highlight=False, soft_wrap=True, quiet=rank != 0)  # rank 0 speaks
     try:
         if args.resume:
             state = load(out / FILE, text)
@@ -90,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
     except (DataError, CheckpointError) as e:
         print(f"alexnetc: error: {e}", file=sys.stderr)
         return 1
+    finally:
+        from alexnetc.backends.train.distributed import shutdown
+
+        shutdown()
 
 
 def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | None,
@@ -112,9 +147,13 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
                       "--epochs to train longer")
         return 0
     where = f"resuming at epoch {tr.epoch + 1}, step {tr.step}" if state else "training"
+    d = tr.dist
+    batch = (f"global batch {cfg.batch_size} = {d.world} processes × {cfg.batch_size // d.world}"
+             if d.active else f"batch {cfg.batch_size}")
     console.print(f"{where} {net.name} on {tr.data.source}: {len(tr.data.train)} train / "
-                  f"{len(tr.data.val)} val images, {cfg.epochs} epochs, batch "
-                  f"{cfg.batch_size}, ε {tr.schedule.lr:g}, device {tr.device}, "
+                  f"{len(tr.data.val)} val images, {cfg.epochs} epochs, {batch}, "
+                  f"ε {tr.schedule.lr:g} (not rescaled for the batch), device "
+                  f"{', '.join(str(x) for x in getattr(tr.model, 'devices', [tr.device]))}, "
                   f"{torch.get_num_threads()} CPU threads → {cfg.out}")
     stop = loop.Stop()
     try:
@@ -136,7 +175,8 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
         return 128 + stop.signum if stop.signum is not None else 0
     assert outcome.final is not None
     console.print(f"test: {loop.describe(outcome.final)}")
-    _figures(tr, plots, first_layer_kernels, warn)
+    if d.main:
+        _figures(tr, plots, first_layer_kernels, warn)
     return 0
 
 

@@ -28,6 +28,7 @@ from rich.progress import (
 )
 from torch import Tensor
 
+from alexnetc.backends.train import distributed
 from alexnetc.backends.train.augment import Augmenter
 from alexnetc.backends.train.data import Batch, epoch_order
 from alexnetc.backends.train.metrics import MetricsLog
@@ -92,7 +93,7 @@ def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
     """Train on the rest of epoch `tr.epoch`; returns "done", "stopped" or "max_steps"."""
     cfg = tr.cfg
     n = len(tr.data.train)
-    order = epoch_order(n, cfg.seed, tr.epoch)
+    order = epoch_order(n, cfg.seed, tr.epoch)  # the global order; each rank takes its share
     if tr.batch_in_epoch == 0:
         tr.totals = Totals()
         tr.aug_rng = tr.epoch_rng()
@@ -101,13 +102,15 @@ def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
                              completed=tr.batch_in_epoch, loss=math.nan, ips=0.0,
                              lr=tr.schedule.lr)
     tr.model.train()
-    rest = order[tr.batch_in_epoch * cfg.batch_size:]
+    rest = distributed.shard(order[tr.batch_in_epoch * cfg.batch_size:], cfg.batch_size,
+                             tr.dist)
+    local_batch = cfg.batch_size // tr.dist.world
     pin = tr.device.type == "cuda"
     started, images, loss = time.perf_counter(), 0, math.nan
-    for batch in batches(tr.data.train, rest, cfg.batch_size, cfg.workers, pin):
+    for batch in batches(tr.data.train, rest, local_batch, cfg.workers, pin):
         tr.bad.add(batch.bad)
-        if batch.labels.numel():
-            loss = train_step(tr, batch)
+        if batch.labels.numel() or tr.dist.active:  # every replica joins every step
+            loss = train_step(tr, batch, stop)
             images += batch.labels.numel()
         tr.batch_in_epoch += 1
         elapsed = time.perf_counter() - started
@@ -124,25 +127,46 @@ def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
     return "done"
 
 
-def train_step(tr: Trainer, batch: Batch) -> float:
-    """One SGD step on one batch; raises NonFiniteLoss before touching the weights."""
-    x = tr.augment.train(batch.images, tr.aug_rng)  # N x C x h x w
-    y = batch.labels.to(tr.device, non_blocking=True)  # N
+def train_step(tr: Trainer, batch: Batch, stop: Stop | None = None) -> float:
+    """One SGD step on one (global) batch; raises NonFiniteLoss before touching the weights.
+
+    The loss is this rank's summed loss × world / (images in the global batch): with one
+    process the batch mean, and under DDP, whose gradients are averaged over the ranks, the
+    gradient of the global batch's mean. The ranks agree on three numbers each step (images,
+    a non-finite loss, a stop request), so all of them stop together or not at all.
+    """
+    empty = batch.labels.numel() == 0  # a replica with no images this step still takes part
+    images = batch.images if not empty else batch.images.new_zeros(
+        (1, *batch.images.shape[1:]))  # 1 x C x S x S placeholder
+    x = tr.augment.train(images, tr.aug_rng)  # N x C x h x w
+    y = (batch.labels if not empty else batch.labels.new_zeros(1)).to(
+        tr.device, non_blocking=True)  # N
     with _autocast(tr.device, tr.cfg.amp):
         logits = tr.forward(x)  # N x classes
-    loss = F.cross_entropy(logits.float(), y)
-    value = float(loss.item())
-    if not math.isfinite(value):
-        raise NonFiniteLoss(f"the loss became {value} at epoch {tr.epoch + 1}, step "
-                            f"{tr.step + 1}")
+    loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
+    if empty:
+        loss_sum = loss_sum * 0.0
+    local = float(loss_sum.item())
+    n_all, bad, stopping = distributed.agree(
+        [float(batch.labels.numel()), float(not math.isfinite(local)),
+         float(stop is not None and stop.signum is not None)], tr.device, tr.dist)
+    if bad:
+        raise NonFiniteLoss(f"the loss became {local if not math.isfinite(local) else 'NaN'} "
+                            f"at epoch {tr.epoch + 1}, step {tr.step + 1}")
+    if stopping and stop is not None and stop.signum is None:
+        stop.signum = signal.SIGTERM  # another replica was asked to stop
+    loss = loss_sum * (tr.dist.world / max(n_all, 1.0))
     tr.optimiser.zero_grad(set_to_none=True)
     loss.backward()
     tr.optimiser.step()
     tr.step += 1
-    tr.totals.loss += value * y.numel()
+    if empty:
+        return math.nan
+    n = batch.labels.numel()
+    tr.totals.loss += local
     tr.totals.correct += int((logits.argmax(1) == y).sum())
-    tr.totals.seen += y.numel()
-    return value
+    tr.totals.seen += n
+    return local / n
 
 
 @torch.no_grad()
@@ -209,17 +233,25 @@ def _pct(x: float | None) -> str:
     return "-" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
 
 
-def end_of_epoch(tr: Trainer, log: MetricsLog, console: Console) -> None:
-    """Validate, log, adjust ε, checkpoint, and print the epoch's one-line summary."""
+def end_of_epoch(tr: Trainer, log: MetricsLog | None, console: Console) -> None:
+    """Validate, log, adjust ε, checkpoint, and print the epoch's one-line summary.
+
+    Every replica validates on the whole validation set (their weights are identical), so
+    they take the same ε decision without talking; the training totals are summed over them.
+    """
     val = validate(tr)
     lr_used = tr.schedule.lr
-    t = tr.totals
+    loss, correct, seen = distributed.agree(
+        [tr.totals.loss, float(tr.totals.correct), float(tr.totals.seen)], tr.device, tr.dist)
+    t = Totals(loss, int(correct), int(seen), tr.totals.seconds)
     train_loss = t.loss / max(t.seen, 1)
     ips = t.seen / max(t.seconds, 1e-9)
-    log.append({"epoch": tr.epoch + 1, "step": tr.step, "lr": lr_used, "train_loss": train_loss,
-                "train_top1_err": 1 - t.correct / max(t.seen, 1), "val_loss": val.loss,
-                "val_top1_err": val.top1, "val_top5_err": val.top5, "images_per_s": ips,
-                "seconds": t.seconds})
+    if log is not None:
+        log.append({"epoch": tr.epoch + 1, "step": tr.step, "lr": lr_used,
+                    "train_loss": train_loss, "train_top1_err": 1 - t.correct / max(t.seen, 1),
+                    "val_loss": val.loss, "val_top1_err": val.top1, "val_top5_err": val.top5,
+                    "images_per_s": ips, "seconds": t.seconds})
+    distributed.check_in_sync(tr.model, tr.device, tr.dist)
     dropped = tr.schedule.step(val.top1)
     tr.epoch += 1
     tr.batch_in_epoch = 0
@@ -233,20 +265,23 @@ def end_of_epoch(tr: Trainer, log: MetricsLog, console: Console) -> None:
 
 def fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
     """Train until cfg.epochs are done, a signal arrives or max_steps is reached."""
-    log = MetricsLog(tr.run_dir, resume_epoch=tr.epoch if tr.step else None)
+    log = MetricsLog(tr.run_dir, resume_epoch=tr.epoch if tr.step else None) \
+        if tr.dist.main else None
     torch.set_flush_denormal(True)  # tiny activations are denormal floats, 10-100x slower on CPUs
     try:
         with make_progress(console) as progress:
             while tr.epoch < tr.cfg.epochs:
                 status = train_one_epoch(tr, stop, progress)
                 if status != "done":
+                    distributed.check_in_sync(tr.model, tr.device, tr.dist)
                     tr.save()
                     return Outcome(status)
                 end_of_epoch(tr, log, console)
                 if stop.signum is not None:
                     return Outcome("stopped")
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     final = validate(tr, ten_crop=tr.cfg.ten_crop, stop=stop)
     return Outcome("finished", final)
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from alexnetc.backends.train import checkpoint
+from alexnetc.backends.train import checkpoint, distributed
 from alexnetc.backends.train.augment import Augmenter, PixelStats, pixel_stats
 from alexnetc.backends.train.config import TrainConfig, shorter_side
 from alexnetc.backends.train.data import (
@@ -65,6 +65,7 @@ class Trainer:
     device: torch.device
     run_dir: Path
     bad: BadImages
+    dist: distributed.Dist = field(default_factory=distributed.Dist)
     epoch: int = 0  # epochs completed
     step: int = 0  # optimiser steps taken in all
     batch_in_epoch: int = 0  # batches of epoch `epoch` already trained on
@@ -76,8 +77,10 @@ class Trainer:
         return self.run_dir / checkpoint.FILE
 
     def epoch_rng(self) -> torch.Generator:
-        """The augmentation stream of the current epoch, a pure function of (seed, epoch)."""
-        return torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch + 1)
+        """The augmentation stream of the current epoch: a pure function of (seed, epoch),
+        and of the rank when several processes train (each augments its own images)."""
+        return torch.Generator().manual_seed(self.cfg.seed * 7_919 + self.epoch + 1
+                                             + self.dist.rank * 1_000_003)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -109,7 +112,9 @@ class Trainer:
         checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
 
     def save(self) -> None:
-        checkpoint.save(self.checkpoint_path, self.snapshot())
+        """Rank 0 writes; the replicas hold the same weights, so one file is the run."""
+        if self.dist.main:
+            checkpoint.save(self.checkpoint_path, self.snapshot())
 
 
 def _ignore_sigint(_: int) -> None:
@@ -156,25 +161,35 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
           state: dict[str, Any] | None = None, warn: Callable[[str], None] | None = None
           ) -> Trainer:
     """A trainer at epoch 0, or at the checkpoint `state` when resuming."""
+    d = distributed.from_env()
+    if cfg.batch_size % d.world:
+        raise DataError(f"a batch of {cfg.batch_size} images does not split evenly over "
+                        f"{d.world} processes; use a multiple of {d.world}")
     data = open_data(cfg.data, data_side(net, cfg), net.input.c, net.output.c)
     bad = BadImages(len(data.train) + len(data.val), warn)
-    model = build(net, recipe, cfg.devices, cfg.seed)
+    model = build(net, recipe, distributed.rank_devices(d, net.towers, cfg.devices), cfg.seed)
     device = input_device(model)
+    distributed.init(d, device)
+    if d.active:  # same initial weights everywhere (seeded), different dropout masks
+        torch.manual_seed(cfg.seed * 7_919 + d.rank)
     stats = PixelStats.from_dict(state["stats"]) if state else training_stats(data, cfg, bad)
     augment = Augmenter(stats, (net.input.h, net.input.w), flip=cfg.flip, pca=cfg.pca,
                         subtract_mean=cfg.mean, device=device)
     optimiser = PaperSGD(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
     schedule = PlateauSchedule(optimiser, cfg.lr, cfg.lr_drop, cfg.patience, cfg.min_lr)
-    forward: Callable[[Tensor], Tensor] = model
+    forward: Callable[[Tensor], Tensor] = distributed.wrap(model, device, d)
     if cfg.compile:
-        forward = torch.compile(model)
+        forward = torch.compile(forward)
     tr = Trainer(cfg, net, spec_text, model, forward, optimiser, schedule, data, stats, augment,
-                 device, Path(cfg.out), bad)
+                 device, Path(cfg.out), bad, d)
     if state is not None:
         tr.restore(state)
+        if d.active:  # the checkpoint holds rank 0's streams; give each rank its own again
+            torch.manual_seed(cfg.seed * 7_919 + d.rank + 104_729 * tr.step)
     else:
         tr.aug_rng = tr.epoch_rng()
-        write_run_files(tr)
+        if d.main:
+            write_run_files(tr)
     return tr
 
 

@@ -99,8 +99,9 @@ def test_sigterm_mid_epoch_checkpoints_and_resumes_exactly(
         capsys: pytest.CaptureFixture[str]) -> None:
     real_step = loop.train_step
 
-    def step_then_signal(tr: loop.Trainer, batch: loop.Batch) -> float:
-        value = real_step(tr, batch)
+    def step_then_signal(tr: loop.Trainer, batch: loop.Batch, stop: loop.Stop | None = None
+                         ) -> float:
+        value = real_step(tr, batch, stop)
         if tr.step == 50:  # epoch 2, batch 5 of 45
             os.kill(os.getpid(), signal.SIGTERM)
         return value

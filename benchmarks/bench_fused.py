@@ -126,6 +126,8 @@ def time_variant(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the markdown table to this file")
+    ap.add_argument("--only", nargs="*", help="blocks to time, e.g. conv1:fp32 conv2:bf16 "
+                    "(default: all four)")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels_available("cuda"):
         sys.exit("needs a CUDA device and triton")
@@ -145,6 +147,8 @@ def main() -> None:
     print("\n".join(lines), flush=True)
     for name, shape in SHAPES.items():
         for dname, dtype in DTYPES.items():
+            if args.only and f"{name}:{dname}" not in args.only:
+                continue
             t_block = time.perf_counter()
             x = (3 * torch.randn(shape, device="cuda")).to(dtype)
             n_out = shape[0] * shape[1] * POOL.out_size(shape[2]) * POOL.out_size(shape[3])

@@ -152,6 +152,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", type=Path)
+    p.add_argument("--quick", action="store_true",
+                   help="only (a) eager fp32, (b) torch.compile and (c) alexnetc")
     args = p.parse_args()
     torch.backends.cudnn.benchmark = True
     card = torch.cuda.get_device_name()
@@ -190,11 +192,14 @@ def main() -> None:
         return ips
 
     run("(a) hand-written eager, fp32", HandAlexNet, False, False)
-    run("(a) hand-written eager, bf16 channels_last", HandAlexNet, True, True)
-    run("hand-written eager without LRN, bf16 channels_last", lambda: HandAlexNet(lrn=False),
-        True, True)
+    if not args.quick:
+        run("(a) hand-written eager, bf16 channels_last", HandAlexNet, True, True)
+        run("hand-written eager without LRN, bf16 channels_last",
+            lambda: HandAlexNet(lrn=False), True, True)
     base = run("(b) hand-written torch.compile, bf16 channels_last", HandAlexNet, True, True, True)
-    run("alexnetc eager, fp32, fused kernels", lambda: alexnetc_module(False, None), False, False)
+    if not args.quick:
+        run("alexnetc eager, fp32, fused kernels", lambda: alexnetc_module(False, None), False,
+            False)
     best = run("(c) alexnetc: bf16, channels_last, fused kernels, torch.compile",
                lambda: alexnetc_module(True, None), True, True, True)
     lines += ["", f"bf16 matrix rate {rate * 2 / 1e12:.0f} TFLOP/s → compute floor "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from alexnetc.cli.common import read_spec
 from alexnetc.cli.main import UsageError
@@ -27,6 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the one device to export on (default: cpu)")
     p.add_argument("--seed", type=int, default=None,
                    help="seed of the initial weights (default: the spec's train seed)")
+    p.add_argument("--weights", metavar="RUN_DIR",
+                   help="export the trained weights of an `alexnetc train` run of this spec "
+                   "(RUN_DIR/checkpoint.pt) instead of freshly initialised ones")
     p.set_defaults(func=run)
 
 
@@ -54,12 +58,32 @@ def run(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise UsageError(f"{out} is a folder; give a file name with -o")
     seed = recipe.train.seed if args.seed is None else args.seed
+    model = None
+    if args.weights:
+        model = _trained(net, recipe, result.source, Path(args.weights),
+                         "cpu" if args.onnx else devices[0])
     if args.onnx:
-        meta = export_onnx(net, recipe, data, out, seed=seed)
+        meta = export_onnx(net, recipe, data, out, seed=seed, model=model)
     else:
-        meta = export_program(net, recipe, data, out, device=devices[0], seed=seed)
+        meta = export_program(net, recipe, data, out, device=devices[0], seed=seed, model=model)
     print(f"{net.name}: {meta['parameters']:,} parameters, input "
           f"{'x'.join(map(str, meta['input']))} (C x H x W), spec sha256 "
           f"{meta['spec_sha256'][:12]}")
-    print(f"wrote {out} ({'ONNX' if args.onnx else 'torch.export program'})")
+    weights = (f"trained weights of {args.weights}" if args.weights
+               else f"initial weights, seed {seed}")
+    print(f"wrote {out} ({'ONNX' if args.onnx else 'torch.export program'}, {weights})")
     return 0
+
+
+def _trained(net: Any, recipe: Any, spec_text: str, run_dir: Path, device: Any) -> Any:
+    """The lowered module with a run's weights; the run must be of this very spec."""
+    from alexnetc.backends.lowering import build_module
+    from alexnetc.backends.train.checkpoint import FILE, CheckpointError, load
+
+    try:
+        state = load(run_dir / FILE, spec_text)
+    except CheckpointError as e:
+        raise UsageError(str(e)) from None
+    model = build_module(net, recipe, devices=[device], fused=False)
+    model.load_state_dict(state["model"])
+    return model

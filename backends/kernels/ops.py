@@ -12,7 +12,10 @@ else an empty tensor.  The backward recomputes it with one forward launch if it 
 
 Two forward kernels exist (same outputs, same argmax format): ``VARIANT`` picks one, from the
 env var ALEXNETC_LRN_KERNEL ("rows": lrn_pool_rows, full-width bands, one LRN evaluation per
-input element, the default; "windows": lrn_pool, one [K*K, tile] window tensor per output).
+input element; "windows": lrn_pool, one [K*K, tile] window tensor per output; "auto", the
+default: rows when no argmax is needed (inference), windows when autograd needs it — on an
+H200, conv1's block (128x96x55x55 fp32) took 128 µs forward with rows against 298 µs with
+windows, but 1062 µs forward+backward against 774 µs; see BENCHMARKS.md).
 It is read at call time, so benchmarks/tests may reassign ``ops.VARIANT``.
 """
 
@@ -28,10 +31,11 @@ from . import lrn_pool, lrn_pool_bwd, lrn_pool_rows
 
 REGISTERED = False
 
-VARIANTS = ("rows", "windows")
-VARIANT = os.environ.get("ALEXNETC_LRN_KERNEL", "rows")
-if VARIANT not in VARIANTS:
-    raise ValueError(f"ALEXNETC_LRN_KERNEL must be one of {VARIANTS}, got {VARIANT!r}")
+VARIANTS = ("rows", "windows")  # the kernels; "auto" chooses between them per call
+VARIANT = os.environ.get("ALEXNETC_LRN_KERNEL", "auto")
+if VARIANT not in (*VARIANTS, "auto"):
+    raise ValueError(f"ALEXNETC_LRN_KERNEL must be one of {(*VARIANTS, 'auto')}, "
+                     f"got {VARIANT!r}")
 
 _OP_NS = "alexnetc"
 
@@ -50,10 +54,11 @@ def _pooled_shape(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) ->
     return oh, ow
 
 
-def _launch_forward(*args: Any, **kwargs: Any) -> None:
+def _launch_forward(x: Tensor, y: Tensor, idx: Tensor | None, *args: Any, **kwargs: Any) -> None:
     """The selected variant's forward launcher (both share lrn_pool.launch_forward's contract)."""
-    mod = lrn_pool_rows if VARIANT == "rows" else lrn_pool
-    mod.launch_forward(*args, **kwargs)
+    variant = VARIANT if VARIANT != "auto" else ("rows" if idx is None else "windows")
+    mod = lrn_pool_rows if variant == "rows" else lrn_pool
+    mod.launch_forward(x, y, idx, *args, **kwargs)
 
 
 def _fwd(

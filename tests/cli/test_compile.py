@@ -92,3 +92,27 @@ def test_compile_onnx(tmp_path):
     assert main(["compile", str(SPECS / "lenet5.net"), "--onnx", "-o", str(out)]) == 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(props["network"]) == "LeNet5" and "spec_sha256" in props
+
+
+def test_compile_exports_a_runs_trained_weights(tmp_path, capsys):
+    spec = tmp_path / "small.net"
+    spec.write_text("network S\ninput 9x9x3\ntrain batch=32, epochs=1\naugment resize=9, "
+                    "flip=false, pca=0\nc: Conv(3,2) x4 + ReLU; MaxPool(2,2)\n"
+                    "f: FC(10) + Softmax\n")
+    run = tmp_path / "run"
+    assert main(["train", str(spec), "--out", str(run), "--max-steps", "3", "--devices", "cpu",
+                 "--workers", "0"]) == 0
+    out = tmp_path / "trained.pt2"
+    assert main(["compile", str(spec), "-o", str(out), "--weights", str(run)]) == 0
+    assert "trained weights" in capsys.readouterr().out
+    state = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    net, recipe = load(spec)
+    model = build_module(net, recipe, devices=["cpu"]).eval()
+    model.load_state_dict(state)
+    x = torch.randn(2, 3, 9, 9)
+    program = torch.export.load(str(out)).module()
+    torch.testing.assert_close(program(x), model.predict(x))
+    other = tmp_path / "other.net"
+    other.write_text(spec.read_text().replace("FC(10)", "FC(10, bias=1)"))
+    assert main(["compile", str(other), "-o", str(out), "--weights", str(run)]) == 2
+    assert "different spec" in capsys.readouterr().err

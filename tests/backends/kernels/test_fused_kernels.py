@@ -193,3 +193,28 @@ def test_rows_falls_back_to_windows_when_too_wide(device):
     y = torch.full(want.shape, float("nan"), device=device)
     lrn_pool_rows.launch_forward(x, y, None, *_flat(lrn, pool), 1)
     assert rel_err(y, want) < 1e-5
+
+
+def test_auto_variant_picks_rows_for_inference_and_windows_for_training(
+        device: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """"auto" (the default) follows the H200 measurements: rows is the faster forward, windows
+    the faster forward whose argmax the backward reads."""
+    calls: list[str] = []
+    for name, mod in (("rows", lrn_pool_rows), ("windows", lrn_pool)):
+        real = mod.launch_forward
+
+        def spy(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            calls.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(mod, "launch_forward", spy)
+    monkeypatch.setattr(ops, "VARIANT", "auto")
+    x = torch.randn(1, 4, 9, 9, device=device)
+    with torch.no_grad():
+        fused_relu_lrn_pool(x, LRN_A, PoolParams(3, 2))
+    assert calls == ["rows"]
+    calls.clear()
+    xg = x.clone().requires_grad_()
+    fused_relu_lrn_pool(xg, LRN_A, PoolParams(3, 2)).sum().backward()
+    assert calls == ["windows"]
+    assert xg.grad is not None and torch.isfinite(xg.grad).all()

@@ -85,6 +85,23 @@ if HAVE_TRITON:
         return acc
 
     @triton.jit
+    def program_coords(n_tiles, CPT, CB: tl.constexpr, towers):
+        """Which (spatial tile, sample, tower, channel chunk) this program owns: the grid is
+        N x towers x chunks x tiles, tiles fastest.  Returns tile, n (int64), the tower's
+        channel range [t_lo, t_hi) and the chunk's [c0, c1)."""
+        pid = tl.program_id(0)
+        tile = pid % n_tiles
+        rest = pid // n_tiles
+        chunk = rest % tl.cdiv(CPT, CB)
+        rest = rest // tl.cdiv(CPT, CB)
+        t_lo = (rest % towers) * CPT  # first channel of this tower
+        t_hi = t_lo + CPT
+        n = (rest // towers).to(tl.int64)
+        c0 = t_lo + chunk * CB
+        c1 = tl.minimum(c0 + CB, t_hi)
+        return tile, n, t_lo, t_hi, c0, c1
+
+    @triton.jit
     def _pow_neg(s, e, FAST: tl.constexpr):
         """s ** -e for s > 0 as exp2(-e * log2(s)).  tl.log2 lowers to a ~20-instruction precise
         routine; FAST uses the MUFU lg2.approx (rel. error ~2^-22), which the forward runs 9x
@@ -112,17 +129,7 @@ if HAVE_TRITON:
         BP: tl.constexpr = BLOCK_OH * BLOCK_OW
         n_tw = tl.cdiv(OW, BLOCK_OW)
         n_tiles = tl.cdiv(OH, BLOCK_OH) * n_tw
-        n_chunks = tl.cdiv(CPT, CB)
-        pid = tl.program_id(0)
-        tile = pid % n_tiles
-        rest = pid // n_tiles
-        chunk = rest % n_chunks
-        rest = rest // n_chunks
-        t_lo = (rest % towers) * CPT  # first channel of this tower
-        t_hi = t_lo + CPT
-        n = rest // towers
-        c0 = t_lo + chunk * CB
-        c1 = tl.minimum(c0 + CB, t_hi)
+        tile, n, t_lo, t_hi, c0, c1 = program_coords(n_tiles, CPT, CB, towers)
 
         p = tl.arange(0, BP)  # [BP] output positions of the tile
         oh = (tile // n_tw) * BLOCK_OH + p // BLOCK_OW  # [BP]
@@ -214,6 +221,33 @@ def pool_geometry(
     return pool_size, pool_stride, pool_pad, oh, ow
 
 
+def forward_launch(
+    x: Tensor, y: Tensor, idx: Tensor | None, lrn_size: int, alpha: float, beta: float,
+    k: float, pool_size: int, pool_stride: int, pool_pad: int, towers: int,
+) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    """Check y/idx against x's pooled shape; the arguments and constants every forward kernel
+    takes (None when there is nothing to write)."""
+    N, C, H, W = x.shape
+    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    if tuple(y.shape) != (N, C, OH, OW):
+        raise ValueError(f"output shape {tuple(y.shape)} != {(N, C, OH, OW)}")
+    if idx is not None and idx.stride() != y.stride():
+        raise ValueError("idx must have the strides of y")
+    if y.numel() == 0:
+        return None
+    args = (
+        x, y, y if idx is None else idx,
+        H, W, OH, OW, C // towers, towers,
+        *x.stride(), *y.stride(),
+        float(alpha), float(beta), float(k),
+    )  # fmt: skip
+    consts: dict[str, Any] = {
+        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        "K": K, "S": S, "P": P, "SAVE_IDX": idx is not None, "FAST": fast_math(x),
+    }  # fmt: skip
+    return args, consts
+
+
 def launch_forward(
     x: Tensor,
     y: Tensor,
@@ -234,26 +268,13 @@ def launch_forward(
     lrn_size == 0 / pool_size == 0 drop that stage.  ``wrap`` is torch.library.wrap_triton
     inside the custom op; ``config`` forces a tile (tests use it to hit chunk/tile edges).
     """
-    N, C, H, W = x.shape
-    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
-    if tuple(y.shape) != (N, C, OH, OW):
-        raise ValueError(f"output shape {tuple(y.shape)} != {(N, C, OH, OW)}")
-    if idx is not None and idx.stride() != y.stride():
-        raise ValueError("idx must have the strides of y")
-    if y.numel() == 0:
+    launch = forward_launch(x, y, idx, lrn_size, alpha, beta, k, pool_size, pool_stride,
+                            pool_pad, towers)
+    if launch is None:
         return
-    cpt = C // towers
-    half = lrn_size // 2 if lrn_size > 0 else 0
-    args = (
-        x, y, y if idx is None else idx,
-        H, W, OH, OW, cpt, towers,
-        *x.stride(), *y.stride(),
-        float(alpha), float(beta), float(k),
-    )  # fmt: skip
-    consts = {
-        "HALF": half, "HAS_LRN": lrn_size > 0, "K": K, "S": S, "P": P,
-        "KK": _next_pow2(K * K), "SAVE_IDX": idx is not None, "FAST": fast_math(x),
-    }  # fmt: skip
+    args, consts = launch
+    N, cpt, OH, OW = x.shape[0], x.shape[1] // towers, y.shape[2], y.shape[3]
+    consts["KK"] = _next_pow2(consts["K"] * consts["K"])
 
     def grid(meta: dict[str, int]) -> tuple[int]:
         tiles = triton.cdiv(OH, meta["BLOCK_OH"]) * triton.cdiv(OW, meta["BLOCK_OW"])

@@ -25,7 +25,7 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import _pick, _pow_neg, _window_sum
+    from .lrn_pool import _pick, _pow_neg, _window_sum, program_coords
 
     @triton.jit
     def _win(h, i: tl.constexpr, OH, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr):
@@ -86,17 +86,7 @@ if HAVE_TRITON:
         BLOCK: tl.constexpr = BLOCK_H * BLOCK_W
         n_tw = tl.cdiv(W, BLOCK_W)
         n_tiles = tl.cdiv(H, BLOCK_H) * n_tw
-        n_chunks = tl.cdiv(CPT, CB)
-        pid = tl.program_id(0)
-        tile = pid % n_tiles
-        rest = pid // n_tiles
-        chunk = rest % n_chunks
-        rest = rest // n_chunks
-        t_lo = (rest % towers) * CPT
-        t_hi = t_lo + CPT
-        n = (rest // towers).to(tl.int64)
-        c0 = t_lo + chunk * CB
-        c1 = tl.minimum(c0 + CB, t_hi)
+        tile, n, t_lo, t_hi, c0, c1 = program_coords(n_tiles, CPT, CB, towers)
 
         p = tl.arange(0, BLOCK)  # [BLOCK] input pixels of the tile
         h = (tile // n_tw) * BLOCK_H + p // BLOCK_W  # [BLOCK]

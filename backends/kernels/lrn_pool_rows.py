@@ -31,7 +31,10 @@ from typing import Any
 from torch import Tensor
 
 from . import lrn_pool
-from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, fast_math, pool_geometry
+from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, pool_geometry
+
+if HAVE_TRITON:
+    from .lrn_pool import program_coords
 
 if HAVE_TRITON:
     import triton
@@ -89,18 +92,7 @@ if HAVE_TRITON:
         IR: tl.constexpr, BOH: tl.constexpr, BOHP: tl.constexpr, CB: tl.constexpr,
         PREFETCH: tl.constexpr,
     ):  # fmt: skip
-        n_bands = tl.cdiv(OH, BOH)
-        n_chunks = tl.cdiv(CPT, CB)
-        pid = tl.program_id(0)
-        band = pid % n_bands
-        rest = pid // n_bands
-        chunk = rest % n_chunks
-        rest = rest // n_chunks
-        t_lo = (rest % towers) * CPT  # first channel of this tower
-        t_hi = t_lo + CPT
-        n = (rest // towers).to(tl.int64)
-        c0 = t_lo + chunk * CB
-        c1 = tl.minimum(c0 + CB, t_hi)
+        band, n, t_lo, t_hi, c0, c1 = program_coords(tl.cdiv(OH, BOH), CPT, CB, towers)
 
         # Input footprint of the band: rows band*BOH*S - P + [0, IR), columns -P + [0, IWP).
         ih = band * (BOH * S) - P + tl.arange(0, IR)  # [IR]
@@ -240,27 +232,15 @@ def launch_forward(
             wrap=wrap,
         )  # fmt: skip
         return
-    N, C, H, W = x.shape
-    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
-    if tuple(y.shape) != (N, C, OH, OW):
-        raise ValueError(f"output shape {tuple(y.shape)} != {(N, C, OH, OW)}")
-    if idx is not None and idx.stride() != y.stride():
-        raise ValueError("idx must have the strides of y")
-    if y.numel() == 0:
+    launch = lrn_pool.forward_launch(x, y, idx, lrn_size, alpha, beta, k, pool_size,
+                                     pool_stride, pool_pad, towers)
+    if launch is None:
         return
-    cpt = C // towers
-    iwp, bow = footprint(W, pool_size, pool_stride, pool_pad)
-    args = (
-        x, y, y if idx is None else idx,
-        H, W, OH, OW, cpt, towers,
-        *x.stride(), *y.stride(),
-        float(alpha), float(beta), float(k),
-    )  # fmt: skip
-    consts = {
-        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
-        "K": K, "S": S, "P": P, "SAVE_IDX": idx is not None, "FAST": fast_math(x),
-        "IWP": iwp, "BOW": bow,
-    }  # fmt: skip
+    args, consts = launch
+    N, cpt, OH = x.shape[0], x.shape[1] // towers, y.shape[2]
+    K, S = consts["K"], consts["S"]
+    iwp, bow = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
+    consts.update(IWP=iwp, BOW=bow)
 
     def grid(meta: dict[str, int]) -> tuple[int]:
         return (N * towers * triton.cdiv(cpt, meta["CB"]) * triton.cdiv(OH, meta["BOH"]),)

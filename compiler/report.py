@@ -64,7 +64,9 @@ def summary_lines(net: CheckedNetwork) -> list[str]:
              f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"]
     if net.towers > 1:
         per = sum(layer.tower.params_per_tower for layer in net.layers())
-        lines.append(f"each of {net.towers} towers: {per:,} parameters; "
+        act = sum(layer.tower.activation_bytes_per_tower for layer in net.layers())
+        lines.append(f"each of {net.towers} towers: {per:,} parameters, "
+                     f"{act / 2**20:.2f} MiB of activations per image; "
                      f"{net.cross_tower_bytes():,} bytes cross between towers per image "
                      f"(forward), at " + ", ".join(dict.fromkeys(
                          layer.stage for layer in net.layers() if layer.tower.cross_bytes)))

@@ -17,6 +17,11 @@ default: rows when no argmax is needed (inference), windows when autograd needs 
 H200, conv1's block (128x96x55x55 fp32) took 128 µs forward with rows against 298 µs with
 windows, but 1062 µs forward+backward against 774 µs; see BENCHMARKS.md).
 It is read at call time, so benchmarks/tests may reassign ``ops.VARIANT``.
+
+Two backward kernels exist (same contract): ``BWD_VARIANT``, from the env var ALEXNETC_LRN_BWD,
+picks one: "gather" (the default: lrn_pool_bwd, per-pixel loads of the covering windows'
+dy/argmax) or "rows" (lrn_pool_bwd_rows, full-width bands; opt-in until timed on a GPU).
+Also read at call time (``ops.BWD_VARIANT`` may be reassigned).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import lrn_pool, lrn_pool_bwd, lrn_pool_rows
+from . import lrn_pool, lrn_pool_bwd, lrn_pool_bwd_rows, lrn_pool_rows
 
 REGISTERED = False
 
@@ -36,6 +41,11 @@ VARIANT = os.environ.get("ALEXNETC_LRN_KERNEL", "auto")
 if VARIANT not in (*VARIANTS, "auto"):
     raise ValueError(f"ALEXNETC_LRN_KERNEL must be one of {(*VARIANTS, 'auto')}, "
                      f"got {VARIANT!r}")
+
+BWD_VARIANTS = ("gather", "rows")
+BWD_VARIANT = os.environ.get("ALEXNETC_LRN_BWD", "gather")
+if BWD_VARIANT not in BWD_VARIANTS:
+    raise ValueError(f"ALEXNETC_LRN_BWD must be one of {BWD_VARIANTS}, got {BWD_VARIANT!r}")
 
 _OP_NS = "alexnetc"
 
@@ -91,7 +101,8 @@ def _bwd(
             pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
         )  # fmt: skip
     dx = torch.empty_like(x)
-    lrn_pool_bwd.launch_backward(
+    bwd = lrn_pool_bwd_rows if BWD_VARIANT == "rows" else lrn_pool_bwd
+    bwd.launch_backward(
         x, dy, idx if pool_size > 0 else None, dx, lrn_size, alpha, beta, k,
         pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
     )  # fmt: skip

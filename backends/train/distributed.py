@@ -10,6 +10,7 @@ pictures; every rank reads the same checkpoint on `--resume`.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -67,7 +68,10 @@ def init(d: Dist, device: torch.device) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group, after whatever DDP objects are garbage: a DDP reducer freed
+    after its group is destroyed can hang in gloo's teardown."""
     if dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -1,0 +1,279 @@
+"""The "rows" backward kernel of relu → LRN → max-pool (opt-in: ops.BWD_VARIANT = "rows").
+
+Same math and contract as lrn_pool_bwd (read that docstring), different access pattern.  With
+a = relu(x), s_c = k + α Σ_{window(c)} a², g = dL/db (dL/dy routed to each pool window's saved
+argmax):  dL/da_j = g_j s_j^-β − 2αβ a_j Σ_{c ∈ window(j)} g_c a_c s_c^(-β-1),  dx = dL/da·[x>0].
+
+One program owns (sample n, tower, a chunk of CB channels, a band of BR input rows) at FULL
+width (IWP = the power of two ≥ W columns) and walks the tower's channels in order with the
+gather kernel's three register rings (a; suffix sums of t_c = g_c a_c s_c^(-β-1); u_c =
+g_c s_c^-β), lagging HALF channels for s/g/t and 2*HALF for dx.  Each input element's LRN is
+evaluated once per program (one pow), and every load is a row load: x as one [BR, IWP] tile
+(one contiguous segment per row for NCHW), dL/dy and the argmax as [OR, OWP] tiles covering
+every pool window that touches the band (OR = the output rows those are, one more at the band
+edges; neighbouring bands re-read ≈ 1-2 of them).  Each program stores only its own rows:
+no atomics, deterministic.
+
+Routing dL/dy to input positions (choice: tl.gather on the loaded tiles, like lrn_pool_rows's
+pooling, rather than per-element masked loads of dy/idx, which is what lrn_pool_bwd does: 8
+load instructions per input element and channel; here it is 2 loads per 4 elements for 3x3/2):
+  1. rows: the (≤ 2, as K ≤ 2S) pool-window rows covering input row r are i = (r+P)//S - wy
+     with offset oy = r + P - i*S; gather dy/idx rows i → [BR, OWP] each and keep dy where the
+     argmax row is oy (its column offset ox = idx % K, or -1).
+  2. columns: for each ox < K, Q_ox[r, j] = dy of a kept window j whose argmax column is ox;
+     input column col gets Q_ox[r, (col+P-ox)/S] when S divides col+P-ox: K gathers along the
+     columns ([BR, OWP] → [BR, IWP]).
+So per channel: 4 row gathers of quarter-size tiles and K full-size gathers (3x3/2: 3).
+
+Routed to lrn_pool_bwd instead (``supported`` is False): no pool (that kernel is then already
+one load per element), pools with K > 2*S (lrn_pool_bwd refuses them too), and widths whose
+footprint exceeds MAX_IWP columns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from torch import Tensor
+
+from . import lrn_pool_bwd
+from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, fast_math, pool_geometry
+
+if HAVE_TRITON:
+    import triton
+    import triton.language as tl
+
+    from .lrn_pool import _pick, _window_sum, program_coords
+    from .lrn_pool_rows import _pow_neg_ftz
+
+# Widest band (input columns) one program holds.
+MAX_IWP = 128
+# Band heights tried by the autotuner; BR * IWP is capped at 4096 elements.
+_BR_CHOICES = (8, 16, 32)
+# Tile used when not autotuning (interpreter); tests force others.
+DEFAULT_BWD_ROWS_CONFIG = {"BR": 8, "CB": 8, "num_warps": 4}
+
+
+def out_rows(br: int, k: int, s: int) -> int:
+    """Pooled rows (a power of two) whose windows can touch a band of ``br`` input rows."""
+    return _next_pow2((br + k - 2) // s + 2)
+
+
+if HAVE_TRITON:
+
+    @triton.jit
+    def _zeros4(BR: tl.constexpr, IWP: tl.constexpr):
+        """Four distinct zero tiles (distinct IR values, so each can be loop-carried)."""
+        return (
+            tl.zeros([BR, IWP], dtype=tl.float32),
+            tl.zeros([BR, IWP], dtype=tl.float32),
+            tl.zeros([BR, IWP], dtype=tl.float32),
+            tl.zeros([BR, IWP], dtype=tl.float32),
+        )
+
+    @triton.jit
+    def _rows_of(dyv, iv, li, ok, oy, K: tl.constexpr):
+        """Step 1 for one covering window row: gather rows li of the dy/argmax tiles
+        ([OR, OWP] → [BR, OWP]); keep (dy, argmax column offset) where the argmax's row offset
+        is oy, else (0, -1)."""
+        d = tl.gather(dyv, li, axis=0)  # [BR, OWP]
+        v = tl.gather(iv, li, axis=0)  # [BR, OWP]
+        vy = v // K  # v ≥ 0 is checked: -1 // K truncates to 0
+        keep = ok & (v >= 0) & (vy == oy)  # [BR, OWP]
+        return tl.where(keep, d, 0.0), tl.where(keep, v - vy * K, -1)
+
+    @triton.jit
+    def _g_plane(
+        dyv, iv, li0, ok0, oy0, li1, ok1, oy1, col, W, OW,
+        K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, TWO_ROWS: tl.constexpr,
+        BR: tl.constexpr, IWP: tl.constexpr, OWP: tl.constexpr,
+    ):  # fmt: skip
+        """g = dL/db on the band [BR, IWP] from one channel's dy/argmax tiles [OR, OWP]."""
+        d0, x0 = _rows_of(dyv, iv, li0, ok0, oy0, K)  # [BR, OWP] each
+        if TWO_ROWS:
+            d1, x1 = _rows_of(dyv, iv, li1, ok1, oy1, K)
+        g = tl.zeros([BR, IWP], dtype=tl.float32)
+        for ox in tl.static_range(K):
+            q = tl.where(x0 == ox, d0, 0.0)  # [BR, OWP]
+            if TWO_ROWS:
+                q += tl.where(x1 == ox, d1, 0.0)
+            cc = col + P - ox  # [1, IWP]; window j = cc / S covers col at offset ox
+            jx = tl.maximum(cc, 0) // S
+            okx = (cc >= 0) & (cc - jx * S == 0) & (jx < OW) & (col < W)  # [1, IWP]
+            jidx = tl.minimum(jx, OWP - 1) + tl.zeros([BR, IWP], dtype=tl.int32)  # [BR, IWP]
+            g += tl.where(okx, tl.gather(q, jidx, axis=1), 0.0)
+        return g
+
+    @triton.jit
+    def _bwd_rows_kernel(
+        x_ptr, dy_ptr, idx_ptr, dx_ptr,
+        H, W, OH, OW, CPT, towers,
+        sxn, sxc, sxh, sxw, sdn, sdc, sdh, sdw, sin, sic, sih, siw, sgn, sgc, sgh, sgw,
+        alpha: tl.constexpr, beta: tl.constexpr, k: tl.constexpr,  # constexpr: inductor
+        # would pass Python floats as fp64 and promote the loop-carried ring to fp64
+        HALF: tl.constexpr, HAS_LRN: tl.constexpr,
+        K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, FAST: tl.constexpr,
+        IWP: tl.constexpr, OWP: tl.constexpr, BR: tl.constexpr, OR: tl.constexpr,
+        CB: tl.constexpr,
+    ):  # fmt: skip
+        band, n, t_lo, t_hi, c0, c1 = program_coords(tl.cdiv(H, BR), CPT, CB, towers)
+        TWO_ROWS: tl.constexpr = K > S
+        r0 = band * BR
+
+        # The band: input rows r0 + [0, BR), all columns.
+        rr = r0 + tl.arange(0, BR)  # [BR]
+        col = tl.arange(0, IWP)[None, :]  # [1, IWP]
+        in_ok = (rr < H)[:, None] & (col < W)  # [BR, IWP]
+        x_tile = x_ptr + n * sxn + rr[:, None] * sxh + col * sxw  # [BR, IWP] pointers
+        dx_tile = dx_ptr + n * sgn + rr[:, None] * sgh + col * sgw  # [BR, IWP] pointers
+
+        # Pool-window rows i_lo + [0, OR) cover the band (i_lo: first window reaching row r0;
+        # a negative numerator clamps to 0, where no window is missed), all window columns.
+        i_lo = tl.maximum(r0 + P - (K - 1), 0) // S
+        oi = i_lo + tl.arange(0, OR)  # [OR]
+        oj = tl.arange(0, OWP)  # [OWP]
+        o_ok = (oi < OH)[:, None] & (oj < OW)[None, :]  # [OR, OWP]
+        dy_tile = dy_ptr + n * sdn + oi[:, None] * sdh + oj[None, :] * sdw  # [OR, OWP]
+        idx_tile = idx_ptr + n * sin + oi[:, None] * sih + oj[None, :] * siw  # [OR, OWP]
+        # The two window rows covering input row r: i = (r+P)//S - wy, offset oy = r+P - i*S.
+        q = (rr + P) // S  # [BR]; r + P ≥ 0
+        oy0 = (rr + P - q * S)[:, None]  # [BR, 1]
+        oy1 = oy0 + S
+        ok0 = ((rr < H) & (q < OH))[:, None] & (oy0 < K)  # [BR, 1]
+        ok1 = ((rr < H) & (q >= 1) & (q - 1 < OH))[:, None] & (oy1 < K)
+        zo = tl.zeros([BR, OWP], dtype=tl.int32)
+        li0 = tl.minimum(tl.maximum(q - i_lo, 0), OR - 1)[:, None] + zo  # [BR, OWP]
+        li1 = tl.minimum(tl.maximum(q - 1 - i_lo, 0), OR - 1)[:, None] + zo
+
+        # Distinct initial values per ring slot: see the note in lrn_pool._fwd_kernel.
+        r1, r2, r3, r4 = _zeros4(BR, IWP)
+        r5, r6, r7, r8 = _zeros4(BR, IWP)
+        t1, t2, t3, t4 = _zeros4(BR, IWP)
+        t5, t6, t7, t8 = _zeros4(BR, IWP)
+        u1, u2, u3, u4 = _zeros4(BR, IWP)
+        zero = tl.zeros([BR, IWP], dtype=tl.float32)
+        # One loop over the loaded channel m from c0-2*HALF (the first 2*HALF steps only fill
+        # the rings; their stores are masked off): a at m, s/g/t/u at m-HALF, dx at m-2*HALF.
+        for m in range(c0 - 2 * HALF, c1 + 2 * HALF):
+            mv = m + tl.zeros([1], dtype=tl.int32)  # [1]; a tensor so masks broadcast (interp.)
+            x_ok = in_ok & (mv >= t_lo) & (mv < t_hi)
+            a = tl.maximum(tl.load(x_tile + m * sxc, mask=x_ok, other=0.0).to(tl.float32), 0.0)
+            cg = mv - HALF  # [1]
+            g_ok = o_ok & (cg >= t_lo) & (cg < t_hi)  # [OR, OWP]
+            dyv = tl.load(dy_tile + (m - HALF) * sdc, mask=g_ok, other=0.0).to(tl.float32)
+            iv = tl.load(idx_tile + (m - HALF) * sic, mask=g_ok, other=-1).to(tl.int32)
+            g = _g_plane(
+                dyv, iv, li0, ok0, oy0, li1, ok1, oy1, col, W, OW,
+                K, S, P, TWO_ROWS, BR, IWP, OWP,
+            )  # fmt: skip  # [BR, IWP] g at channel m-HALF
+            if HAS_LRN:
+                sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
+                s = k + alpha * sumsq  # s at channel m-HALF
+                pw = _pow_neg_ftz(s, beta + 1.0, FAST)  # s^(-β-1)
+                t = g * _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF) * pw
+                u = g * pw * s  # g s^-β
+                # t_d = sum of the last d t's (suffix sums, as in lrn_pool_bwd).
+                tsum = t + _pick(t, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)
+                u_j = _pick(u, u1, u2, u3, u4, zero, zero, zero, zero, HALF)
+                a_j = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF)
+                da = u_j - (2.0 * alpha * beta) * a_j * tsum
+                t8, t7, t6, t5 = t7 + t, t6 + t, t5 + t, t4 + t
+                t4, t3, t2, t1 = t3 + t, t2 + t, t1 + t, t
+                u4, u3, u2, u1 = u3, u2, u1, u
+            else:
+                a_j = a
+                da = g
+            j = mv - 2 * HALF  # [1] channel whose dx is complete now
+            dx = tl.where(a_j > 0.0, da, 0.0)  # relu gate: x_j > 0 ⇔ a_j > 0
+            tl.store(
+                dx_tile + (m - 2 * HALF) * sgc, dx.to(dx_ptr.dtype.element_ty),
+                mask=in_ok & (j >= c0),
+            )  # fmt: skip
+            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+
+    # (BR, CB, num_warps): few, as every config is one more compile per (shape, dtype).
+    _CONFIG_CHOICES = [(8, 32, 4), (16, 32, 4), (16, 32, 8), (32, 48, 8)]
+    _tuned_cache: dict[tuple[int, int, int], Any] = {}
+
+    def _configs(k: int, s: int, iwp: int) -> list[Any]:
+        out = []
+        for br, cb, nw in _CONFIG_CHOICES:
+            if br * iwp > 4096:
+                continue
+            out.append(triton.Config({"BR": br, "OR": out_rows(br, k, s), "CB": cb},
+                                     num_warps=nw))
+        return out or [triton.Config({"BR": 1, "OR": out_rows(1, k, s), "CB": 32}, num_warps=4)]
+
+    def _tuned(k: int, s: int, iwp: int) -> Any:
+        """An autotuned kernel per pool geometry (OR follows from BR, K, S)."""
+        key = (k, s, iwp)
+        if key not in _tuned_cache:
+            _tuned_cache[key] = triton.autotune(
+                _configs(k, s, iwp), key=["H", "W", "CPT", "sxc", "sxw", "sdc"]
+            )(_bwd_rows_kernel)
+        return _tuned_cache[key]
+
+
+def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
+    """Whether the rows backward handles this geometry (else lrn_pool_bwd runs)."""
+    if pool_size <= 0 or pool_size > 2 * pool_stride:
+        return False
+    return _next_pow2(x.shape[3]) <= MAX_IWP
+
+
+def launch_backward(
+    x: Tensor,
+    dy: Tensor,
+    idx: Tensor | None,
+    dx: Tensor,
+    lrn_size: int,
+    alpha: float,
+    beta: float,
+    k: float,
+    pool_size: int,
+    pool_stride: int,
+    pool_pad: int,
+    towers: int,
+    wrap: Callable[[Any], Any] = _identity,
+    config: dict[str, int] | None = None,
+) -> None:
+    """Same contract as lrn_pool_bwd.launch_backward.  ``config`` forces {"BR", "CB",
+    "num_warps"} (tests: band and chunk edges); unsupported geometries (see ``supported``) go
+    to lrn_pool_bwd (with its default config)."""
+    if not supported(x, pool_size, pool_stride, pool_pad):
+        lrn_pool_bwd.launch_backward(
+            x, dy, idx, dx, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad,
+            towers, wrap=wrap,
+        )  # fmt: skip
+        return
+    N, C, H, W = x.shape
+    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    if tuple(dy.shape) != (N, C, OH, OW) or tuple(dx.shape) != tuple(x.shape):
+        raise ValueError("dy/dx shapes do not match x and the pool geometry")
+    if idx is None or idx.shape != dy.shape:
+        raise ValueError("the pooled backward needs the forward's argmax")
+    if dx.numel() == 0:
+        return
+    cpt = C // towers
+    iwp, owp = _next_pow2(W), _next_pow2(max(OW, 1))
+    args = (
+        x, dy, idx, dx,
+        H, W, OH, OW, cpt, towers,
+        *x.stride(), *dy.stride(), *idx.stride(), *dx.stride(),
+        float(alpha), float(beta), float(k),
+    )  # fmt: skip
+    consts = {
+        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        "K": K, "S": S, "P": P, "FAST": fast_math(x), "IWP": iwp, "OWP": owp,
+    }  # fmt: skip
+
+    def grid(meta: dict[str, int]) -> tuple[int]:
+        return (N * towers * triton.cdiv(cpt, meta["CB"]) * triton.cdiv(H, meta["BR"]),)
+
+    if config is None and not INTERPRET:
+        wrap(_tuned(K, S, iwp))[grid](*args, **consts)
+        return
+    cfg = dict(DEFAULT_BWD_ROWS_CONFIG if config is None else config)
+    cfg["OR"] = out_rows(cfg["BR"], K, S)
+    wrap(_bwd_rows_kernel)[grid](*args, **consts, **cfg)

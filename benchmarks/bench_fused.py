@@ -1,8 +1,10 @@
 """Benchmark the fused ReLU → LRN → MaxPool kernel against eager PyTorch and torch.compile.
 
 Run on one GPU:  python benchmarks/bench_fused.py [--out FILE]
-Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side; a
-variant that fails to compile or run prints its error and the rest of the table still runs.
+Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side, and the
+windows forward with the opt-in "rows" backward (ops.BWD_VARIANT, column "windows+rows-bwd";
+the other columns use the default "gather" backward); a variant that fails to compile or run
+prints its error and the rest of the table still runs.
 Checks each kernel against the float64 reference on the benchmark shapes (batch 4) and
 times (triton.testing.do_bench medians) forward and forward+backward for the AlexNet
 conv1 block (128x96x55x55) and conv2 block (128x256x27x27), fp32 and bf16.  Each time is also
@@ -38,7 +40,9 @@ LRN = LRNParams(5, 1e-4, 0.75, 2.0)  # AlexNet's
 POOL = PoolParams(3, 2)
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-VARIANTS = ops.VARIANTS  # timed side by side in one run
+# Timed side by side in one run: label -> (ops.VARIANT, ops.BWD_VARIANT).
+RUNS = {v: (v, "gather") for v in ops.VARIANTS} | {"windows+rows-bwd": ("windows", "rows")}
+VARIANTS = tuple(RUNS)
 
 
 def eager_chain(x: torch.Tensor) -> torch.Tensor:
@@ -113,13 +117,16 @@ def time_variant(
     shape: tuple[int, ...],
     dtype: torch.dtype,
 ) -> tuple[float, float, float, float, float]:
-    """(fwd ms, fwd+bwd ms, fwd err, grad err, near-tie fraction) of one kernel variant."""
-    ops.VARIANT = variant
-    with torch.no_grad():
-        t_f = bench_ms(partial(fused_chain, x))
-    t_fb = bench_ms(partial(grad_of, fused_chain, xg, dy))
-    # after timing: the autotuner's cache key has no batch size, so let it tune on 128
-    err_f, err_b, tied = check(shape, dtype)
+    """(fwd ms, fwd+bwd ms, fwd err, grad err, near-tie fraction) of one RUNS entry."""
+    ops.VARIANT, ops.BWD_VARIANT = RUNS[variant]
+    try:
+        with torch.no_grad():
+            t_f = bench_ms(partial(fused_chain, x))
+        t_fb = bench_ms(partial(grad_of, fused_chain, xg, dy))
+        # after timing: the autotuner's cache key has no batch size, so let it tune on 128
+        err_f, err_b, tied = check(shape, dtype)
+    finally:
+        ops.BWD_VARIANT = "gather"
     return t_f, t_fb, err_f, err_b, tied
 
 
@@ -196,7 +203,8 @@ def main() -> None:
         "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
         "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
-        "lrn_pool_rows forward; the backward kernel is shared).  Errors: fused vs float64 "
+        "lrn_pool_rows forward) with the gather backward (lrn_pool_bwd); windows+rows-bwd = "
+        "the windows forward with the rows backward (lrn_pool_bwd_rows).  Errors: fused vs float64 "
         "reference, batch 4; gradient entries next to near-tied pool windows (see "
         "near_tie_inputs) are left out, fraction shown.",
     ]

@@ -9,21 +9,25 @@ width (IWP = the power of two ≥ W columns) and walks the tower's channels in o
 gather kernel's three register rings (a; suffix sums of t_c = g_c a_c s_c^(-β-1); u_c =
 g_c s_c^-β), lagging HALF channels for s/g/t and 2*HALF for dx.  Each input element's LRN is
 evaluated once per program (one pow), and every load is a row load: x as one [BR, IWP] tile
-(one contiguous segment per row for NCHW), dL/dy and the argmax as [OR, OWP] tiles covering
-every pool window that touches the band (OR = the output rows those are, one more at the band
-edges; neighbouring bands re-read ≈ 1-2 of them).  Each program stores only its own rows:
-no atomics, deterministic.
+(one contiguous segment per row for NCHW), dL/dy and the argmax as [BR, OWP] tiles whose row r
+is the pool-window row covering input row r (every window touching the band, the band edges
+included; each dy/argmax row is read by ≤ 3 input rows, from L1/L2).  Each program stores only
+its own rows: no atomics, deterministic.
 
-Routing dL/dy to input positions (choice: tl.gather on the loaded tiles, like lrn_pool_rows's
-pooling, rather than per-element masked loads of dy/idx, which is what lrn_pool_bwd does: 8
-load instructions per input element and channel; here it is 2 loads per 4 elements for 3x3/2):
+Routing dL/dy to input positions (choice: row loads + tl.gather along the columns, like
+lrn_pool_rows's pooling, rather than per-element masked loads at each input's 4 covering
+windows, which is what lrn_pool_bwd does: 8 load instructions per input element and channel;
+here 4 dy + 4 argmax loads of half-width tiles):
   1. rows: the (≤ 2, as K ≤ 2S) pool-window rows covering input row r are i = (r+P)//S - wy
-     with offset oy = r + P - i*S; gather dy/idx rows i → [BR, OWP] each and keep dy where the
-     argmax row is oy (its column offset ox = idx % K, or -1).
-  2. columns: for each ox < K, Q_ox[r, j] = dy of a kept window j whose argmax column is ox;
-     input column col gets Q_ox[r, (col+P-ox)/S] when S divides col+P-ox: K gathers along the
-     columns ([BR, OWP] → [BR, IWP]).
-So per channel: 4 row gathers of quarter-size tiles and K full-size gathers (3x3/2: 3).
+     with row offset oy = r + P - i*S.  Load the dy/argmax rows i as [BR, OWP] tiles; the
+     argmax (row-major dy*K+dx) lies in row oy iff argmax - oy*K is in [0, K), and is then its
+     column offset ox (no integer division).
+  2. columns: for each ox < K, Q_ox[r, j] = Σ_wy dy where the offset is ox; input column col
+     gets Q_ox[r, (col+P-ox)/S] when S divides col+P-ox: K gathers along the columns
+     ([BR, OWP] → [BR, IWP]; 3 for 3x3/2).
+An earlier version loaded [OR, OWP] tiles of just the needed window rows and gathered the rows
+with tl.gather along axis 0: fewer loads, but the two gather axes need two layouts, and the
+layout conversions cost shared-memory round trips (16 barriers per channel step; now 6).
 
 Routed to lrn_pool_bwd instead (``supported`` is False): no pool (that kernel is then already
 one load per element), pools with K > 2*S (lrn_pool_bwd refuses them too), and widths whose
@@ -55,11 +59,6 @@ _BR_CHOICES = (8, 16, 32)
 DEFAULT_BWD_ROWS_CONFIG = {"BR": 8, "CB": 8, "num_warps": 4}
 
 
-def out_rows(br: int, k: int, s: int) -> int:
-    """Pooled rows (a power of two) whose windows can touch a band of ``br`` input rows."""
-    return _next_pow2((br + k - 2) // s + 2)
-
-
 if HAVE_TRITON:
 
     @triton.jit
@@ -73,26 +72,25 @@ if HAVE_TRITON:
         )
 
     @triton.jit
-    def _rows_of(dyv, iv, li, ok, oy, K: tl.constexpr):
-        """Step 1 for one covering window row: gather rows li of the dy/argmax tiles
-        ([OR, OWP] → [BR, OWP]); keep (dy, argmax column offset) where the argmax's row offset
-        is oy, else (0, -1)."""
-        d = tl.gather(dyv, li, axis=0)  # [BR, OWP]
-        v = tl.gather(iv, li, axis=0)  # [BR, OWP]
-        vy = v // K  # v ≥ 0 is checked: -1 // K truncates to 0
-        keep = ok & (v >= 0) & (vy == oy)  # [BR, OWP]
-        return tl.where(keep, d, 0.0), tl.where(keep, v - vy * K, -1)
+    def _rows_of(dy_r, idx_r, ok, oy, K: tl.constexpr):
+        """Step 1 for one covering window row: the dy/argmax rows of the windows covering each
+        band row ([BR, OWP] loads, row r reading window row i(r)); keep (dy, argmax column
+        offset): argmax - oy*K, which lies in [0, K) exactly when the argmax's row offset is
+        oy (the masked -1 never does), so step 2's compare with ox needs no division."""
+        d = tl.load(dy_r, mask=ok, other=0.0).to(tl.float32)  # [BR, OWP]
+        v = tl.load(idx_r, mask=ok, other=-1).to(tl.int32)  # [BR, OWP]
+        return d, v - oy * K
 
     @triton.jit
     def _g_plane(
-        dyv, iv, li0, ok0, oy0, li1, ok1, oy1, col, W, OW,
+        dy0, ix0, ok0, oy0, dy1, ix1, ok1, oy1, col, W, OW,
         K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, TWO_ROWS: tl.constexpr,
         BR: tl.constexpr, IWP: tl.constexpr, OWP: tl.constexpr,
     ):  # fmt: skip
-        """g = dL/db on the band [BR, IWP] from one channel's dy/argmax tiles [OR, OWP]."""
-        d0, x0 = _rows_of(dyv, iv, li0, ok0, oy0, K)  # [BR, OWP] each
+        """g = dL/db on the band [BR, IWP] of one channel (pointers already at the channel)."""
+        d0, x0 = _rows_of(dy0, ix0, ok0, oy0, K)  # [BR, OWP] each
         if TWO_ROWS:
-            d1, x1 = _rows_of(dyv, iv, li1, ok1, oy1, K)
+            d1, x1 = _rows_of(dy1, ix1, ok1, oy1, K)
         g = tl.zeros([BR, IWP], dtype=tl.float32)
         for ox in tl.static_range(K):
             q = tl.where(x0 == ox, d0, 0.0)  # [BR, OWP]
@@ -114,8 +112,7 @@ if HAVE_TRITON:
         # would pass Python floats as fp64 and promote the loop-carried ring to fp64
         HALF: tl.constexpr, HAS_LRN: tl.constexpr,
         K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, FAST: tl.constexpr,
-        IWP: tl.constexpr, OWP: tl.constexpr, BR: tl.constexpr, OR: tl.constexpr,
-        CB: tl.constexpr,
+        IWP: tl.constexpr, OWP: tl.constexpr, BR: tl.constexpr, CB: tl.constexpr,
     ):  # fmt: skip
         band, n, t_lo, t_hi, c0, c1 = program_coords(tl.cdiv(H, BR), CPT, CB, towers)
         TWO_ROWS: tl.constexpr = K > S
@@ -128,23 +125,19 @@ if HAVE_TRITON:
         x_tile = x_ptr + n * sxn + rr[:, None] * sxh + col * sxw  # [BR, IWP] pointers
         dx_tile = dx_ptr + n * sgn + rr[:, None] * sgh + col * sgw  # [BR, IWP] pointers
 
-        # Pool-window rows i_lo + [0, OR) cover the band (i_lo: first window reaching row r0;
-        # a negative numerator clamps to 0, where no window is missed), all window columns.
-        i_lo = tl.maximum(r0 + P - (K - 1), 0) // S
-        oi = i_lo + tl.arange(0, OR)  # [OR]
-        oj = tl.arange(0, OWP)  # [OWP]
-        o_ok = (oi < OH)[:, None] & (oj < OW)[None, :]  # [OR, OWP]
-        dy_tile = dy_ptr + n * sdn + oi[:, None] * sdh + oj[None, :] * sdw  # [OR, OWP]
-        idx_tile = idx_ptr + n * sin + oi[:, None] * sih + oj[None, :] * siw  # [OR, OWP]
-        # The two window rows covering input row r: i = (r+P)//S - wy, offset oy = r+P - i*S.
+        # The two window rows covering input row r: i = (r+P)//S - wy, offset oy = r+P - i*S;
+        # row r of the [BR, OWP] dy/argmax tiles reads window row i (all window columns).
         q = (rr + P) // S  # [BR]; r + P ≥ 0
         oy0 = (rr + P - q * S)[:, None]  # [BR, 1]
         oy1 = oy0 + S
-        ok0 = ((rr < H) & (q < OH))[:, None] & (oy0 < K)  # [BR, 1]
-        ok1 = ((rr < H) & (q >= 1) & (q - 1 < OH))[:, None] & (oy1 < K)
-        zo = tl.zeros([BR, OWP], dtype=tl.int32)
-        li0 = tl.minimum(tl.maximum(q - i_lo, 0), OR - 1)[:, None] + zo  # [BR, OWP]
-        li1 = tl.minimum(tl.maximum(q - 1 - i_lo, 0), OR - 1)[:, None] + zo
+        oj = tl.arange(0, OWP)[None, :]  # [1, OWP]
+        ok0 = ((rr < H) & (q < OH))[:, None] & (oy0 < K) & (oj < OW)  # [BR, OWP]
+        ok1 = ((rr < H) & (q >= 1) & (q - 1 < OH))[:, None] & (oy1 < K) & (oj < OW)
+        q1 = tl.maximum(q - 1, 0)
+        dy0 = dy_ptr + n * sdn + q[:, None] * sdh + oj * sdw  # [BR, OWP] pointers
+        dy1 = dy_ptr + n * sdn + q1[:, None] * sdh + oj * sdw
+        ix0 = idx_ptr + n * sin + q[:, None] * sih + oj * siw
+        ix1 = idx_ptr + n * sin + q1[:, None] * sih + oj * siw
 
         # Distinct initial values per ring slot: see the note in lrn_pool._fwd_kernel.
         r1, r2, r3, r4 = _zeros4(BR, IWP)
@@ -160,12 +153,11 @@ if HAVE_TRITON:
             x_ok = in_ok & (mv >= t_lo) & (mv < t_hi)
             a = tl.maximum(tl.load(x_tile + m * sxc, mask=x_ok, other=0.0).to(tl.float32), 0.0)
             cg = mv - HALF  # [1]
-            g_ok = o_ok & (cg >= t_lo) & (cg < t_hi)  # [OR, OWP]
-            dyv = tl.load(dy_tile + (m - HALF) * sdc, mask=g_ok, other=0.0).to(tl.float32)
-            iv = tl.load(idx_tile + (m - HALF) * sic, mask=g_ok, other=-1).to(tl.int32)
+            c_ok = (cg >= t_lo) & (cg < t_hi)  # [1]
+            cd, ci = (m - HALF) * sdc, (m - HALF) * sic
             g = _g_plane(
-                dyv, iv, li0, ok0, oy0, li1, ok1, oy1, col, W, OW,
-                K, S, P, TWO_ROWS, BR, IWP, OWP,
+                dy0 + cd, ix0 + ci, ok0 & c_ok, oy0, dy1 + cd, ix1 + ci, ok1 & c_ok, oy1,
+                col, W, OW, K, S, P, TWO_ROWS, BR, IWP, OWP,
             )  # fmt: skip  # [BR, IWP] g at channel m-HALF
             if HAS_LRN:
                 sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
@@ -192,27 +184,30 @@ if HAVE_TRITON:
             )  # fmt: skip
             r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
 
-    # (BR, CB, num_warps): few, as every config is one more compile per (shape, dtype).
-    _CONFIG_CHOICES = [(8, 32, 4), (16, 32, 4), (16, 32, 8), (32, 48, 8)]
-    _tuned_cache: dict[tuple[int, int, int], Any] = {}
+    # (BR, CB, num_warps, maxnreg): few, as every config is one more compile per (shape,
+    # dtype).  From ptxas -v for sm_90 (3x3/2, W=55, fp32 and bf16): 4 elements per thread
+    # (BR*64/threads) take ~143 registers without spills, 8 take ~240 (occupancy 8 warps/SM),
+    # hence no 8-per-thread config; maxnreg=128 fits 4 elements with no spill for +4% SASS
+    # instructions, raising occupancy from 12 to 16 warps/SM.
+    _CONFIG_CHOICES = [(8, 32, 4, 0), (8, 32, 4, 128), (4, 32, 2, 128), (16, 32, 8, 0)]
+    _tuned_cache: dict[int, Any] = {}
 
-    def _configs(k: int, s: int, iwp: int) -> list[Any]:
+    def _configs(iwp: int) -> list[Any]:
         out = []
-        for br, cb, nw in _CONFIG_CHOICES:
+        for br, cb, nw, maxr in _CONFIG_CHOICES:
             if br * iwp > 4096:
                 continue
-            out.append(triton.Config({"BR": br, "OR": out_rows(br, k, s), "CB": cb},
-                                     num_warps=nw))
-        return out or [triton.Config({"BR": 1, "OR": out_rows(1, k, s), "CB": 32}, num_warps=4)]
+            meta = {"BR": br, "CB": cb}
+            out.append(triton.Config(meta, num_warps=nw, maxnreg=maxr or None))
+        return out or [triton.Config({"BR": 1, "CB": 32}, num_warps=4)]
 
-    def _tuned(k: int, s: int, iwp: int) -> Any:
-        """An autotuned kernel per pool geometry (OR follows from BR, K, S)."""
-        key = (k, s, iwp)
-        if key not in _tuned_cache:
-            _tuned_cache[key] = triton.autotune(
-                _configs(k, s, iwp), key=["H", "W", "CPT", "sxc", "sxw", "sdc"]
+    def _tuned(iwp: int) -> Any:
+        """An autotuned kernel per band width (the configs depend on IWP only)."""
+        if iwp not in _tuned_cache:
+            _tuned_cache[iwp] = triton.autotune(
+                _configs(iwp), key=["H", "W", "CPT", "sxc", "sxw", "sdc"]
             )(_bwd_rows_kernel)
-        return _tuned_cache[key]
+        return _tuned_cache[iwp]
 
 
 def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
@@ -272,8 +267,7 @@ def launch_backward(
         return (N * towers * triton.cdiv(cpt, meta["CB"]) * triton.cdiv(H, meta["BR"]),)
 
     if config is None and not INTERPRET:
-        wrap(_tuned(K, S, iwp))[grid](*args, **consts)
+        wrap(_tuned(iwp))[grid](*args, **consts)
         return
     cfg = dict(DEFAULT_BWD_ROWS_CONFIG if config is None else config)
-    cfg["OR"] = out_rows(cfg["BR"], K, S)
     wrap(_bwd_rows_kernel)[grid](*args, **consts, **cfg)

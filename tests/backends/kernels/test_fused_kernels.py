@@ -1,7 +1,8 @@
 """Triton kernels vs the float64 paper formula: CPU interpreter (default) and CUDA (gpu marker).
 
 Every test runs for both forward variants ("windows": lrn_pool, "rows": lrn_pool_rows; see
-ops.VARIANT), directly through the launchers and through the public op.
+ops.VARIANT), directly through the launchers and through the public op, and every backward test
+for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; ops.BWD_VARIANT).
 
 The interpreter must be switched on before triton is imported, hence the env var at the top
 (only without CUDA, so a GPU run compiles the kernels for real).  Every kernel launch writes
@@ -26,6 +27,7 @@ from alexnetc.backends.kernels import (
     kernels_available,
     lrn_pool,
     lrn_pool_bwd,
+    lrn_pool_bwd_rows,
     lrn_pool_rows,
     ops,
     reference_relu_lrn_pool,
@@ -55,6 +57,13 @@ def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
     return request.param
 
 
+@pytest.fixture(params=["gather", "rows"])
+def bwd_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which backward kernel the launch helpers and the public op use."""
+    monkeypatch.setattr(ops, "BWD_VARIANT", request.param)
+    return request.param
+
+
 def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
     return (
         lrn.size if lrn else 0, lrn.alpha if lrn else 0.0, lrn.beta if lrn else 0.0,
@@ -66,35 +75,46 @@ def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
 LRN_A = LRNParams(5, 0.1, 0.75, 2.0)  # alpha large enough that the LRN visibly matters
 R8 = {"IR": 8, "CB": 3, "num_warps": 4, "PREFETCH": 0}  # rows: 3-row bands, 3-channel chunks
 R16P = {"IR": 16, "CB": 5, "num_warps": 4, "PREFETCH": 1}
+B4 = {"BR": 4, "CB": 3, "num_warps": 4}  # rows backward: 4-row bands (odd OR/band edges)
 CASES = [
-    # shape, lrn, pool, towers, dtype, channels_last, fwd config (windows, rows), bwd config
+    # shape, lrn, pool, towers, dtype, channels_last, fwd config (windows, rows),
+    # bwd config (gather, rows)
     pytest.param((2, 7, 11, 13), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
                  ({"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, R8),
-                 {"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3},
+                 ({"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3}, B4),
                  id="conv-block-chunk-and-tile-edges"),
     pytest.param((1, 8, 9, 10), LRNParams(5, 0.02, 0.6, 1.5), PoolParams(3, 2, 1), 2,
-                 torch.float32, True, (None, R16P), None, id="towers2-pad1-channels_last"),
+                 torch.float32, True, (None, R16P), (None, {"BR": 2, "CB": 5, "num_warps": 4}),
+                 id="towers2-pad1-channels_last"),
     pytest.param((1, 1, 7, 7), LRNParams(3, 0.3, 0.75, 1.0), PoolParams(2, 2), 1,
-                 torch.float32, False, (None, None), None, id="single-channel-batch1"),
+                 torch.float32, False, (None, None), (None, {"BR": 1, "CB": 2, "num_warps": 1}),
+                 id="single-channel-batch1"),
     pytest.param((2, 6, 9, 9), None, PoolParams(3, 2), 1, torch.float32, False, (None, R8),
-                 None, id="relu-pool"),
+                 (None, None), id="relu-pool"),
     pytest.param((1, 6, 5, 6), LRNParams(7, 0.2, 0.75, 2.0), None, 2, torch.float32, False,
-                 (None, None), None, id="relu-lrn-towers2"),
+                 (None, None), (None, None), id="relu-lrn-towers2"),
     pytest.param((2, 10, 13, 11), LRN_A, PoolParams(3, 2), 2, torch.bfloat16, False,
-                 ({"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, R8), None, id="bf16-towers2"),
+                 ({"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, R8), (None, None), id="bf16-towers2"),
     pytest.param((1, 8, 55, 55), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
                  ({"BLOCK_OH": 8, "BLOCK_OW": 32, "CB": 8}, R16P),
-                 {"BLOCK_H": 32, "BLOCK_W": 64, "CB": 8}, id="conv1-geometry"),
+                 ({"BLOCK_H": 32, "BLOCK_W": 64, "CB": 8}, {"BR": 16, "CB": 8, "num_warps": 4}),
+                 id="conv1-geometry"),
     pytest.param((1, 8, 27, 27), LRN_A, PoolParams(3, 2), 2, torch.float32, True,
                  ({"BLOCK_OH": 8, "BLOCK_OW": 16, "CB": 8}, {**R16P, "IR": 32}),
-                 {"BLOCK_H": 32, "BLOCK_W": 32, "CB": 8}, id="conv2-geometry-channels_last"),
+                 ({"BLOCK_H": 32, "BLOCK_W": 32, "CB": 8}, {"BR": 8, "CB": 8, "num_warps": 4}),
+                 id="conv2-geometry-channels_last"),
     pytest.param((1, 5, 12, 9), LRNParams(3, 0.2, 0.75, 1.0), PoolParams(4, 3, 2), 1,
-                 torch.float32, False, (None, R8), None, id="pool4-stride3-pad2"),
+                 torch.float32, False, (None, R8), (None, B4), id="pool4-stride3-pad2"),
 ]  # fmt: skip
 
 
 @pytest.mark.parametrize(("shape", "lrn", "pool", "towers", "dtype", "cl", "fcfg", "bcfg"), CASES)
-def test_kernels_match_paper(device, variant, shape, lrn, pool, towers, dtype, cl, fcfg, bcfg):
+def test_kernels_match_paper(
+    device, variant, bwd_variant, shape, lrn, pool, towers, dtype, cl, fcfg, bcfg
+):
+    if variant == "rows" and bwd_variant == "rows":
+        pytest.skip("interpreter time: both forwards write the same argmax, and the gather "
+                    "backward already checks it from the rows forward")
     x = 2 * torch.randn(shape, device=device)
     if cl:
         x = x.to(memory_format=torch.channels_last)
@@ -114,13 +134,15 @@ def test_kernels_match_paper(device, variant, shape, lrn, pool, towers, dtype, c
     dy = torch.randn(want.shape, device=device).to(dtype)
     want.backward(dy.double())
     dx = torch.full_like(x, float("nan"))
-    lrn_pool_bwd.launch_backward(
-        x, dy, idx if pool else None, dx, *_flat(lrn, pool), towers, config=bcfg
+    bwd = lrn_pool_bwd_rows if bwd_variant == "rows" else lrn_pool_bwd
+    bwd.launch_backward(
+        x, dy, idx if pool else None, dx, *_flat(lrn, pool), towers,
+        config=bcfg[1] if bwd_variant == "rows" else bcfg[0],
     )
     assert rel_err(dx, x64.grad) < TOL[dtype]
 
 
-def test_public_op_autograd(device, variant):
+def test_public_op_autograd(device, variant, bwd_variant):
     """Dispatch + torch.library registration + autograd (argmax saved by the forward)."""
     lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
     x = (2 * torch.randn(2, 6, 9, 11, device=device)).requires_grad_()
@@ -135,7 +157,7 @@ def test_public_op_autograd(device, variant):
     assert rel_err(x.grad, x64.grad) < 1e-5
 
 
-def test_backward_without_saved_argmax(device, variant):
+def test_backward_without_saved_argmax(device, variant, bwd_variant):
     """The backward op recomputes the argmax when the forward did not save it."""
     x = 2 * torch.randn(1, 5, 9, 9, device=device)
     flat = (5, 0.05, 0.75, 2.0, 3, 2, 0)
@@ -155,7 +177,7 @@ def test_unsupported_falls_back_to_reference(device, variant):
 
 
 @pytest.mark.slow
-def test_compiles_without_graph_break(device, variant):
+def test_compiles_without_graph_break(device, variant, bwd_variant):
     lrn, pool = LRNParams(5, 0.05, 0.75, 2.0), PoolParams(3, 2)
 
     def f(t: torch.Tensor) -> torch.Tensor:
@@ -182,6 +204,34 @@ def test_rows_configs_fit_the_pool():
         for c in cfgs:
             ir, boh, bohp = c.kwargs["IR"], c.kwargs["BOH"], c.kwargs["BOHP"]
             assert boh >= 1 and (boh - 1) * s + k <= ir and boh <= bohp < 2 * boh
+
+
+def test_rows_backward_falls_back_to_gather(device):
+    """Geometries the rows backward does not take (no pool, too wide) run lrn_pool_bwd."""
+    x = torch.randn(1, 2, 3, 200, device=device)
+    assert not lrn_pool_bwd_rows.supported(x, 3, 2, 0)
+    assert not lrn_pool_bwd_rows.supported(x[..., :64], 0, 1, 0)
+    assert not lrn_pool_bwd_rows.supported(x[..., :64], 5, 2, 0)  # K > 2*S
+    assert lrn_pool_bwd_rows.supported(x[..., :64], 3, 2, 1)
+    lrn, pool = LRNParams(3, 0.1, 0.75, 2.0), PoolParams(3, 2)
+    x64 = x.double().requires_grad_()
+    want = paper_relu_lrn_pool(x64, lrn, pool)
+    y, idx = torch.empty(want.shape, device=device), torch.empty(want.shape, dtype=torch.int8,
+                                                                   device=device)
+    lrn_pool.launch_forward(x, y, idx, *_flat(lrn, pool), 1)
+    dy = torch.randn(want.shape, device=device)
+    want.backward(dy.double())
+    dx = torch.full_like(x, float("nan"))
+    lrn_pool_bwd_rows.launch_backward(x, dy, idx, dx, *_flat(lrn, pool), 1)
+    assert rel_err(dx, x64.grad) < 1e-5
+
+
+def test_rows_backward_configs():
+    """The GPU-only autotune configs of the rows backward: bands of ≤ 4096 elements."""
+    for w in (7, 27, 55, 128):
+        iwp = 1 << (w - 1).bit_length()
+        cfgs = lrn_pool_bwd_rows._configs(iwp)
+        assert cfgs and all(c.kwargs["BR"] * iwp <= 4096 for c in cfgs)
 
 
 def test_rows_falls_back_to_windows_when_too_wide(device):

@@ -73,6 +73,41 @@ if HAVE_TRITON:
         return xv, i0, i1, i2, i3, d0, d1, d2, d3
 
     @triton.jit
+    def lrn_grad_step(
+        a, g, r1, r2, r3, r4, r5, r6, r7, r8, t1, t2, t3, t4, t5, t6, t7, t8,
+        u1, u2, u3, u4, zero,
+        alpha: tl.constexpr, beta: tl.constexpr, k: tl.constexpr,
+        HALF: tl.constexpr, HAS_LRN: tl.constexpr, FAST: tl.constexpr, FTZ: tl.constexpr,
+    ):  # fmt: skip
+        """One channel step of the LRN backward, shared by both backward kernels.
+
+        In: a = relu(x) at channel m, the ring r1.. of earlier a's, g = dL/db at m-HALF, and the
+        rings of t = g a s^(-β-1) (as suffix sums) and u = g s^-β.  Out: dL/dx at channel
+        m-2·HALF, dL/da_j = u_j − 2αβ a_j Σ_{c∈win(j)} t_c gated by relu, and the new t/u rings.
+        t_d holds the sum of the last d t's (suffix sums, not the t's themselves): the window
+        sum is then one add, and LLVM's SLP vectorizer does not crash on it (it asserts on the
+        plain ring-reduction form in triton 3.9).
+        """
+        if HAS_LRN:
+            sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
+            s = k + alpha * sumsq  # s at channel m-HALF
+            pw = _pow_neg(s, beta + 1.0, FAST, FTZ)  # s^(-β-1)
+            t = g * _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF) * pw
+            u = g * pw * s  # g s^-β
+            tsum = t + _pick(t, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)
+            u_j = _pick(u, u1, u2, u3, u4, zero, zero, zero, zero, HALF)
+            a_j = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF)
+            da = u_j - (2.0 * alpha * beta) * a_j * tsum
+            t8, t7, t6, t5 = t7 + t, t6 + t, t5 + t, t4 + t
+            t4, t3, t2, t1 = t3 + t, t2 + t, t1 + t, t
+            u4, u3, u2, u1 = u3, u2, u1, u
+        else:
+            a_j = a
+            da = g
+        dx = tl.where(a_j > 0.0, da, 0.0)  # relu gate: x_j > 0 ⇔ a_j > 0
+        return dx, t1, t2, t3, t4, t5, t6, t7, t8, u1, u2, u3, u4
+
+    @triton.jit
     def _bwd_kernel(
         x_ptr, dy_ptr, idx_ptr, dx_ptr,
         H, W, OH, OW, CPT, towers,
@@ -150,27 +185,11 @@ if HAVE_TRITON:
                 in_ok, sxc, sdc, sic, d00, d01, d10, d11, i00, i01, i10, i11, m00, m01, m10, m11,
                 HALF, HAS_POOL,
             )  # fmt: skip
-            if HAS_LRN:
-                sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
-                s = k + alpha * sumsq  # [BLOCK] s at channel m-HALF
-                pw = _pow_neg(s, beta + 1.0, FAST)  # s^(-β-1)
-                t = g * _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF) * pw
-                u = g * pw * s  # g s^-β
-                # t_d holds the sum of the last d t's (suffix sums, not the t's themselves): the
-                # window sum is then one add, and LLVM's SLP vectorizer does not crash on it
-                # (it asserts on the plain ring-reduction form in triton 3.9).
-                tsum = t + _pick(t, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)
-                u_j = _pick(u, u1, u2, u3, u4, zero, zero, zero, zero, HALF)
-                a_j = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF)
-                da = u_j - (2.0 * alpha * beta) * a_j * tsum
-                t8, t7, t6, t5 = t7 + t, t6 + t, t5 + t, t4 + t
-                t4, t3, t2, t1 = t3 + t, t2 + t, t1 + t, t
-                u4, u3, u2, u1 = u3, u2, u1, u
-            else:
-                a_j = a
-                da = g
+            dx, t1, t2, t3, t4, t5, t6, t7, t8, u1, u2, u3, u4 = lrn_grad_step(
+                a, g, r1, r2, r3, r4, r5, r6, r7, r8, t1, t2, t3, t4, t5, t6, t7, t8,
+                u1, u2, u3, u4, zero, alpha, beta, k, HALF, HAS_LRN, FAST, False,
+            )  # fmt: skip  # dx of channel m-2*HALF
             j = mv - 2 * HALF  # [1] channel whose dx is complete now
-            dx = tl.where(a_j > 0.0, da, 0.0)  # relu gate: x_j > 0 ⇔ a_j > 0
             tl.store(dx_t + j * sgc, dx.to(dx_ptr.dtype.element_ty), mask=in_ok & (j >= c0))
             r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
 

@@ -48,8 +48,8 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import _pick, _window_sum, program_coords
-    from .lrn_pool_rows import _pow_neg_ftz
+    from .lrn_pool import program_coords
+    from .lrn_pool_bwd import lrn_grad_step
 
 # Widest band (input columns) one program holds.
 MAX_IWP = 128
@@ -159,25 +159,11 @@ if HAVE_TRITON:
                 dy0 + cd, ix0 + ci, ok0 & c_ok, oy0, dy1 + cd, ix1 + ci, ok1 & c_ok, oy1,
                 col, W, OW, K, S, P, TWO_ROWS, BR, IWP, OWP,
             )  # fmt: skip  # [BR, IWP] g at channel m-HALF
-            if HAS_LRN:
-                sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
-                s = k + alpha * sumsq  # s at channel m-HALF
-                pw = _pow_neg_ftz(s, beta + 1.0, FAST)  # s^(-β-1)
-                t = g * _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF) * pw
-                u = g * pw * s  # g s^-β
-                # t_d = sum of the last d t's (suffix sums, as in lrn_pool_bwd).
-                tsum = t + _pick(t, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)
-                u_j = _pick(u, u1, u2, u3, u4, zero, zero, zero, zero, HALF)
-                a_j = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF)
-                da = u_j - (2.0 * alpha * beta) * a_j * tsum
-                t8, t7, t6, t5 = t7 + t, t6 + t, t5 + t, t4 + t
-                t4, t3, t2, t1 = t3 + t, t2 + t, t1 + t, t
-                u4, u3, u2, u1 = u3, u2, u1, u
-            else:
-                a_j = a
-                da = g
+            dx, t1, t2, t3, t4, t5, t6, t7, t8, u1, u2, u3, u4 = lrn_grad_step(
+                a, g, r1, r2, r3, r4, r5, r6, r7, r8, t1, t2, t3, t4, t5, t6, t7, t8,
+                u1, u2, u3, u4, zero, alpha, beta, k, HALF, HAS_LRN, FAST, True,
+            )  # fmt: skip  # dx of channel m-2*HALF
             j = mv - 2 * HALF  # [1] channel whose dx is complete now
-            dx = tl.where(a_j > 0.0, da, 0.0)  # relu gate: x_j > 0 ⇔ a_j > 0
             tl.store(
                 dx_tile + (m - 2 * HALF) * sgc, dx.to(dx_ptr.dtype.element_ty),
                 mask=in_ok & (j >= c0),

@@ -34,13 +34,10 @@ from . import lrn_pool
 from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, pool_geometry
 
 if HAVE_TRITON:
-    from .lrn_pool import program_coords
-
-if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import _pick, _window_sum
+    from .lrn_pool import _pick, _pow_neg, _window_sum, program_coords
 
 # Widest input footprint (columns) one program holds: OW ≤ 64 for a 3x3/2 pool.
 MAX_IWP = 128
@@ -56,19 +53,6 @@ def band_rows(ir: int, k: int, s: int) -> int:
 
 
 if HAVE_TRITON:
-
-    @triton.jit
-    def _pow_neg_ftz(s, e, FAST: tl.constexpr):
-        """s ** -e as lrn_pool._pow_neg, but FAST uses lg2.approx.ftz: without .ftz ptxas wraps
-        every lg2 in a denormal rescale (3 more instructions per element; SASS of this kernel
-        for sm_90).  s = k + α Σa² ≥ k is never denormal for k > 0."""
-        if FAST:
-            lg = tl.inline_asm_elementwise(
-                "lg2.approx.ftz.f32 $0, $1;", "=r,r", [s], dtype=tl.float32, is_pure=True, pack=1
-            )
-        else:
-            lg = tl.log2(s)
-        return tl.exp2(-e * lg)
 
     @triton.jit
     def _plane(x_tile, m, in_ok, t_lo, t_hi, sxc):
@@ -137,7 +121,7 @@ if HAVE_TRITON:
             if HAS_LRN:
                 sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
                 a_c = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF)  # [IR, IWP]
-                b = a_c * _pow_neg_ftz(k + alpha * sumsq, beta, FAST)  # one pow per element
+                b = a_c * _pow_neg(k + alpha * sumsq, beta, FAST, True)  # one pow per element
             else:
                 b = a
             b = tl.where(in_ok, b, float("-inf"))  # [IR, IWP]; -inf = pool padding

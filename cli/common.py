@@ -27,6 +27,15 @@ def read_spec(path: str) -> tuple[str, bytes]:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
 
 
+def run_folder(path: str) -> Path:
+    """The RUN_DIR argument of eval/predict/plot; a missing folder is a usage error (exit 2),
+    like a missing spec file."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UsageError(f"no such run folder: {path}")
+    return p
+
+
 def load_checked(path: str) -> tuple[CheckedNetwork, Recipe, str]:
     """Check a spec for a backend command: print its errors and exit 1 if it has any."""
     name, data = read_spec(path)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,10 +27,11 @@ def run(args: argparse.Namespace) -> int:
     from alexnetc.backends.train.loop import describe, evaluate
     from alexnetc.backends.train.model import DeviceError
     from alexnetc.backends.train.run import batches, load_run
+    from alexnetc.cli.common import run_folder
     from alexnetc.cli.main import UsageError
 
     try:
-        r = load_run(Path(args.run_dir), args.devices)
+        r = load_run(run_folder(args.run_dir), args.devices)
         data = args.data or r.cfg.data
         ds = open_data(data, r.side, r.net.input.c, r.net.output.c)
         if ds.classes != r.classes:

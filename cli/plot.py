@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,11 +15,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnetc.cli.common import run_folder
     from alexnetc.cli.main import UsageError
 
-    run_dir = Path(args.run_dir)
-    if not run_dir.is_dir():
-        raise UsageError(f"no such run folder: {run_dir}")
+    run_dir = run_folder(args.run_dir)
     try:
         import matplotlib  # noqa: F401
     except ImportError:

@@ -19,6 +19,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnetc.cli.common import run_folder
     from alexnetc.cli.main import UsageError
 
     if args.top < 1:
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from alexnetc.backends.train.run import load_run
 
     try:
-        r = load_run(Path(args.run_dir), args.devices)
+        r = load_run(run_folder(args.run_dir), args.devices)
         results = predict(r, [Path(p) for p in args.images], args.top, args.ten_crop)
     except DeviceError as e:
         raise UsageError(str(e)) from None

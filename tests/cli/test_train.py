@@ -273,3 +273,11 @@ def test_alexnet_small_reaches_95_percent_on_digits(tmp_path: Path) -> None:
     assert train(spec_path, "--out", tmp_path / "run") == 0
     rows = metrics.read(tmp_path / "run" / "metrics.csv")
     assert rows[-1]["val_top1_err"] <= 0.05
+
+
+@pytest.mark.parametrize("argv", [["eval"], ["predict", "--", "x.png"], ["plot"]])
+def test_missing_run_folder_is_a_usage_error(argv: list[str], tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    cmd, *rest = argv
+    assert main([cmd, str(tmp_path / "nope"), *rest]) == 2
+    assert "no such run folder" in capsys.readouterr().err

@@ -56,11 +56,6 @@ class Recipe:
     augment: Augment = field(default_factory=Augment)
     init: Init = field(default_factory=Init)
 
-    def with_overrides(self, section: str, **values: Any) -> Recipe:
-        """A copy with some fields changed (command-line flags)."""
-        current = getattr(self, section)
-        return replace(self, **{section: replace(current, **values)})
-
     def as_dict(self) -> dict[str, dict[str, Any]]:
         return {s.name: {f.name: getattr(getattr(self, s.name), f.name)
                          for f in fields(getattr(self, s.name))} for s in fields(self)}

@@ -66,7 +66,3 @@ class Fusion:
     kernel: str
     head: str
     members: tuple[str, ...]
-
-    @property
-    def label(self) -> str:
-        return self.kernel

@@ -10,7 +10,8 @@ times (triton.testing.do_bench medians) forward and forward+backward for the Ale
 conv1 block (128x96x55x55) and conv2 block (128x256x27x27), fp32 and bf16.  Each time is also
 shown as a multiple of a bandwidth floor measured on this card: a large tensor copy_ gives the
 copy bandwidth; the floor moves x once + y once (forward) or additionally reads x and dy and
-writes dx (forward+backward).
+writes dx (forward+backward).  Each kernel is then also timed alone (both forwards writing the
+argmax, both backwards), which splits forward+backward into its parts.
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ from alexnetc.backends.kernels import (
     PoolParams,
     fused_relu_lrn_pool,
     kernels_available,
+    lrn_pool,
+    lrn_pool_bwd,
+    lrn_pool_bwd_rows,
+    lrn_pool_rows,
     ops,
     reference_relu_lrn_pool,
 )
@@ -130,6 +135,30 @@ def time_variant(
     return t_f, t_fb, err_f, err_b, tied
 
 
+def time_parts(x: torch.Tensor, dy: torch.Tensor) -> dict[str, float]:
+    """µs of each kernel launched alone into preallocated buffers (no autograd, no allocation):
+    both forwards writing the argmax as training does, and both backwards.  fwd+bwd above is
+    roughly one of the first two plus one of the last two; what is left is the op overhead."""
+    flat = (LRN.size, LRN.alpha, LRN.beta, LRN.k, POOL.size, POOL.stride, POOL.pad, 1)
+    y, idx = torch.empty_like(dy), torch.empty_like(dy, dtype=torch.int8)
+    dx = torch.empty_like(x)
+    lrn_pool.launch_forward(x, y, idx, *flat)  # the argmax both backwards read
+    parts = {
+        "rows fwd+argmax": partial(lrn_pool_rows.launch_forward, x, y, idx, *flat),
+        "windows fwd+argmax": partial(lrn_pool.launch_forward, x, y, idx, *flat),
+        "gather bwd": partial(lrn_pool_bwd.launch_backward, x, dy, idx, dx, *flat),
+        "rows bwd": partial(lrn_pool_bwd_rows.launch_backward, x, dy, idx, dx, *flat),
+    }
+    out = {}
+    for label, fn in parts.items():
+        try:
+            out[label] = bench_ms(fn) * 1e3
+        except Exception as e:  # one failing kernel must not hide the others
+            print(f"{label}: FAILED {type(e).__name__}: {e}", flush=True)
+            out[label] = math.nan
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the markdown table to this file")
@@ -152,6 +181,7 @@ def main() -> None:
         "|---|---|---|---|---|---|" + "---|---|" * len(VARIANTS) + "---|",
     ]
     print("\n".join(lines), flush=True)
+    parts_lines: list[str] = []
     for name, shape in SHAPES.items():
         for dname, dtype in DTYPES.items():
             if args.only and f"{name}:{dname}" not in args.only:
@@ -198,9 +228,14 @@ def main() -> None:
                 )
                 lines.append(row)
                 print(row, flush=True)
+            parts = time_parts(x, dy)
+            part = f"  kernels alone, {name} {dname}: " + ", ".join(
+                f"{label} {t:.0f} µs" for label, t in parts.items()
+            )
+            parts_lines.append(part)
+            print(part, flush=True)
             print(f"  ({name} {dname}: {time.perf_counter() - t_block:.0f} s)", flush=True)
-    lines += [
-        "",
+    lines += ["", *parts_lines, "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
         "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
         "lrn_pool_rows forward) with the gather backward (lrn_pool_bwd); windows+rows-bwd = "

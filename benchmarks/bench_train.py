@@ -9,7 +9,7 @@ plus the eager network with LRN removed (what LRN costs), a check that (c) compu
 loss as (a) on the same weights and batch, and the compute floor: the measured bf16 matrix
 rate against the network's 3 × 724 M multiply-adds per training image.
 
-    python benchmarks/bench_train.py [--batch 256] [--steps 20] [--out FILE.md]
+    python benchmarks/bench_train.py [--batch 256] [--steps 20] [--out FILE.md] [--profile]
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def copy_weights(src: nn.Module, dst: HandAlexNet) -> None:
             layer.bias.copy_(b)
 
 
-def bench_step(model: nn.Module, batch: int, steps: int, amp: bool, channels_last: bool) -> float:
-    """Images per second of full training steps (forward, loss, backward, SGD update)."""
+def make_step(model: nn.Module, batch: int, amp: bool, channels_last: bool) -> Callable[[], None]:
+    """One full training step (forward, loss, backward, SGD update) on a fixed synthetic batch."""
     dev = torch.device("cuda")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
@@ -92,6 +92,11 @@ def bench_step(model: nn.Module, batch: int, steps: int, amp: bool, channels_las
         loss.backward()
         opt.step()
 
+    return step
+
+
+def bench_step(step: Callable[[], None], batch: int, steps: int) -> float:
+    """Images per second of ``steps`` training steps after 3 warm-up steps."""
     for _ in range(3):  # warm-up: compilation, autotuning, allocator
         step()
     torch.cuda.synchronize()
@@ -100,6 +105,31 @@ def bench_step(model: nn.Module, batch: int, steps: int, amp: bool, channels_las
         step()
     torch.cuda.synchronize()
     return batch * steps / (time.perf_counter() - t)
+
+
+def profile_step(step: Callable[[], None], name: str, top: int = 15) -> list[str]:
+    """Where a (warmed-up) step's GPU time goes: the ``top`` kernels by total time over 3 steps,
+    as a share of the step.  The first question about any throughput gap."""
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+
+    def device_us(e: object) -> float:  # renamed from self_cuda_time_total in newer torch
+        t = getattr(e, "self_device_time_total", None)
+        return float(getattr(e, "self_cuda_time_total", 0.0) if t is None else t)
+
+    events = [(device_us(e), e.key, e.count) for e in prof.key_averages()]
+    events = sorted((ev for ev in events if ev[0] > 0), reverse=True)
+    total = sum(t for t, _, _ in events)
+    lines = [f"GPU time of {name}: {total / 3 / 1e3:.2f} ms per step (3 profiled steps)", "",
+             "| kernel | ms per step | share | calls per step |", "| --- | ---: | ---: | ---: |"]
+    for t, key, count in events[:top]:
+        lines.append(f"| `{key[:90]}` | {t / 3 / 1e3:.3f} | {t / total:.1%} | {count / 3:g} |")
+    return lines
 
 
 def matmul_rate() -> float:
@@ -152,6 +182,9 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=12)
     p.add_argument("--out", type=Path)
+    p.add_argument("--profile", action="store_true",
+                   help="also list the kernels that take each compiled step's GPU time")
+    p.add_argument("--profile-top", type=int, default=15, help="kernels listed per profile")
     p.add_argument("--quick", action="store_true",
                    help="only (a) eager fp32, (b) torch.compile and (c) alexnetc")
     args = p.parse_args()
@@ -172,6 +205,7 @@ def main() -> None:
     rate = matmul_rate()
     floor = rate / (3 * MACS)
     rows: list[tuple[str, float]] = []
+    profiles: list[str] = []
 
     def run(name: str, make: Callable[[], nn.Module], amp: bool, cl: bool,
             compiled: bool = False) -> float:
@@ -182,7 +216,11 @@ def main() -> None:
                 model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             if compiled:
                 model = torch.compile(model)  # type: ignore[assignment]
-            ips = bench_step(model, args.batch, args.steps, amp, cl)
+            step = make_step(model, args.batch, amp, cl)
+            ips = bench_step(step, args.batch, args.steps)
+            if args.profile and compiled:
+                profiles.extend(["", *profile_step(step, name, args.profile_top)])
+                print("\n".join(profiles[-(args.profile_top + 5):]), flush=True)
         except Exception as e:  # one failing configuration must not hide the others
             print(f"{name}: FAILED {type(e).__name__}: {str(e)[:500]}", flush=True)
             ips = float("nan")
@@ -210,7 +248,7 @@ def main() -> None:
     from alexnetc.backends.kernels import ops
 
     lines += ["", f"alexnetc / torch.compile: {best / base:.2f}x (LRN kernel: {ops.VARIANT})"]
-    text = "\n".join(lines)
+    text = "\n".join(lines + profiles)
     print(text)
     if args.out:
         args.out.write_text(text + "\n")

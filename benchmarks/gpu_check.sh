@@ -21,13 +21,13 @@ cd /tmp  # import the installed package, not the checkout's folders
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } | tee "$OUT/card.txt"
 echo "=== bench_fused"
-timeout "${FUSED_S:-200}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
+TRITON_PRINT_AUTOTUNING=1 timeout "${FUSED_S:-200}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
   ${FUSED_ONLY:+--only $FUSED_ONLY} \
-  2>&1 | tee "$OUT/bench_fused.log" | grep -v "^  File\|^    " | tail -40
+  2>&1 | tee "$OUT/bench_fused.log" | grep -v "^  File\|^    \|autotuning" | tail -40
 echo "=== bench_train"
 timeout "${TRAIN_S:-170}" python3 "$R/benchmarks/bench_train.py" --out "$OUT/bench_train.md" \
-  ${TRAIN_QUICK:+--quick} \
-  2>&1 | tee "$OUT/bench_train.log" | tail -30
+  ${TRAIN_QUICK:+--quick} --profile \
+  2>&1 | tee "$OUT/bench_train.log" | tail -60
 [ "${TESTS_S:-60}" = 0 ] && exit 0
 echo "=== gpu tests"
 timeout "${TESTS_S:-60}" python3 -m pytest -q -m gpu -p no:cacheprovider -x \

@@ -35,6 +35,14 @@ except ImportError:  # CPU-only installs without triton fall back to the referen
 MAX_LRN_SIZE = 9
 INTERPRET = False  # set below: True when triton.jit produced interpreter functions
 
+# What every autotuner keys on: the geometry and each constexpr that changes the compiled
+# code.  Triton's key holds only the listed arguments (plus tensor dtypes), so without
+# SAVE_IDX inference and training would share whichever tuning ran first.  The batch is not a
+# kernel argument: a shape is tuned at the batch of its first call.
+TUNE_KEY = ["H", "W", "CPT", "towers", "HALF", "HAS_LRN", "K", "S", "P"]
+FWD_TUNE_KEY = [*TUNE_KEY, "SAVE_IDX", "sxc", "sxw", "syc"]
+BWD_TUNE_KEY = [*TUNE_KEY, "sxc", "sxw", "sdc"]
+
 # Tile used when not autotuning (the CPU interpreter, and tests that force a config).
 DEFAULT_FWD_CONFIG = {"BLOCK_OH": 8, "BLOCK_OW": 8, "CB": 16, "num_warps": 4}
 
@@ -206,7 +214,7 @@ if HAVE_TRITON:
     _fwd_tuned: Any = (
         _fwd_kernel
         if INTERPRET
-        else triton.autotune(_FWD_CONFIGS, key=["H", "W", "CPT", "sxc", "sxw", "syc"])(_fwd_kernel)
+        else triton.autotune(_FWD_CONFIGS, key=FWD_TUNE_KEY)(_fwd_kernel)
     )
 
 

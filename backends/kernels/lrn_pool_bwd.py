@@ -19,7 +19,14 @@ from typing import Any
 
 from torch import Tensor
 
-from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, fast_math, pool_geometry
+from .lrn_pool import (
+    BWD_TUNE_KEY,
+    HAVE_TRITON,
+    INTERPRET,
+    _identity,
+    fast_math,
+    pool_geometry,
+)
 
 if HAVE_TRITON:
     import triton
@@ -200,7 +207,7 @@ if HAVE_TRITON:
     _bwd_tuned: Any = (
         _bwd_kernel
         if INTERPRET
-        else triton.autotune(_BWD_CONFIGS, key=["H", "W", "CPT", "sxc", "sxw", "sdc"])(_bwd_kernel)
+        else triton.autotune(_BWD_CONFIGS, key=[*BWD_TUNE_KEY, "HAS_POOL"])(_bwd_kernel)
     )
 
 DEFAULT_BWD_CONFIG = {"BLOCK_H": 16, "BLOCK_W": 16, "CB": 16, "num_warps": 4}

@@ -42,7 +42,15 @@ from typing import Any
 from torch import Tensor
 
 from . import lrn_pool_bwd
-from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, fast_math, pool_geometry
+from .lrn_pool import (
+    BWD_TUNE_KEY,
+    HAVE_TRITON,
+    INTERPRET,
+    _identity,
+    _next_pow2,
+    fast_math,
+    pool_geometry,
+)
 
 if HAVE_TRITON:
     import triton
@@ -190,9 +198,9 @@ if HAVE_TRITON:
     def _tuned(iwp: int) -> Any:
         """An autotuned kernel per band width (the configs depend on IWP only)."""
         if iwp not in _tuned_cache:
-            _tuned_cache[iwp] = triton.autotune(
-                _configs(iwp), key=["H", "W", "CPT", "sxc", "sxw", "sdc"]
-            )(_bwd_rows_kernel)
+            _tuned_cache[iwp] = triton.autotune(_configs(iwp), key=BWD_TUNE_KEY)(
+                _bwd_rows_kernel
+            )
         return _tuned_cache[iwp]
 
 

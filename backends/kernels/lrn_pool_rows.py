@@ -31,7 +31,14 @@ from typing import Any
 from torch import Tensor
 
 from . import lrn_pool
-from .lrn_pool import HAVE_TRITON, INTERPRET, _identity, _next_pow2, pool_geometry
+from .lrn_pool import (
+    FWD_TUNE_KEY,
+    HAVE_TRITON,
+    INTERPRET,
+    _identity,
+    _next_pow2,
+    pool_geometry,
+)
 
 if HAVE_TRITON:
     import triton
@@ -170,9 +177,9 @@ if HAVE_TRITON:
         """An autotuned kernel per pool geometry (the band height BOH follows from IR, K, S)."""
         key = (k, s, iwp)
         if key not in _tuned_cache:
-            _tuned_cache[key] = triton.autotune(
-                _configs(k, s, iwp), key=["H", "W", "CPT", "sxc", "sxw", "syc"]
-            )(_rows_fwd_kernel)
+            _tuned_cache[key] = triton.autotune(_configs(k, s, iwp), key=FWD_TUNE_KEY)(
+                _rows_fwd_kernel
+            )
         return _tuned_cache[key]
 
 

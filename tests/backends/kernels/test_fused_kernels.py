@@ -234,6 +234,20 @@ def test_rows_backward_configs():
         assert cfgs and all(c.kwargs["BR"] * iwp <= 4096 for c in cfgs)
 
 
+def test_tune_keys_name_kernel_arguments():
+    """Triton's autotuner silently skips key names that are not arguments: a typo (or a renamed
+    argument) would let inference and training share one tuning again."""
+    kernels = {
+        lrn_pool._fwd_kernel: lrn_pool.FWD_TUNE_KEY,
+        lrn_pool_rows._rows_fwd_kernel: lrn_pool.FWD_TUNE_KEY,
+        lrn_pool_bwd._bwd_kernel: [*lrn_pool.BWD_TUNE_KEY, "HAS_POOL"],
+        lrn_pool_bwd_rows._bwd_rows_kernel: lrn_pool.BWD_TUNE_KEY,
+    }
+    for kernel, key in kernels.items():
+        assert set(key) <= set(kernel.arg_names), (kernel, set(key) - set(kernel.arg_names))
+    assert "SAVE_IDX" in lrn_pool.FWD_TUNE_KEY
+
+
 def test_rows_falls_back_to_windows_when_too_wide(device):
     """Pooled widths beyond the rows kernel's footprint go to the windows kernel, correctly."""
     x = 2 * torch.randn(1, 3, 5, 300, device=device)

@@ -62,7 +62,7 @@ def test_headers_and_settings() -> None:
     net = parse("network N\ninput 227x227x3\ntowers 2\ntrain lr=0.01, epochs=3\n"
                 "augment flip=false pca=0\ns: ReLU\n")
     assert net.header("input") is not None and net.header("input").value == (227, 227, 3)
-    assert net.header("towers").value == 2  # type: ignore[union-attr]
+    assert net.header("towers").value == 2
     assert [(s.section, [a.name for a in s.args]) for s in net.settings] == [
         ("train", ["lr", "epochs"]), ("augment", ["flip", "pca"])]
 

@@ -37,7 +37,7 @@ def test_alexnet_shapes(alexnet) -> None:
 
 
 def test_alexnet_per_layer_params(alexnet) -> None:
-    params = {}
+    params: dict[str, int] = {}
     for layer in alexnet.layers():
         params[layer.stage] = params.get(layer.stage, 0) + layer.counts.params
     assert params == {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,

@@ -267,7 +267,7 @@ def test_auto_variant_picks_rows_for_inference_and_windows_for_training(
     for name, mod in (("rows", lrn_pool_rows), ("windows", lrn_pool)):
         real = mod.launch_forward
 
-        def spy(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+        def spy(*args, _real=real, _name=name, **kwargs):
             calls.append(_name)
             return _real(*args, **kwargs)
 

@@ -217,7 +217,7 @@ def test_build_module_refuses_anything_but_a_checked_network():
     result = check("input 8x8x3\nc: Conv(9,1) x4\n")
     assert not result.ok
     with pytest.raises(TypeError, match="CheckedNetwork"):
-        build_module(result.network)  # type: ignore[arg-type]
+        build_module(result.network)
 
 
 def test_stage_names_that_clash_with_module_attributes_are_refused():

@@ -26,18 +26,17 @@ def run(args: argparse.Namespace) -> int:
 
     from alexnetc.backends.train import plots
     from alexnetc.backends.train.checkpoint import FILE, CheckpointError
-    from alexnetc.backends.train.model import first_layer_kernels
     from alexnetc.backends.train.run import load_run
 
     try:
-        written = [plots.plot_curves(run_dir)]
-        if (run_dir / FILE).exists():
-            r = load_run(run_dir)
-            written.append(plots.plot_kernels(first_layer_kernels(r.model, r.net), r.net.towers,
-                                              run_dir / plots.KERNELS))
+        r = load_run(run_dir) if (run_dir / FILE).exists() else None
+        written, note = plots.write_figures(run_dir, r.model if r else None,
+                                            r.net if r else None)
     except (OSError, ValueError, CheckpointError) as e:
         print(f"alexnetc: error: {e}", file=sys.stderr)
         return 1
     for path in written:
         print(f"wrote {path}")
+    if note:
+        print(note)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,9 @@ from alexnetc.cli.main import UsageError
 
 # Flags that change the maths of a run: resuming with a different value would not continue it.
 _FIXED_ON_RESUME = ("data", "batch_size", "seed")
+# Flags that hold for one invocation only: a resumed run does not inherit them (the stored
+# --max-steps would stop the continuation after its first step).
+_NOT_INHERITED = ("max_steps",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -108,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
                     raise UsageError(f"--{name.replace('_', '-')} {flags[name]} differs from the "
                                      f"run's {getattr(stored, name)}; a resumed run keeps it")
             lr = flags.pop("lr")
+            stored = replace(stored, **{name: None for name in _NOT_INHERITED})
             cfg = stored.override(**flags, out=str(out), spec=args.spec)
         else:
             if (out / FILE).exists():
@@ -132,7 +137,6 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
     import torch
 
     from alexnetc.backends.train import loop, plots
-    from alexnetc.backends.train.model import first_layer_kernels
     from alexnetc.backends.train.run import start
 
     def warn(msg: str) -> None:
@@ -142,6 +146,9 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
     if lr is not None:  # the paper lowered ε by hand; --lr on --resume does the same
         tr.schedule.lr = lr
         tr.schedule.load_state_dict(tr.schedule.state_dict())
+    if cfg.max_steps is not None and cfg.max_steps <= tr.step:
+        raise UsageError(f"--max-steps {cfg.max_steps} is not beyond the {tr.step} steps "
+                         f"{cfg.out} has trained (it counts steps in all)")
     if state is not None and tr.epoch >= cfg.epochs:
         console.print(f"{cfg.out} has already trained {tr.epoch} epochs; pass a larger "
                       "--epochs to train longer")
@@ -174,20 +181,20 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
                       f"{cfg.out} --resume")
         return 128 + stop.signum if stop.signum is not None else 0
     assert outcome.final is not None
-    console.print(f"test: {loop.describe(outcome.final)}")
+    console.print(f"validation set, final: {loop.describe(outcome.final)}")
     if d.main:
-        _figures(tr, plots, first_layer_kernels, warn)
+        _figures(tr, plots, warn)
     return 0
 
 
-def _figures(tr: Any, plots: Any, first_layer_kernels: Any, warn: Any) -> None:
+def _figures(tr: Any, plots: Any, warn: Any) -> None:
     """Curves and conv1's kernels; skipped with a note when matplotlib is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
         warn("matplotlib is not installed: no figures (pip install 'alexnetc[plot]')")
         return
-    curves = plots.plot_curves(tr.run_dir)
-    kernels = plots.plot_kernels(first_layer_kernels(tr.model, tr.net), tr.net.towers,
-                                 tr.run_dir / plots.KERNELS)
-    print(f"wrote {curves} and {kernels}")
+    written, note = plots.write_figures(tr.run_dir, tr.model, tr.net)
+    print(f"wrote {' and '.join(map(str, written))}")
+    if note:
+        print(note)

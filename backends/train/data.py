@@ -164,7 +164,7 @@ def open_data(data: str, side: int, channels: int, classes: int) -> DataSet:
 def digits(side: int, channels: int) -> DataSet:
     """scikit-learn's 1,797 8x8 handwritten digits, scaled to side x side, grey → C channels.
 
-    The split (1,437 train / 360 test, stratified) is fixed and independent of the run's
+    The split (1,437 train / 360 held out, stratified) is fixed and independent of the run's
     seed, so every run reports accuracy on the same held-out images.
     """
     from sklearn.datasets import load_digits
@@ -181,7 +181,7 @@ def digits(side: int, channels: int) -> DataSet:
     it, iv = torch.from_numpy(idx_train), torch.from_numpy(idx_val)
     return DataSet(TensorImages(images[it].contiguous(), labels[it]),
                    TensorImages(images[iv].contiguous(), labels[iv]),
-                   [str(c) for c in range(10)], "digits (scikit-learn, 1437 train / 360 test)")
+                   [str(c) for c in range(10)], "digits (scikit-learn, 1437 train / 360 held out)")
 
 
 def synthetic(side: int, channels: int, classes: int, n: int = 2048) -> DataSet:

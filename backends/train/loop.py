@@ -178,6 +178,7 @@ def evaluate(forward: Callable[[Tensor], Tensor], model: torch.nn.Module,
     was_training = model.training
     model.eval()
     n = loss = wrong1 = wrong5 = ten1 = ten5 = 0.0
+    classes = 0
     for batch in stream:
         if on_bad is not None:
             on_bad(batch.bad)
@@ -186,6 +187,7 @@ def evaluate(forward: Callable[[Tensor], Tensor], model: torch.nn.Module,
         y = batch.labels.to(augment.device)  # N
         with _autocast(augment.device, amp):
             logits = forward(augment.centre(batch.images)).float()  # N x K
+        classes = logits.shape[1]
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         wrong1 += _top_k_wrong(logits, y, 1)
         wrong5 += _top_k_wrong(logits, y, 5)
@@ -202,6 +204,8 @@ def evaluate(forward: Callable[[Tensor], Tensor], model: torch.nn.Module,
     model.train(was_training)
     if n == 0:
         return EvalResult(0, math.nan, math.nan, math.nan)
+    if classes <= 5:  # every label is among the top 5: the rate says nothing
+        wrong5 = ten5 = math.nan
     return EvalResult(int(n), loss / n, wrong1 / n, wrong5 / n,
                       ten1 / n if ten_crop else None, ten5 / n if ten_crop else None)
 
@@ -257,9 +261,10 @@ def end_of_epoch(tr: Trainer, log: MetricsLog | None, console: Console) -> None:
     tr.batch_in_epoch = 0
     tr.save()
     note = f"  ε → {tr.schedule.lr:.2g}" if dropped else ""
+    top5 = "" if math.isnan(val.top5) else f" (top-5 {_pct(val.top5)})"
     console.print(f"epoch {tr.epoch}/{tr.cfg.epochs}  loss {train_loss:.4f}  "
                   f"train err {_pct(1 - t.correct / max(t.seen, 1))}  val loss {val.loss:.4f}  "
-                  f"val err {_pct(val.top1)} (top-5 {_pct(val.top5)})  lr {lr_used:.2g}  "
+                  f"val err {_pct(val.top1)}{top5}  lr {lr_used:.2g}  "
                   f"{ips:.0f} img/s  {t.seconds:.1f} s{note}", highlight=False)
 
 
@@ -286,11 +291,16 @@ def fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
     return Outcome("finished", final)
 
 
+def _top5(x: float | None) -> str:
+    """`, top-5 error 1.00%`; nothing where top-5 means nothing (5 classes or fewer)."""
+    return "" if x is None or math.isnan(x) else f", top-5 error {_pct(x)}"
+
+
 def describe(result: EvalResult) -> str:
     """`top-1 error 2.50% (accuracy 97.50%), top-5 0.00% [10-crop: ...]` for the console."""
-    s = (f"top-1 error {_pct(result.top1)} (accuracy {_pct(1 - result.top1)}), top-5 error "
-         f"{_pct(result.top5)} on {result.images} images, centre crop")
+    s = (f"top-1 error {_pct(result.top1)} (accuracy {_pct(1 - result.top1)})"
+         f"{_top5(result.top5)} on {result.images} images, centre crop")
     if result.ten_top1 is not None:
         s += (f"; 10-crop: top-1 error {_pct(result.ten_top1)} (accuracy "
-              f"{_pct(1 - result.ten_top1)}), top-5 error {_pct(result.ten_top5)}")
+              f"{_pct(1 - result.ten_top1)}){_top5(result.ten_top5)}")
     return s

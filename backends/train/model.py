@@ -35,12 +35,13 @@ def input_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
-def first_layer_kernels(model: nn.Module, net: CheckedNetwork) -> Tensor:
-    """The first convolution's weights, all towers together: K x C x k x k on the CPU."""
+def first_layer_kernels(model: nn.Module, net: CheckedNetwork) -> Tensor | None:
+    """The first convolution's weights, all towers together: K x C x k x k on the CPU; None for
+    a network without convolutions (an MLP is a valid spec: there is just nothing to draw)."""
     from alexnetc.backends.lowering import canonical_state_dict
 
     if not any(layer.name == "Conv" for layer in net.layers()):
-        raise ValueError(f"{net.name} has no convolution to draw")
+        return None
     weights = [w for key, w in canonical_state_dict(_unwrap(model)).items()
                if key.endswith(".weight") and w.dim() == 4]
     return weights[0].float()  # K x C x k x k

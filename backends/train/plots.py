@@ -83,3 +83,19 @@ def plot_kernels(kernels: Tensor, towers: int, out: Path) -> Path:
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out
+
+
+def write_figures(run_dir: Path, model: Any | None, net: Any | None) -> tuple[list[Path], str]:
+    """What `train` and `plot` draw: the curves, and the first convolution's kernels when there
+    is a model with one.  Returns the files written and a note on what was not drawn ("" if
+    nothing was left out)."""
+    from alexnetc.backends.train.model import first_layer_kernels
+
+    written = [plot_curves(run_dir)]
+    if model is None or net is None:
+        return written, f"no {KERNELS}: the run has no checkpoint yet"
+    kernels = first_layer_kernels(model, net)
+    if kernels is None:
+        return written, f"no {KERNELS}: {net.name} has no convolution"
+    written.append(plot_kernels(kernels, net.towers, run_dir / KERNELS))
+    return written, ""

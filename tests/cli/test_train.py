@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -122,6 +123,35 @@ def test_max_steps_stops_with_a_resumable_checkpoint(tmp_path: Path,
     out = capsys.readouterr().out
     assert "stopped after --max-steps 3 at epoch 1, batch 3" in out and "--resume" in out
     assert not (tmp_path / "r" / "curves.png").exists()
+
+
+def test_resume_after_max_steps_runs_to_the_end(trained: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """--max-steps holds for one invocation: the resume command it prints finishes the run,
+    to the weights of a run never stopped (step 30 is mid-epoch 1 of 45 batches)."""
+    s = spec(tmp_path)
+    assert train(s, "--out", tmp_path / "b", "--max-steps", "30") == 0
+    assert "stopped after --max-steps 30" in capsys.readouterr().out
+    assert train(s, "--out", tmp_path / "b", "--resume") == 0
+    assert "stopped after" not in capsys.readouterr().out
+    assert_same_weights(trained, tmp_path / "b")
+    assert train(s, "--out", tmp_path / "b", "--resume", "--epochs", "3", "--max-steps", "5") == 2
+    assert "--max-steps 5 is not beyond the 90 steps" in capsys.readouterr().err
+
+
+def test_network_without_convolutions_trains_and_plots(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """An MLP is a valid spec: curves are drawn, kernels are skipped with a note."""
+    s = tmp_path / "mlp.net"
+    s.write_text("network MLP\ninput 8x8x3\ntrain epochs=1\nfc1: FC(32) + ReLU\n"
+                 "fc2: FC(10) + Softmax\n")
+    assert train(s, "--out", tmp_path / "r") == 0
+    out = capsys.readouterr().out
+    assert "no kernels.png: MLP has no convolution" in out
+    assert (tmp_path / "r" / "curves.png").exists()
+    assert not (tmp_path / "r" / "kernels.png").exists()
+    assert main(["plot", str(tmp_path / "r")]) == 0
+    assert "no kernels.png: MLP has no convolution" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -257,6 +287,8 @@ def test_trains_on_an_image_folder_skipping_a_bad_file(tmp_path: Path,
     assert f"skipping unreadable image {root / 'train' / 'class0' / 'broken.jpg'}" in out
     assert "1 unreadable image(s) were skipped" in out
     assert f"on {root}: 33 train / 8 val images" in out  # listed, then one skipped
+    assert "top-5" not in out  # 2 classes: every label is in the top 5
+    assert math.isnan(metrics.read(tmp_path / "r" / "metrics.csv")[-1]["val_top5_err"])
 
 
 def test_check_path_does_not_import_torch() -> None:
@@ -273,6 +305,15 @@ def test_alexnet_small_reaches_95_percent_on_digits(tmp_path: Path) -> None:
     assert train(spec_path, "--out", tmp_path / "run") == 0
     rows = metrics.read(tmp_path / "run" / "metrics.csv")
     assert rows[-1]["val_top1_err"] <= 0.05
+
+
+def test_lenet5_learns_the_digits_with_its_own_recipe(tmp_path: Path) -> None:
+    """The shipped LeNet-5 with no flags: its recipe, not AlexNet's defaults (which leave it at
+    chance), takes it past 94 % in its 20 short epochs."""
+    spec_path = Path(__file__).parents[2] / "specs" / "lenet5.net"
+    assert train(spec_path, "--out", tmp_path / "run") == 0
+    rows = metrics.read(tmp_path / "run" / "metrics.csv")
+    assert len(rows) == 20 and rows[-1]["val_top1_err"] <= 0.06
 
 
 @pytest.mark.parametrize("argv", [["eval"], ["predict", "--", "x.png"], ["plot"]])

@@ -233,6 +233,15 @@ class Outcome:
     final: EvalResult | None = None
 
 
+# A finite loss this many times a uniform guess's is divergence, not slow learning.
+DIVERGED = 100
+
+
+def _num(x: float) -> str:
+    """A loss for the console: 4 decimals, or 3 significant digits once it has blown up."""
+    return f"{x:.4f}" if abs(x) < 1e4 else f"{x:.3g}"
+
+
 def _pct(x: float | None) -> str:
     return "-" if x is None or math.isnan(x) else f"{100 * x:.2f}%"
 
@@ -262,10 +271,15 @@ def end_of_epoch(tr: Trainer, log: MetricsLog | None, console: Console) -> None:
     tr.save()
     note = f"  ε → {tr.schedule.lr:.2g}" if dropped else ""
     top5 = "" if math.isnan(val.top5) else f" (top-5 {_pct(val.top5)})"
-    console.print(f"epoch {tr.epoch}/{tr.cfg.epochs}  loss {train_loss:.4f}  "
-                  f"train err {_pct(1 - t.correct / max(t.seen, 1))}  val loss {val.loss:.4f}  "
+    console.print(f"epoch {tr.epoch}/{tr.cfg.epochs}  loss {_num(train_loss)}  "
+                  f"train err {_pct(1 - t.correct / max(t.seen, 1))}  val loss {_num(val.loss)}  "
                   f"val err {_pct(val.top1)}{top5}  lr {lr_used:.2g}  "
                   f"{ips:.0f} img/s  {t.seconds:.1f} s{note}", highlight=False)
+    chance = math.log(max(len(tr.data.classes), 2))  # the loss of a uniform guess
+    if train_loss > DIVERGED * chance:
+        console.print(f"[yellow]warning: the training loss {train_loss:.3g} is over {DIVERGED}x "
+                      f"a uniform guess's {chance:.2f}: training has diverged. Try a smaller "
+                      "--lr, or smaller weights (`init std=` in the spec).[/]", highlight=False)
 
 
 def fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:

@@ -154,6 +154,17 @@ def test_network_without_convolutions_trains_and_plots(tmp_path: Path,
     assert "no kernels.png: MLP has no convolution" in capsys.readouterr().out
 
 
+def test_a_diverging_run_is_told_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A finite but exploded loss (raw ±100 pixels into N(0, 1) weights) gets a warning that
+    names the fix, before any NaN."""
+    s = tmp_path / "big.net"
+    s.write_text("input 17x17x3\ntrain epochs=1\ninit std=1\nc: Conv(5,2) x8 + ReLU\n"
+                 "f: FC(10)\n")
+    train(s, "--out", tmp_path / "r")
+    out = capsys.readouterr().out
+    assert "training has diverged" in out and "smaller --lr" in out
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
         trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "run"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+import unicodedata
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import cast
 
@@ -14,6 +16,14 @@ from alexnetc.compiler.errors import SYNTAX, Diagnostic, SourceLoc, SpecError
 from alexnetc.grammar import grammar_text
 
 MAX_SOURCE_BYTES = 1_000_000
+
+BOM = "\ufeff"  # a UTF-8 byte-order mark, which some Windows editors put at the start of a file
+
+# The words that start a header or settings line; a stage may not be named exactly one of them.
+KEYWORDS = ("network", "input", "towers", "train", "augment", "init")
+_SECTIONS = ("train", "augment", "init")
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # the grammar's NAME
+_TRAILING_SHAPE = re.compile(r"[ \t\f]*([0-9]+(?:[x×][0-9]+)*)[ \t\f]*(?:#.*)?\r?")
 
 # Common mistakes, matched by lark's `match_examples` against the parser state they fail in.
 _EXAMPLES: dict[str, list[str]] = {
@@ -209,12 +219,15 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
             what = f"unexpected {_describe(tok)}"
         width = max(len(str(tok)), 1) if tok.type not in ("$END", "_NL") else 1
         expected = _expected(err.accepts or err.expected)
+        if tok.type == "COLON":
+            label = _keyword_stage_hint(text, line, col) or label
     elif isinstance(err, UnexpectedCharacters):
         pos = err.pos_in_stream or 0
         ch = text[pos] if pos < len(text) else ""
         what = f"unexpected character {ch!r}"
         width = 1
         expected = _expected(err.allowed or set())
+        label = _character_hint(text, pos) if ch else None
     else:  # UnexpectedEOF
         lines = text.splitlines() or [""]
         line, col, width = len(lines), len(lines[-1]) + 1, 1
@@ -223,6 +236,76 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
     message = what + (f"; expected {expected}" if expected else "")
     loc = SourceLoc(file, line, col, line, col + width)
     return Diagnostic(SYNTAX, loc, message, label or "")
+
+
+def _keyword_stage_hint(text: str, line: int, col: int) -> str | None:
+    """`train: …` or `input: …`: a keyword where a stage name (or a YAML habit) was meant."""
+    lines = text.split("\n")  # as lark counts lines (splitlines would also split at \f)
+    word = lines[line - 1][:col - 1].strip() if 0 < line <= len(lines) else ""
+    if word not in KEYWORDS:
+        return None
+    usage = "k=v, …" if word in _SECTIONS else {
+        "network": "NAME", "input": "HxWxC", "towers": "N"}[word]
+    return (f"`{word}` is a keyword: its line is written `{word} {usage}`, without a colon, and "
+            f"a stage cannot be named `{word}` (call it, say, `{word}1`)")
+
+
+def _character_hint(text: str, pos: int) -> str | None:
+    """A hint for a character no token can start with: mostly Unicode pasted into a spec."""
+    ch = text[pos]
+    end = text.find("\n", pos)
+    rest = text[pos + 1:len(text) if end < 0 else end]
+    if ch == "→":
+        shape = _TRAILING_SHAPE.fullmatch(rest)
+        example = "-> " + (shape.group(1).replace("×", "x") if shape else "HxWxC")
+        return ("`→ …` is the checker's output, not input: shapes are computed, not written, so "
+                "delete the `→ …` part; to have the checker confirm a stage's final shape, end "
+                f"the stage with `{example}` (ASCII `->`)")
+    if ch == "×":
+        start, stop = _run(text, pos, lambda c: c in "0123456789x×")
+        word = text[start:stop]
+        towers = word.split("×")[0]
+        if towers and text[text.rfind("\n", 0, start) + 1:start].strip() == "towers":
+            return (f"`{word}` is how the checker's table prints towers × maps per tower; the "
+                    f"line takes only the number of towers: `towers {towers}`")
+        return (f"write an ASCII `x` for `×`: `{word.replace('×', 'x')}` (the checker prints "
+                "`×` in its table; a spec writes `x`)")
+    if ch == BOM:
+        return ("this is an invisible byte-order mark (U+FEFF), which belongs only at the very "
+                "start of a file (one is left where two files were joined, say): delete it")
+    if ch.isascii():
+        return None
+    what = _unicode_name(ch)
+    if ch.isspace():
+        return f"this is {what}, not an ordinary space: retype it as a space"
+    category = unicodedata.category(ch)
+    if category[0] in "LM":
+        start, stop = _run(text, pos, lambda c: c.isalnum() or c == "_"
+                           or unicodedata.category(c)[0] == "M")
+        word = text[start:stop]
+        ascii_word = "".join(c for c in unicodedata.normalize("NFKD", word)
+                             if unicodedata.category(c) != "Mn")
+        fix = f": write `{ascii_word}` for `{word}`" if _NAME.fullmatch(ascii_word) else ""
+        return ("names are ASCII letters, digits and `_`, and start with a letter or `_` "
+                f"(`[A-Za-z_][A-Za-z0-9_]*`){fix}")
+    if category[0] == "N":
+        return f"this is {what}; numbers and sizes are written with the ASCII digits 0-9"
+    return f"{what} is not part of the language: outside comments a spec is ASCII"
+
+
+def _run(text: str, pos: int, ok: Callable[[str], bool]) -> tuple[int, int]:
+    """The extent of the run of `ok` characters on `pos`'s line around `pos`."""
+    start, stop = pos, pos + 1
+    while start > 0 and text[start - 1] != "\n" and ok(text[start - 1]):
+        start -= 1
+    while stop < len(text) and text[stop] != "\n" and ok(text[stop]):
+        stop += 1
+    return start, stop
+
+
+def _unicode_name(ch: str) -> str:
+    name = unicodedata.name(ch, "")
+    return f"U+{ord(ch):04X}" + (f" {name}" if name else "")
 
 
 _TERMINAL_NAMES = {
@@ -267,7 +350,13 @@ def _expected(names: Iterable[str]) -> str:
 
 
 def parse(text: str, file: str = "<spec>") -> ast.Network:
-    """Parse spec text; raise `SpecError` (never a lark exception) on bad input."""
+    """Parse spec text; raise `SpecError` (never a lark exception) on bad input.
+
+    A byte-order mark at the very start is dropped: it is invisible in the editor, so the
+    columns of the first line count from the first character the user sees.
+    """
+    if text.startswith(BOM):
+        text = text[len(BOM):]
     if len(text) > MAX_SOURCE_BYTES:
         loc = SourceLoc(file, 1, 1, 1, 2)
         raise SpecError([Diagnostic(SYNTAX, loc, f"spec is {len(text):,} characters long",

@@ -45,3 +45,21 @@ def test_every_error_kind_has_a_golden_spec() -> None:
 
     every = {v for k, v in vars(errors).items() if k.isupper() and isinstance(v, str)}
     assert every <= kinds_seen, every - kinds_seen
+
+
+@pytest.mark.parametrize("spec", [SPECS / "alexnet.net", SPECS / "alexnet-slides.net",
+                                  SPECS / "invalid" / "syntax-unicode-arrow.net"],
+                         ids=lambda p: p.stem)
+def test_a_byte_order_mark_changes_nothing(spec: Path, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Windows editors may start a file with a UTF-8 BOM: the spec checks as without it."""
+    data = spec.read_bytes()
+    results = []
+    for name, raw in (("plain.net", data), ("marked.net", b"\xef\xbb\xbf" + data)):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        code = main(["check", str(path)])
+        out = capsys.readouterr()
+        results.append((code, out.out.replace(name, "X"), out.err.replace(name, "X")))
+    assert results[0] == results[1]
+    assert "Traceback" not in results[1][2]

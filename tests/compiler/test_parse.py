@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.errors import SYNTAX, SpecError
-from alexnetc.compiler.parse import parse
+from alexnetc.compiler.errors import SYNTAX, Diagnostic, SpecError
+from alexnetc.compiler.parse import KEYWORDS, parse
 
 
 def ops_of(text: str) -> list[ast.OpCall]:
@@ -96,3 +98,140 @@ def test_garbage_never_escapes_the_error_hierarchy(text: str) -> None:
         assert "error:" in rendered
     else:
         assert isinstance(net, ast.Network)
+
+
+# Keywords are whole words: a name that merely starts with one is an ordinary name.
+
+KEYWORD_PREFIXED = ["training", "trainer", "initial", "init_conv", "augmented", "train_1",
+                    "init0", "networks", "network2", "inputs", "input_norm", "towers_a"]
+
+
+@pytest.mark.parametrize("name", KEYWORD_PREFIXED)
+def test_names_that_start_with_a_keyword_are_stage_names(name: str) -> None:
+    net = parse(f"network N\ninput 8x8x3\ntrain lr=0.1\n{name}: Conv(3,1) x4 + ReLU\n"
+                f"augment flip=false\n{name}_b: ReLU\ninit std=0.1\n")
+    assert [s.name for s in net.stages] == [name, f"{name}_b"]
+    assert [s.section for s in net.settings] == ["train", "augment", "init"]
+    assert net.stages[0].name_loc.col == 1 and net.stages[0].ops[0].loc.col == len(name) + 3
+
+
+def test_keyword_prefixed_words_elsewhere_are_names() -> None:
+    net = parse("network training\ninput 8x8x3\ntrain init=1, augment=2\n"
+                "s: initial(train=1, towers=input) + augmented\n")
+    assert net.header("network") is not None and net.header("network").value == "training"
+    assert [a.name for a in net.settings[0].args] == ["init", "augment"]
+    ops = net.stages[0].ops
+    assert [o.name for o in ops] == ["initial", "augmented"]
+    assert [(a.name, a.value) for a in ops[0].args] == [("train", 1), ("towers", "input")]
+
+
+@given(keyword=st.sampled_from(KEYWORDS),
+       rest=st.from_regex(r"[A-Za-z0-9_]{1,12}", fullmatch=True))
+def test_any_identifier_starting_with_a_keyword_is_a_stage_name(keyword: str,
+                                                                  rest: str) -> None:
+    name = keyword + rest
+    net = parse(f"input 8x8x3\ntrain lr=0.1\n{name}: ReLU\n")
+    assert [s.name for s in net.stages] == [name]
+
+
+@pytest.mark.parametrize("keyword", KEYWORDS)
+def test_a_keyword_alone_cannot_name_a_stage_and_says_so(keyword: str) -> None:
+    with pytest.raises(SpecError) as e:
+        parse(f"input 8x8x3\n{keyword}: ReLU\n", "s.net")
+    (d,) = e.value.diagnostics
+    assert (d.kind, d.loc.line, d.loc.col) == (SYNTAX, 2, len(keyword) + 1)
+    assert f"`{keyword}` is a keyword" in d.hint and "without a colon" in d.hint
+
+
+# Unicode the tool prints itself, pasted back in; a byte-order mark; non-ASCII names.
+
+def syntax_error(text: str) -> Diagnostic:
+    with pytest.raises(SpecError) as e:
+        parse(text, "s.net")
+    (d,) = e.value.diagnostics
+    assert d.kind == SYNTAX
+    rendered = str(e.value)
+    assert rendered.startswith(f"s.net:{d.loc.line}:{d.loc.col}: error: ")
+    assert "hint: " in rendered and "Traceback" not in rendered
+    return d
+
+
+def test_arrow_from_the_checker_output_is_explained() -> None:
+    d = syntax_error("input 8x8x3\nc: Conv(3,1) x4 → 6x6x4, ReLU → 6x6x4\n")
+    assert (d.loc.line, d.loc.col) == (2, 17)
+    assert d.message.startswith("unexpected character '→'")
+    assert "computed, not written" in d.hint and "delete the `→ …` part" in d.hint
+    assert "`-> HxWxC`" in d.hint
+
+
+def test_arrow_at_the_end_of_a_stage_suggests_the_ascii_expectation() -> None:
+    d = syntax_error("input 8x8x3\nc: Conv(3,1) x4 + ReLU → 6×6×4   # copied\n")
+    assert "delete the `→ …` part" in d.hint and "`-> 6x6x4`" in d.hint
+    assert parse("input 8x8x3\nc: Conv(3,1) x4 + ReLU -> 6x6x4\n").stages[0].expect
+
+
+@pytest.mark.parametrize("text, col, fixed", [
+    ("input 32×32×3\n", 9, "`32x32x3`"),
+    ("input 8x8x3\nc: Conv(3,1) ×4\n", 14, "`x4`"),
+    ("input 8x8x3\nc: Conv(3,1) x4 -> 6x6×4\n", 23, "`6x6x4`"),
+])
+def test_times_sign_asks_for_an_ascii_x(text: str, col: int, fixed: str) -> None:
+    d = syntax_error(text)
+    assert d.loc.col == col and d.message.startswith("unexpected character '×'")
+    assert "ASCII `x`" in d.hint and fixed in d.hint
+
+
+def test_towers_copied_from_the_table_asks_for_the_tower_count() -> None:
+    d = syntax_error("input 8x8x3\ntowers 2×48\n")
+    assert "`towers 2`" in d.hint
+
+
+def test_a_leading_byte_order_mark_is_ignored_and_keeps_the_columns() -> None:
+    text = "network N\ninput 8x8x3\nconv1: Conv(3,1) x4 -> 6x6x4\n"
+    plain, marked = parse(text, "f.net"), parse("\ufeff" + text, "f.net")
+    assert marked.headers == plain.headers and marked.stages == plain.stages
+    assert marked.headers[0].value_loc.col == 9  # `N`, counted as the editor shows it
+    d = syntax_error("\ufeffnetwork Réseau\ninput 8x8x3\n")
+    assert (d.loc.line, d.loc.col) == (1, 10) and "`Reseau`" in d.hint
+    d = syntax_error("\ufeffinput 8x8x3\nc: Conv(3,1) x4 → 6x6x4\n")
+    assert (d.loc.line, d.loc.col) == (2, 17)
+
+
+def test_a_byte_order_mark_inside_the_file_is_explained() -> None:
+    d = syntax_error("input 8x8x3\n\ufeffc: ReLU\n")
+    assert (d.loc.line, d.loc.col) == (2, 1) and "U+FEFF" in d.hint
+
+
+@pytest.mark.parametrize("text, col, fix", [
+    ("network Réseau\n", 10, "write `Reseau` for `Réseau`"),
+    ("network Ångström\n", 9, "write `Angstrom` for `Ångström`"),
+    ("input 8x8x3\nnaïve: ReLU\n", 3, "write `naive` for `naïve`"),
+    ("network Сеть\n", 9, ""),
+])
+def test_non_ascii_letters_in_names_say_what_names_are(text: str, col: int, fix: str) -> None:
+    d = syntax_error(text)
+    assert d.loc.col == col
+    assert "names are ASCII letters, digits and `_`" in d.hint and fix in d.hint
+
+
+@pytest.mark.parametrize("text, part", [
+    ("input 8x8x3\nc:\u00a0ReLU\n", "U+00A0 NO-BREAK SPACE"),
+    ("input 8x8x3\nc: Dropout(\u2212.5)\n", "U+2212 MINUS SIGN"),
+    ("input 8x8x3\nc: Dropout(\uff10.5)\n", "ASCII digits"),
+])
+def test_other_unicode_is_named(text: str, part: str) -> None:
+    assert part in syntax_error(text).hint
+
+
+def test_unicode_in_comments_is_fine() -> None:
+    net = parse("# conv1 → 55x55x96, 2×48, Réseau\ninput 8x8x3\nc: ReLU  # → 8×8×3\n")
+    assert [s.name for s in net.stages] == ["c"]
+
+
+@given(st.text(max_size=40))
+def test_unicode_text_never_escapes(text: str) -> None:
+    for spec in (text, f"input 8x8x3\nc: {text}\n", f"network {text}\n"):
+        try:
+            parse(spec)
+        except SpecError as e:
+            assert e.diagnostics and "error:" in str(e)

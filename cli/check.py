@@ -13,7 +13,7 @@ from alexnetc.cli.common import read_spec
 from alexnetc.cli.main import Subparsers
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check_bytes
-from alexnetc.compiler.report import as_json, print_report
+from alexnetc.compiler.report import as_json, print_report, report_text
 
 
 def register(sub: Subparsers) -> None:
@@ -33,9 +33,12 @@ def run(args: argparse.Namespace) -> int:
         json.dump(as_json(result.network, result.diagnostics, recipe), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0 if result.ok else 1
-    out = Console(highlight=False, width=max(shutil.get_terminal_size((132, 24)).columns, 132))
     if result.network is not None and not args.quiet:
-        print_report(result.network, out)
+        if sys.stdout.isatty():  # fitted to the window: the text columns wrap, numbers never do
+            width = max(shutil.get_terminal_size((132, 24)).columns, 132)
+            print_report(result.network, Console(highlight=False, width=width))
+        else:  # a file or a pipe: every cell whole, no trailing spaces
+            sys.stdout.write(report_text(result.network))
     for d in result.diagnostics:
         print(d.render(result.source), file=sys.stderr if d.severity is Severity.ERROR
               else sys.stdout)

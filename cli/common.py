@@ -1,11 +1,15 @@
-"""Helpers the subcommands share: reading a spec, turning spec errors into exit codes."""
+"""Helpers the subcommands share: reading a spec, checking paths and flags, and the one rule
+that turns a backend's errors into exit codes (`run_errors`)."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
-from alexnetc.cli.main import UsageError
+from alexnetc.cli.main import RunError, UsageError
 from alexnetc.compiler.errors import SpecError
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check_bytes
@@ -34,6 +38,59 @@ def run_folder(path: str) -> Path:
     if not p.is_dir():
         raise UsageError(f"no such run folder: {path}")
     return p
+
+
+def output_file(path: str) -> Path:
+    """A file to write that the user named with -o: checked before any work is done, so a
+    typo in its folder is a usage error at once, not a failure after the work."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path} is a folder; give a file name with -o")
+    if not p.parent.is_dir():
+        raise UsageError(f"no such folder for {path}: {p.parent}")
+    return p
+
+
+def check_at_least(args: argparse.Namespace, **least: int) -> None:
+    """Integer flags with a floor, e.g. `check_at_least(args, batch_size=1, workers=0)`; a
+    value below it is a usage error worded as `train` words it. (Unset flags, None, pass.)"""
+    for name, floor in least.items():
+        value = getattr(args, name)
+        if value is not None and value < floor:
+            raise UsageError(f"--{name.replace('_', '-')} must be at least {floor}, got {value}")
+
+
+def data_flag(value: str | None) -> str | None:
+    """--data as given: `digits`, `synthetic`, or a folder that must exist (a usage error at
+    once, before any model is built)."""
+    if value is None or value in ("digits", "synthetic"):
+        return value
+    if not Path(value).is_dir():
+        raise UsageError(f"no such data folder: {value}" if not Path(value).exists()
+                         else f"--data {value} is a file; it takes a folder with train/ and val/")
+    return str(Path(value))
+
+
+@contextmanager
+def run_errors() -> Iterator[None]:
+    """The one rule for what goes wrong loading a run, a checkpoint, data or images:
+
+    - a path the user named that does not exist (no checkpoint.pt in RUN_DIR) and a --devices
+      this machine lacks are usage errors: UsageError, exit 2;
+    - a file that exists but cannot be used (unreadable, truncated, corrupt, written for
+      another spec or format) and unusable data are errors of the run: RunError, exit 1.
+
+    Imports the backend (torch) when entered: only for commands that load one."""
+    from alexnetc.backends.train.checkpoint import CheckpointError, NoCheckpoint
+    from alexnetc.backends.train.data import DataError
+    from alexnetc.backends.train.model import DeviceError
+
+    try:
+        yield
+    except (NoCheckpoint, DeviceError) as e:
+        raise UsageError(str(e)) from None
+    except (CheckpointError, DataError) as e:
+        raise RunError(str(e)) from None
 
 
 def load_checked(path: str) -> tuple[CheckedNetwork, Recipe, str]:

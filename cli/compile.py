@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from alexnetc.cli.common import read_spec
-from alexnetc.cli.main import UsageError
+from alexnetc.cli.common import output_file, read_spec, run_errors, run_folder
+from alexnetc.cli.main import RunError, UsageError
 from alexnetc.compiler.errors import SpecError
 from alexnetc.compiler.pipeline import check_bytes
 
@@ -35,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # The paths first: a typo in one is a usage error at once, before torch is imported.
+    chosen = output_file(args.output) if args.output else None
+    weights = run_folder(args.weights) if args.weights else None
+
     from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
     from alexnetc.backends.lowering.towers import parse_devices
 
@@ -54,14 +58,12 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--onnx needs the {' and '.join(onnx_missing())} package(s): "
                          f"pip install {' '.join(onnx_missing())}")
     stem = Path(name).stem if name != "<stdin>" else net.name
-    out = Path(args.output or f"{stem}.{'onnx' if args.onnx else 'pt2'}")
-    if out.is_dir():
-        raise UsageError(f"{out} is a folder; give a file name with -o")
+    out = chosen or output_file(f"{stem}.{'onnx' if args.onnx else 'pt2'}")
     seed = recipe.train.seed if args.seed is None else args.seed
     model = None
-    if args.weights:
-        model = _trained(net, recipe, result.source, Path(args.weights),
-                         "cpu" if args.onnx else devices[0])
+    if weights is not None:
+        model = _trained(net, recipe, result.source, weights, "cpu" if args.onnx else devices[0],
+                         name)
     if args.onnx:
         meta = export_onnx(net, recipe, data, out, seed=seed, model=model)
     else:
@@ -69,21 +71,27 @@ def run(args: argparse.Namespace) -> int:
     print(f"{net.name}: {meta['parameters']:,} parameters, input "
           f"{'x'.join(map(str, meta['input']))} (C x H x W), spec sha256 "
           f"{meta['spec_sha256'][:12]}")
-    weights = (f"trained weights of {args.weights}" if args.weights
-               else f"initial weights, seed {seed}")
-    print(f"wrote {out} ({'ONNX' if args.onnx else 'torch.export program'}, {weights})")
+    source = (f"trained weights of {args.weights}" if args.weights
+              else f"initial weights, seed {seed}")
+    print(f"wrote {out} ({'ONNX' if args.onnx else 'torch.export program'}, {source})")
     return 0
 
 
-def _trained(net: Any, recipe: Any, spec_text: str, run_dir: Path, device: Any) -> Any:
+def _trained(net: Any, recipe: Any, spec_text: str, run_dir: Path, device: Any,
+             spec: str) -> Any:
     """The lowered module with a run's weights; the run must be of this very spec."""
     from alexnetc.backends.lowering import build_module
-    from alexnetc.backends.train.checkpoint import FILE, CheckpointError, load
+    from alexnetc.backends.train.checkpoint import FILE, SpecMismatch, load
 
-    try:
-        state = load(run_dir / FILE, spec_text)
-    except CheckpointError as e:
-        raise UsageError(str(e)) from None
+    with run_errors():
+        try:
+            state = load(run_dir / FILE, spec_text)
+        except SpecMismatch as e:  # its own message advises train --resume
+            kept = run_dir / "spec.net"  # the spec the run was trained from, as train wrote it
+            fix = (f"compile the spec it was trained from: alexnetc compile {kept} --weights "
+                   f"{run_dir}" if kept.is_file() else "compile the spec it was trained from")
+            raise RunError(f"{e.path} was trained from a different spec than {spec} (sha256 "
+                           f"{e.stored[:12]}…, {spec} is {e.given[:12]}…); {fix}") from None
     model = build_module(net, recipe, devices=[device], fused=False)
     model.load_state_dict(state["model"])
     return model

@@ -22,17 +22,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnetc.backends.train.checkpoint import CheckpointError
+    from alexnetc.cli.common import check_at_least, data_flag, run_errors, run_folder
+
+    check_at_least(args, batch_size=1, workers=0)
+    run_dir = run_folder(args.run_dir)
+    data_arg = data_flag(args.data)
+
     from alexnetc.backends.train.data import BadImages, DataError, open_data
     from alexnetc.backends.train.loop import describe, evaluate
-    from alexnetc.backends.train.model import DeviceError
     from alexnetc.backends.train.run import batches, load_run
-    from alexnetc.cli.common import run_folder
-    from alexnetc.cli.main import UsageError
 
-    try:
-        r = load_run(run_folder(args.run_dir), args.devices)
-        data = args.data or r.cfg.data
+    with run_errors():
+        r = load_run(run_dir, args.devices)
+        data = data_arg or r.cfg.data
         ds = open_data(data, r.side, r.net.input.c, r.net.output.c)
         if ds.classes != r.classes:
             raise DataError(f"{ds.source} has classes {ds.classes[:5]}… but the run was "
@@ -44,13 +46,9 @@ def run(args: argparse.Namespace) -> int:
                          r.cfg.workers if args.workers is None else args.workers)
         result = evaluate(r.model, r.model, stream, r.augment, ten_crop=ten, amp=r.cfg.amp,
                           on_bad=bad.add)
-    except DeviceError as e:
-        raise UsageError(str(e)) from None
-    except (DataError, CheckpointError) as e:
-        print(f"alexnetc: error: {e}", file=sys.stderr)
-        return 1
     if bad.count:
         print(f"warning: {bad.count} unreadable image(s) were skipped", file=sys.stderr)
     print(f"{r.net.name} after {r.epoch} epochs on {ds.source}:")
     print(f"  {describe(result)}")
     return 0
+

@@ -13,7 +13,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from alexnetc.cli.common import read_spec
+from alexnetc.cli.common import output_file, read_spec
 from alexnetc.cli.main import UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check_bytes
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
     if fmt not in FORMATS:
         raise UsageError(f"cannot tell the picture format from '{out}': end it in "
                          + ", ".join("." + f for f in FORMATS))
-    if out != "-" and not Path(out).parent.is_dir():
-        raise UsageError(f"no such folder for {out}: {Path(out).parent}")
+    if out != "-":
+        output_file(out)
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
     for d in result.diagnostics:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -11,7 +10,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="top-5 labels of images with a trained run",
                        description="Print each image's most probable labels and probabilities.")
     p.add_argument("run_dir", help="the run folder (holds checkpoint.pt)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help="image files, or folders: every image in a folder "
+                   "(and its subfolders), in name order")
     p.add_argument("--top", type=int, default=5, help="labels to show per image (default 5)")
     p.add_argument("--ten-crop", action="store_true", help="average over the paper's 10 crops")
     p.add_argument("--devices", help="e.g. cpu or cuda:0")
@@ -19,26 +19,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnetc.cli.common import run_folder
+    from alexnetc.cli.common import check_at_least, run_errors, run_folder
     from alexnetc.cli.main import UsageError
 
-    if args.top < 1:
-        raise UsageError(f"--top must be at least 1, got {args.top}")
+    check_at_least(args, top=1)
+    run_dir = run_folder(args.run_dir)
+    missing = [p for p in args.images if not Path(p).exists()]
+    if missing:
+        raise UsageError(f"no such image{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
 
-    from alexnetc.backends.train.checkpoint import CheckpointError
-    from alexnetc.backends.train.data import DataError
-    from alexnetc.backends.train.model import DeviceError
-    from alexnetc.backends.train.predict import predict
+    from alexnetc.backends.train.predict import image_files, predict
     from alexnetc.backends.train.run import load_run
 
-    try:
-        r = load_run(run_folder(args.run_dir), args.devices)
-        results = predict(r, [Path(p) for p in args.images], args.top, args.ten_crop)
-    except DeviceError as e:
-        raise UsageError(str(e)) from None
-    except (DataError, CheckpointError) as e:
-        print(f"alexnetc: error: {e}", file=sys.stderr)
-        return 1
+    with run_errors():
+        images = image_files([Path(p) for p in args.images])
+        r = load_run(run_dir, args.devices)
+        results = predict(r, images, args.top, args.ten_crop)
     width = max(len(label) for res in results for label, _ in res.top)
     for res in results:
         print(res.path)

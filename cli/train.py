@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from alexnetc.cli.common import load_checked
+from alexnetc.cli.common import check_at_least, data_flag, load_checked, run_errors
 from alexnetc.cli.main import UsageError
 
 # Flags that change the maths of a run: resuming with a different value would not continue it.
@@ -49,14 +49,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
-    for name in ("epochs", "batch_size", "workers", "max_steps"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "workers" else 1):
-            raise UsageError(f"--{name.replace('_', '-')} must be at least "
-                             f"{0 if name == 'workers' else 1}, got {value}")
+    check_at_least(args, epochs=1, batch_size=1, workers=0, max_steps=1)
     if args.lr is not None and not args.lr > 0:
         raise UsageError(f"--lr must be positive, got {args.lr}")
-    return {"data": args.data, "epochs": args.epochs, "batch_size": args.batch_size,
+    return {"data": data_flag(args.data), "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "devices": args.devices, "amp": args.amp, "compile": args.compile,
             "seed": args.seed, "workers": args.workers, "max_steps": args.max_steps}
 
@@ -91,45 +87,42 @@ def run(args: argparse.Namespace) -> int:
     net, recipe, text = load_checked(args.spec)
     flags = _flags(args)
     out = Path(args.out or Path("runs") / Path(args.spec).stem)
-    if args.data and args.data not in ("digits", "synthetic"):
-        flags["data"] = str(Path(args.data))
 
     from rich.console import Console
-
-    from alexnetc.backends.train.checkpoint import FILE, CheckpointError, load
-    from alexnetc.backends.train.config import TrainConfig
-    from alexnetc.backends.train.data import DataError
-    from alexnetc.backends.train.model import DeviceError
 
     rank = int(os.environ.get("RANK", "0"))
     console = Console(highlight=False, soft_wrap=True, quiet=rank != 0)  # rank 0 speaks
     try:
-        if args.resume:
-            state = load(out / FILE, text)
-            stored = TrainConfig.from_dict(state["config"])
-            for name in _FIXED_ON_RESUME:
-                if flags[name] is not None and flags[name] != getattr(stored, name):
-                    raise UsageError(f"--{name.replace('_', '-')} {flags[name]} differs from the "
-                                     f"run's {getattr(stored, name)}; a resumed run keeps it")
-            lr = flags.pop("lr")
-            stored = replace(stored, **{name: None for name in _NOT_INHERITED})
-            cfg = stored.override(**flags, out=str(out), spec=args.spec)
-        else:
-            if (out / FILE).exists():
-                raise UsageError(f"{out} already holds a run; continue it with --resume or "
-                                 "choose another --out")
-            state, lr = None, None
-            cfg = TrainConfig.from_recipe(recipe, args.spec, **flags, out=str(out))
-        return _train(cfg, net, recipe, text, state, lr, console)
-    except DeviceError as e:
-        raise UsageError(str(e)) from None
-    except (DataError, CheckpointError) as e:
-        print(f"alexnetc: error: {e}", file=sys.stderr)
-        return 1
+        with run_errors():
+            cfg, state, lr = _config(args, flags, recipe, text, out)
+            return _train(cfg, net, recipe, text, state, lr, console)
     finally:
         from alexnetc.backends.train.distributed import shutdown
 
         shutdown()
+
+
+def _config(args: argparse.Namespace, flags: dict[str, Any], recipe: Any, text: str,
+            out: Path) -> tuple[Any, Any, float | None]:
+    """(config, checkpoint state or None, ε to continue with or None): a new run from the
+    recipe and flags, or the stored run's config with this invocation's flags on top."""
+    from alexnetc.backends.train.checkpoint import FILE, load
+    from alexnetc.backends.train.config import TrainConfig
+
+    if not args.resume:
+        if (out / FILE).exists():
+            raise UsageError(f"{out} already holds a run; continue it with --resume or "
+                             "choose another --out")
+        return TrainConfig.from_recipe(recipe, args.spec, **flags, out=str(out)), None, None
+    state = load(out / FILE, text)
+    stored = TrainConfig.from_dict(state["config"])
+    for name in _FIXED_ON_RESUME:
+        if flags[name] is not None and flags[name] != getattr(stored, name):
+            raise UsageError(f"--{name.replace('_', '-')} {flags[name]} differs from the "
+                             f"run's {getattr(stored, name)}; a resumed run keeps it")
+    lr = flags.pop("lr")
+    stored = replace(stored, **{name: None for name in _NOT_INHERITED})
+    return stored.override(**flags, out=str(out), spec=args.spec), state, lr
 
 
 def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | None,

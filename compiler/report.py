@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 from rich import box
@@ -29,21 +30,17 @@ def _tower(layer: Layer) -> str:
 
 
 def table(net: CheckedNetwork) -> Table:
-    """One row per op, the stage named on its first row, totals in the footer."""
+    """One row per op, the stage named on its first row, totals in the footer.
+
+    No number is ever shown cut short (`123,…`), however narrow the console: the number
+    columns never wrap nor shrink below their widest cell, and the towers column (byte
+    counts) may wrap between words but never shrinks below its longest word."""
     towers = net.towers > 1
     t = Table(title=f"{net.name}: input {net.input}" + (f", {net.towers} towers" if towers
                                                          else ""),
               box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     total = net.total()
-    t.add_column("stage", footer="total")
-    t.add_column("op")
-    t.add_column("output", justify="right", footer=str(net.output))
-    t.add_column("params", justify="right", footer=f"{total.params:,}")
-    t.add_column("neurons", justify="right", footer=f"{total.neurons:,}")
-    t.add_column("mult-adds", justify="right", footer=f"{total.macs:,}")
-    if towers:
-        t.add_column("towers", footer=f"{net.cross_tower_bytes():,} B cross")
-    t.add_column("fused")
+    rows = []
     for name, layers in net.stages():
         for i, layer in enumerate(layers):
             row = [name if i == 0 else "", ("+ " if layer.call.joined else "") + layer.call.text(),
@@ -53,7 +50,25 @@ def table(net: CheckedNetwork) -> Table:
                 row.append(_tower(layer))
             row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
                        else ("│" if layer.fusion else ""))
-            t.add_row(*row, end_section=i == len(layers) - 1)
+            rows.append((row, i == len(layers) - 1))
+
+    def number(index: int, header: str, footer: str) -> None:
+        widest = max([len(header), len(footer), *(len(row[index]) for row, _ in rows)])
+        t.add_column(header, footer=footer, justify="right", no_wrap=True, min_width=widest)
+
+    t.add_column("stage", footer="total")
+    t.add_column("op")
+    number(2, "output", str(net.output))
+    number(3, "params", f"{total.params:,}")
+    number(4, "neurons", f"{total.neurons:,}")
+    number(5, "mult-adds", f"{total.macs:,}")
+    if towers:
+        footer = f"{net.cross_tower_bytes():,} B cross"
+        words = [w for row, _ in rows for w in row[6].split()] + footer.split()
+        t.add_column("towers", footer=footer, min_width=max(len(w) for w in words))
+    t.add_column("fused")
+    for row, last in rows:
+        t.add_row(*row, end_section=last)
     return t
 
 
@@ -74,9 +89,20 @@ def summary_lines(net: CheckedNetwork) -> list[str]:
 
 
 def print_report(net: CheckedNetwork, console: Console) -> None:
+    """The table and the facts under it, fitted to the console's width (for a terminal)."""
     console.print(table(net))
     for line in summary_lines(net):
         console.print(line, highlight=False)
+
+
+def report_text(net: CheckedNetwork) -> str:
+    """The report for a file or a pipe, where no width applies: the table as wide as its
+    widest row, so no cell is wrapped or cut, and no line ends in spaces."""
+    buf = io.StringIO()
+    console = Console(file=buf, width=1_000_000, highlight=False, color_system=None,
+                      force_terminal=False)
+    print_report(net, console)
+    return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())
 
 
 def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],

@@ -28,6 +28,22 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used; the message names the file and says why."""
 
 
+class NoCheckpoint(CheckpointError):
+    """There is no checkpoint file at the path (the commands call that a usage error)."""
+
+
+class SpecMismatch(CheckpointError):
+    """A checkpoint of another spec than the one given. The message's advice is for
+    `train --resume`; another command words its own from `path`, `stored` and `given`."""
+
+    def __init__(self, path: Path, stored: str, given: str) -> None:
+        self.path, self.stored, self.given = path, stored, given  # sha256 hex digests
+        super().__init__(
+            f"{path} was written for a different spec (sha256 {stored[:12]}…, this spec is "
+            f"{given[:12]}…); resume with the spec it was trained from, or train into a new "
+            "--out folder")
+
+
 def spec_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
@@ -83,12 +99,12 @@ def save(path: Path, state: dict[str, Any]) -> None:
 def load(path: Path, spec_text: str | None = None) -> dict[str, Any]:
     """Read and validate a checkpoint; with `spec_text`, it must be from that exact spec."""
     if not path.exists():
-        raise CheckpointError(f"no checkpoint at {path}")
+        raise NoCheckpoint(f"no checkpoint at {path}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # zip, pickle and I/O errors all mean the same thing here
-        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        raise CheckpointError(f"{path} is truncated or corrupt and cannot be read"
+                              f"{_why(e)}") from None
     if not isinstance(state, dict) or any(k not in state for k in REQUIRED):
         raise CheckpointError(f"{path} is not an alexnetc checkpoint (fields missing)")
     if state["format"] != FORMAT:
@@ -97,8 +113,15 @@ def load(path: Path, spec_text: str | None = None) -> dict[str, Any]:
     if spec_hash(state["spec_text"]) != state["spec_sha256"]:
         raise CheckpointError(f"{path} is corrupt: its spec text does not match its hash")
     if spec_text is not None and spec_hash(spec_text) != state["spec_sha256"]:
-        raise CheckpointError(
-            f"{path} was written for a different spec (sha256 {state['spec_sha256'][:12]}…, "
-            f"this spec is {spec_hash(spec_text)[:12]}…); resume with the spec it was trained "
-            "from, or train into a new --out folder")
+        raise SpecMismatch(path, state["spec_sha256"], spec_hash(spec_text))
     return state
+
+
+def _why(e: Exception, longest: int = 160) -> str:
+    """` (Type: first sentence of torch's message)`, whole words only; just ` (Type)` when that
+    sentence is long (torch follows it with advice that does not apply here)."""
+    lines = str(e).strip().splitlines()
+    first = lines[0].split(". ")[0].strip().rstrip(".") if lines else ""
+    if not first or len(first) > longest:
+        return f" ({type(e).__name__})"
+    return f" ({type(e).__name__}: {first})"

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from PIL import UnidentifiedImageError
 
-from alexnetc.backends.train.data import DataError, load_image
+from alexnetc.backends.train.data import IMAGE_SUFFIXES, DataError, load_image
 from alexnetc.backends.train.run import LoadedRun
 
 
@@ -18,13 +18,32 @@ class Prediction:
     top: list[tuple[str, float]]  # (label, probability), most probable first
 
 
+def image_files(paths: list[Path]) -> list[Path]:
+    """The images to predict: files as given, and for each folder the image files in it and
+    its subfolders, by name. A folder without any is a DataError."""
+    out: list[Path] = []
+    for path in paths:
+        if not path.is_dir():
+            out.append(path)
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                       and p.is_file())
+        if not found:
+            raise DataError(f"{path} is a folder with no images in it (looked for "
+                            f"{', '.join(sorted(IMAGE_SUFFIXES))})")
+        out.extend(found)
+    return out
+
+
 @torch.no_grad()
 def predict(run: LoadedRun, paths: list[Path], k: int = 5, ten_crop: bool = False
             ) -> list[Prediction]:
     """The k most probable labels of each image (10-crop average of softmax if asked)."""
     out: list[Prediction] = []
     for path in paths:
-        if not path.is_file():
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, not an image")
+        if not path.exists():
             raise DataError(f"no such image: {path}")
         try:
             image = load_image(path, run.side, run.net.input.c)[None]  # 1 x C x S x S

@@ -122,3 +122,50 @@ def test_binary_and_huge_inputs_exit_1_without_traceback(tmp_path) -> None:
         r = _run("-m", "alexnetc", str(path), "--check-shapes")
         assert r.returncode == 1, r.stderr
         assert "Traceback" not in r.stderr and "error:" in r.stderr
+
+
+def test_saved_table_keeps_every_cell_whole(capsys: pytest.CaptureFixture[str]) -> None:
+    """Not a terminal (a file, a pipe): nothing cut or wrapped, no trailing spaces."""
+    assert main(["check", ALEXNET]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert "…" not in out
+    assert not [line for line in lines if line != line.rstrip()]
+    conv2 = next(line for line in lines if line.lstrip().startswith("conv2"))
+    assert "Conv(5,1,pad=2,groups=2,bias=1) x256" in conv2 and "223,948,800" in conv2
+    assert "2×128 own" in conv2
+    fc8 = next(line for line in lines if line.lstrip().startswith("fc8"))
+    assert "2×500 both (16,384 B)" in fc8
+    towers = next(line for line in lines if line.startswith("each of 2 towers"))
+    assert towers.endswith("at conv3, fc6, fc7, fc8")  # one line, not wrapped
+
+
+def test_saved_table_from_the_shell() -> None:
+    r = _run("-m", "alexnetc", "check", "specs/alexnet.net")  # stdout is a pipe
+    assert r.returncode == 0
+    assert "Conv(5,1,pad=2,groups=2,bias=1) x256" in r.stdout and "…" not in r.stdout
+    assert all(line == line.rstrip() for line in r.stdout.splitlines())
+
+
+@pytest.mark.parametrize("width", [100, 132])
+def test_terminal_table_never_cuts_a_number(width: int) -> None:
+    """In a terminal (never narrower than 132 columns) the text wraps to fit, but no number
+    is ever ellipsised, even at 100 columns."""
+    import io
+
+    from rich.console import Console
+
+    from alexnetc.compiler.pipeline import load
+    from alexnetc.compiler.report import print_report
+
+    net, _ = load(SPECS / "alexnet.net")
+    buf = io.StringIO()
+    print_report(net, Console(file=buf, width=width, highlight=False))
+    out = buf.getvalue()
+    assert max(len(line) for line in out.splitlines()) <= width
+    for number in ("60,965,224", "659,272", "724,406,816", "37,752,832", "105,415,200",
+                   "27x27x256", "6x6x256", "4096"):
+        assert number in out, (width, number)
+    numbers = [cell for line in out.splitlines() for cell in line.split()
+               if cell[:1].isdigit()]
+    assert not [cell for cell in numbers if cell.endswith("…")], width

@@ -15,7 +15,7 @@ from alexnetc.backends.lowering.export import load_metadata, onnx_missing
 from alexnetc.cli.main import main
 from alexnetc.compiler.pipeline import load
 
-from helpers import SPECS
+from helpers import ROOT, SPECS
 
 # Runs in a fresh interpreter where importing alexnetc fails: the artifact must not need it.
 LOAD_WITHOUT_ALEXNETC = """
@@ -112,7 +112,41 @@ def test_compile_exports_a_runs_trained_weights(tmp_path, capsys):
     x = torch.randn(2, 3, 9, 9)
     program = torch.export.load(str(out)).module()
     torch.testing.assert_close(program(x), model.predict(x))
+    # The one rule: a path that does not exist is a usage error (2), a checkpoint that
+    # exists but cannot be used (another spec's, corrupt) an error (1).
     other = tmp_path / "other.net"
     other.write_text(spec.read_text().replace("FC(10)", "FC(10, bias=1)"))
-    assert main(["compile", str(other), "-o", str(out), "--weights", str(run)]) == 2
-    assert "different spec" in capsys.readouterr().err
+    assert main(["compile", str(other), "-o", str(out), "--weights", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"was trained from a different spec than {other}" in err
+    assert f"alexnetc compile {run / 'spec.net'} --weights {run}" in err
+    assert "resume" not in err and "--out" not in err  # train's advice, not compile's
+    assert main(["compile", str(spec), "-o", str(out), "--weights", str(tmp_path)]) == 2
+    assert f"no checkpoint at {tmp_path / 'checkpoint.pt'}" in capsys.readouterr().err
+    assert main(["compile", str(spec), "-o", str(out), "--weights", str(tmp_path / "no")]) == 2
+    assert f"no such run folder: {tmp_path / 'no'}" in capsys.readouterr().err
+    ckpt = run / "checkpoint.pt"
+    ckpt.write_bytes(ckpt.read_bytes()[:3000])
+    assert main(["compile", str(spec), "-o", str(out), "--weights", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"{ckpt} is truncated or corrupt" in err and err.rstrip().endswith(")")
+    assert "miniz" not in err and "If yo" not in err  # torch's text ends at a sentence
+
+
+def test_compile_checks_the_output_folder_first(tmp_path, capsys):
+    out = tmp_path / "no" / "x.pt2"
+    assert main(["compile", str(SPECS / "lenet5.net"), "-o", str(out)]) == 2
+    assert f"no such folder for {out}: {tmp_path / 'no'}" in capsys.readouterr().err
+    assert main(["compile", str(SPECS / "lenet5.net"), "-o", str(tmp_path)]) == 2
+    assert "is a folder; give a file name with -o" in capsys.readouterr().err
+
+
+def test_compile_output_folder_is_checked_before_torch_loads():
+    code = ("import sys; from alexnetc.cli.main import main; rc = main(['compile', "
+            "'specs/alexnet-small.net', '-o', '/nonexistent/x.pt2']); "
+            "print('torch' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=ROOT, timeout=60, check=False)
+    assert r.returncode == 2
+    assert r.stdout.strip() == "False"
+    assert r.stderr == "alexnetc: error: no such folder for /nonexistent/x.pt2: /nonexistent\n"

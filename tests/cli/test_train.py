@@ -205,7 +205,7 @@ def test_existing_run_needs_resume(trained: Path, capsys: pytest.CaptureFixture[
 
 
 def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert train(spec(tmp_path), "--out", tmp_path / "none", "--resume") == 1
+    assert train(spec(tmp_path), "--out", tmp_path / "none", "--resume") == 2  # a missing path
     assert "no checkpoint at" in capsys.readouterr().err
 
 
@@ -224,9 +224,11 @@ def test_bad_flags_are_usage_errors(tmp_path: Path, flags: list[str], message: s
 
 
 def test_missing_data_folder_names_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert train(spec(tmp_path), "--out", tmp_path / "r", "--data", tmp_path / "nope") == 1
+    assert train(spec(tmp_path), "--out", tmp_path / "r", "--data", tmp_path / "nope") == 2
     err = capsys.readouterr().err
     assert f"no such data folder: {tmp_path / 'nope'}" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # refused before anything was built or written
+    assert main(["eval", str(tmp_path), "--data", str(tmp_path / "nope")]) == 2
 
 
 def test_eval_centre_and_ten_crop(trained: Path, capsys: pytest.CaptureFixture[str]) -> None:

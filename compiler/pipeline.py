@@ -8,7 +8,7 @@ from pathlib import Path
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import SYNTAX, Diagnostic, Diagnostics, SourceLoc, SpecError
 from alexnetc.compiler.graph import CheckedNetwork, build
-from alexnetc.compiler.parse import parse
+from alexnetc.compiler.parse import BOM, parse
 from alexnetc.compiler.passes import Context, run_passes
 from alexnetc.compiler.recipe import Recipe, build_recipe
 
@@ -31,6 +31,7 @@ class CheckResult:
 
 def check(text: str, file: str = "<spec>") -> CheckResult:
     """Parse and check a spec; never raises for a bad spec (errors are in `diagnostics`)."""
+    text = text.removeprefix(BOM)  # as the parser does, so the error lines shown match it
     try:
         net = parse(text, file)
     except SpecError as err:

@@ -72,10 +72,18 @@ class Diagnostic:
         }
 
 
+def source_lines(text: str) -> list[str]:
+    """Lines as the parser counts them: like str.splitlines (no empty line after a final
+    newline), but split at "\n" only: splitlines also splits at form feeds and Unicode
+    separators, which would shift every later line."""
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def _source_line(source: str | None, line: int) -> str | None:
     if source is None or line < 1:
         return None
-    lines = source.splitlines()
+    lines = source_lines(source)
     if line > len(lines):
         return None
     text = lines[line - 1]
@@ -93,6 +101,8 @@ SHAPE = "shape-error"
 EXPECTATION = "expectation-mismatch"
 TOWERS = "tower-error"
 SETTING = "setting-error"
+RESERVED = "reserved-name"  # a stage name the lowered torch.nn.Module already uses
+LIMIT = "limit-exceeded"  # a size beyond what PyTorch's kernels take (32-bit sizes, indices)
 
 
 @dataclass

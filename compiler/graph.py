@@ -6,7 +6,9 @@ reads them back as `Layer` records for the report and the backends.
 
 from __future__ import annotations
 
+import keyword
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import networkx as nx
@@ -30,6 +32,60 @@ class Key:
     COUNTS = "counts"  # Counts          (counts)
     TOWER = "tower"  # TowerInfo         (towers)
     FUSION = "fusion"  # Fusion | None   (fusion)
+
+
+# Stage names become attributes of the lowered module (`model.conv1`), so a stage may not take a
+# name the module already has. The lists are static so that checking never imports torch;
+# tests/backends/lowering/test_lowering_networks.py compares them with the real classes, so a
+# new torch (or a new attribute of AlexnetcModule) that adds a name fails a test until it is
+# added here.
+NN_MODULE_ATTRIBUTES = frozenset({
+    # public attributes of torch.nn.Module (torch 2.13), plus `training`, set in __init__
+    "T_destination", "add_module", "apply", "bfloat16", "buffers", "call_super_init",
+    "children", "compile", "cpu", "cuda", "double", "dump_patches", "eval", "extra_repr",
+    "float", "forward", "get_buffer", "get_extra_state", "get_parameter", "get_submodule",
+    "half", "ipu", "load_state_dict", "modules", "mtia", "named_buffers", "named_children",
+    "named_modules", "named_parameters", "parameters", "register_backward_hook",
+    "register_buffer", "register_forward_hook", "register_forward_pre_hook",
+    "register_full_backward_hook", "register_full_backward_pre_hook",
+    "register_load_state_dict_post_hook", "register_load_state_dict_pre_hook",
+    "register_module", "register_parameter", "register_state_dict_post_hook",
+    "register_state_dict_pre_hook", "requires_grad_", "set_extra_state", "set_submodule",
+    "share_memory", "state_dict", "to", "to_empty", "train", "training", "type", "xpu",
+    "zero_grad",
+})
+ALEXNETC_MODULE_ATTRIBUTES = frozenset({
+    # what alexnetc.backends.lowering.AlexnetcModule adds (its private ones start with `_`)
+    "add_stage", "check_input", "devices", "final_softmax", "merged", "net", "predict",
+    "stage_names",
+})
+_HEADER_WORDS = frozenset({"network", "input", "towers", "train", "augment", "init"})
+
+
+def reserved_stage_name(name: str) -> str | None:
+    """Why `name` cannot name a stage (None: it can)."""
+    if name.startswith("_"):
+        return "names starting with `_` are reserved for the PyTorch module's internals"
+    if keyword.iskeyword(name):
+        return f"'{name}' is a Python keyword, which torch.export cannot use as a module name"
+    if name in ALEXNETC_MODULE_ATTRIBUTES:
+        return f"'{name}' is an attribute of alexnetc's PyTorch module"
+    if name in NN_MODULE_ATTRIBUTES:
+        return f"'{name}' is an attribute of torch.nn.Module"
+    return None
+
+
+def free_stage_name(name: str, taken: AbstractSet[str]) -> str:
+    """A stage name like `name` that is neither reserved nor in `taken`, for hints."""
+    base = name.strip("_") or "stage"
+    if not base[0].isalpha():
+        base = f"stage_{base}"
+    candidate, i = base, 0
+    while (candidate == name or candidate in taken or candidate in _HEADER_WORDS
+           or reserved_stage_name(candidate) is not None):
+        i += 1
+        candidate = f"{base}_{i}"
+    return candidate
 
 
 def node_id(stage: str, index: int) -> str:

@@ -7,10 +7,11 @@ its lowering in `alexnetc.backends.lowering`; the passes hold no per-op `if` cha
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from alexnetc.compiler.shapes import Counts, Shape
+from alexnetc.compiler.shapes import INT32_MAX, Counts, Shape
 
 Value = int | float | str
 Args = Mapping[str, Value]
@@ -85,13 +86,16 @@ def _window_out(size: int, stride: int, pad: int, length: int, args: Args, axis:
         )
     dropped = span % stride
     if dropped and args.get("remainder", "error") != "drop":
-        fit_up = length + (stride - dropped)
-        fit_down = length - dropped
-        options = [f"a {fit_up}-pixel input here" + (f" (or {fit_down})"
-                                                      if fit_down >= size - 2 * pad else "")]
-        pads = [p for p in range(pad + 1, size // 2 + 1) if (length + 2 * p - size) % stride == 0]
-        if pads:
-            options.append(f"pad={pads[0]}")
+        # input lengths that tile: the next larger and smaller, within PyTorch's sizes
+        fits = [n for n in (length + (stride - dropped), length - dropped)
+                if size - 2 * pad <= n <= INT32_MAX]
+        options = []
+        if fits:
+            options.append(f"a {fits[0]}-pixel input here"
+                           + (f" (or {fits[1]})" if len(fits) > 1 else ""))
+        tiling_pad = first_tiling_pad(length, size, stride, pad)
+        if tiling_pad is not None:
+            options.append(f"pad={tiling_pad}")
         options.append("remainder=drop to floor as PyTorch does")
         raise ShapeProblem(
             f"{what} does not tile its {length}-pixel {axis}: ({length} + 2·{pad} − {size}) = "
@@ -99,9 +103,25 @@ def _window_out(size: int, stride: int, pad: int, length: int, args: Args, axis:
             f"pixel{'s' if dropped > 1 else ''} at the edge would be dropped",
             "use " + ", or ".join(options),
             None,
-            fit_up,
+            fits[0] if fits else None,
         )
     return span // stride + 1
+
+
+def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | None:
+    """The least p in (pad, size // 2] with (length + 2p − size) a multiple of stride, if any.
+
+    Solved as the congruence 2p ≡ size − length (mod stride) rather than by trying each p,
+    which took minutes for windows of 2**31 pixels.
+    """
+    g = math.gcd(2, stride)
+    r = (size - length) % stride
+    if r % g:
+        return None
+    period = stride // g
+    base = (r // g) * pow(2 // g, -1, period) % period if period > 1 else 0
+    p = base + -(-(pad + 1 - base) // period) * period  # the least p ≡ base with p ≥ pad + 1
+    return p if p <= size // 2 else None
 
 
 def _spatial(in_shape: Shape, args: Args, what: str) -> tuple[int, int]:

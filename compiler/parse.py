@@ -9,10 +9,10 @@ from functools import lru_cache
 from typing import cast
 
 from lark import Lark, Token, Transformer, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedInput, UnexpectedToken, VisitError
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.errors import SYNTAX, Diagnostic, SourceLoc, SpecError
+from alexnetc.compiler.errors import SYNTAX, Diagnostic, SourceLoc, SpecError, source_lines
 from alexnetc.grammar import grammar_text
 
 MAX_SOURCE_BYTES = 1_000_000
@@ -96,14 +96,36 @@ def _loc(file: str, meta: object) -> SourceLoc:
     )
 
 
-def _number(text: str) -> int | float:
-    if any(ch in text for ch in ".eE"):
-        return float(text)
+# Whole numbers longer than this are refused while parsing: Python will not convert more
+# (sys.get_int_max_str_digits()). Shorter ones reach the checker, which reports any beyond
+# its limits (2**31 − 1 for sizes) with their meaning.
+MAX_DIGITS = 4300
+
+
+class _TooLong(Exception):
+    """A whole number with more than MAX_DIGITS digits (lark wraps it in a VisitError)."""
+
+    def __init__(self, tok: Token, digits: int):
+        super().__init__(str(tok))
+        self.tok = tok
+        self.digits = digits
+
+
+def _int(text: str, tok: Token) -> int:
+    digits = len(text.lstrip("+-"))
+    if digits > MAX_DIGITS:
+        raise _TooLong(tok, digits)
     return int(text)
 
 
+def _number(text: str, tok: Token) -> int | float:
+    if any(ch in text for ch in ".eE"):
+        return float(text)  # any length: a float too large is inf, which the checker reports
+    return _int(text, tok)
+
+
 def _dims(tok: Token) -> tuple[int, ...]:
-    return tuple(int(p) for p in str(tok).split("x"))
+    return tuple(_int(p, tok) for p in str(tok).split("x"))
 
 
 class _ToAst(Transformer):
@@ -118,7 +140,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def number(self, meta: object, children: list[Token]) -> tuple[int | float, SourceLoc]:
-        return _number(str(children[0])), self._tok(children[0])
+        return _number(str(children[0]), children[0]), self._tok(children[0])
 
     @v_args(meta=True)
     def word(self, meta: object, children: list[Token]) -> tuple[str, SourceLoc]:
@@ -144,7 +166,7 @@ class _ToAst(Transformer):
         return ast.OpCall(
             name=str(name),
             args=args,
-            channels=int(str(chan)[1:]) if chan is not None else None,
+            channels=_int(str(chan)[1:], chan) if chan is not None else None,
             loc=_loc(self.file, meta),
             name_loc=self._tok(name),
             channels_loc=self._tok(chan) if chan is not None else None,
@@ -194,7 +216,8 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def towers(self, meta: object, children: list[Token]) -> ast.Header:
-        return ast.Header("towers", _number(str(children[0])), _loc(self.file, meta),
+        return ast.Header("towers", _number(str(children[0]), children[0]),
+                          _loc(self.file, meta),
                           self._tok(children[0]))
 
 
@@ -240,7 +263,7 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
 
 def _keyword_stage_hint(text: str, line: int, col: int) -> str | None:
     """`train: …` or `input: …`: a keyword where a stage name (or a YAML habit) was meant."""
-    lines = text.split("\n")  # as lark counts lines (splitlines would also split at \f)
+    lines = source_lines(text)
     word = lines[line - 1][:col - 1].strip() if 0 < line <= len(lines) else ""
     if word not in KEYWORDS:
         return None
@@ -377,7 +400,16 @@ def parse(text: str, file: str = "<spec>") -> ast.Network:
         loc = SourceLoc(file, 1, 1, 1, 2)
         raise SpecError([Diagnostic(SYNTAX, loc, "spec is nested too deeply to parse")],
                         text) from None
-    return _to_network(file, text, tree)
+    try:
+        return _to_network(file, text, tree)
+    except VisitError as err:
+        if not isinstance(err.orig_exc, _TooLong):
+            raise
+        tok, digits = err.orig_exc.tok, err.orig_exc.digits
+        raise SpecError([Diagnostic(
+            SYNTAX, _loc(file, tok), f"a number of {digits:,} digits",
+            f"numbers have at most {MAX_DIGITS:,} digits; sizes are at most 2147483647 "
+            "(2**31 − 1)")], text) from None
 
 
 def _to_network(file: str, text: str, tree: Tree) -> ast.Network:

@@ -6,11 +6,13 @@ lets command-line flags override it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.errors import DUPLICATE, SETTING, Diagnostics
+from alexnetc.compiler.errors import DUPLICATE, LIMIT, SETTING, Diagnostics
+from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
 
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
@@ -61,8 +63,36 @@ class Recipe:
                          for f in fields(getattr(self, s.name))} for s in fields(self)}
 
 
-_MINIMUM = {"batch": 1, "epochs": 1, "patience": 1, "resize": 0, "lr": 0.0, "momentum": 0.0,
-            "weight_decay": 0.0, "lr_drop": 0.0, "min_lr": 0.0, "pca": 0.0, "std": 0.0}
+@dataclass(frozen=True)
+class _Range:
+    """The values a numeric setting may take; every float setting must also be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # low itself is excluded
+    high_open: bool = False  # high itself is excluded
+    why: str = ""  # what the setting means, for the hint
+
+
+_INT32 = _Range(high=INT32_MAX)  # whole-number settings: within PyTorch's 32-bit integers
+_RANGES: dict[str, _Range] = {
+    "batch": _Range(1, INT32_MAX),
+    "epochs": _Range(1, INT32_MAX),
+    "patience": _Range(1, INT32_MAX),
+    "seed": _Range(-(2**31), INT32_MAX),
+    "resize": _Range(0, INT32_MAX),
+    "lr": _Range(0.0),
+    "momentum": _Range(0.0, 1.0, high_open=True,
+                       why="momentum is the fraction of the last step kept in the next "
+                       "(the paper's 0.9); at 1 or more the steps never die out"),
+    "weight_decay": _Range(0.0),
+    "lr_drop": _Range(0.0, 1.0, low_open=True,
+                      why="ε is multiplied by lr_drop when the validation error stops "
+                      "improving: the paper's 0.1 divides it by 10, 1 never lowers it"),
+    "min_lr": _Range(0.0),
+    "pca": _Range(0.0),
+    "std": _Range(0.0),
+}
 
 
 def build_recipe(settings: tuple[ast.Setting, ...], diags: Diagnostics) -> Recipe:
@@ -88,16 +118,85 @@ def build_recipe(settings: tuple[ast.Setting, ...], diags: Diagnostics) -> Recip
             value = _convert(f.type, arg.value)
             if value is None:
                 diags.error(SETTING, arg.loc, f"'{arg.name}' must be {_describe(f.type)}, "
-                            f"got {arg.value}", f"e.g. {arg.name}={getattr(section, f.name)}")
-                continue
-            low = _MINIMUM.get(arg.name)
-            if low is not None and not isinstance(value, bool) and value < low:
-                diags.error(SETTING, arg.loc, f"'{arg.name}' must be at least {low}, got {value}",
+                            f"got {_shown(arg.value)}",
                             f"e.g. {arg.name}={getattr(section, f.name)}")
+                continue
+            if not isinstance(value, bool) and not _in_range(arg, value, getattr(section, f.name),
+                                                             diags):
                 continue
             section = replace(section, **{arg.name: value})
         sections[setting.section] = section
     return Recipe(**sections)
+
+
+def _in_range(arg: ast.Arg, value: int | float, default: object, diags: Diagnostics) -> bool:
+    """Report `value` unless it is finite and within its setting's range."""
+    name = arg.name
+    r = _RANGES.get(str(name), _INT32 if isinstance(value, int) else _Range())
+    shown = _shown(arg.value)
+    hint = f"e.g. {name}={default}"
+    if isinstance(value, float) and not math.isfinite(value):
+        diags.error(SETTING, arg.loc, f"'{name}' must be a finite number, got {shown}",
+                    f"numbers beyond ±1.8e308 are infinite as floats; {hint}")
+        return False
+    if r.high == INT32_MAX and value > INT32_MAX:
+        diags.error(LIMIT, arg.loc, f"'{name}' is {shown}, more than the limit of {LIMIT_TEXT}",
+                    f"whole-number settings are 32-bit integers, as PyTorch's sizes are; {hint}")
+        return False
+    too_low = r.low is not None and (value <= r.low if r.low_open else value < r.low)
+    too_high = r.high is not None and (value >= r.high if r.high_open else value > r.high)
+    if too_low or too_high:
+        diags.error(SETTING, arg.loc, f"'{name}' must be {_bounds(r)}, got {shown}",
+                    f"{r.why}; {hint}" if r.why else hint)
+        return False
+    return True
+
+
+def _bounds(r: _Range) -> str:
+    """`at least 0 and less than 1`; the 32-bit limit is reported on its own, so left out."""
+    parts = []
+    if r.low is not None:
+        parts.append(f"{'more than' if r.low_open else 'at least'} {_num(r.low)}")
+    if r.high is not None and r.high != INT32_MAX:
+        parts.append(f"{'less than' if r.high_open else 'at most'} {_num(r.high)}")
+    return " and ".join(parts)
+
+
+def check_against_input(settings: tuple[ast.Setting, ...], image: Shape,
+                        diags: Diagnostics) -> None:
+    """The settings whose valid values depend on the spec's input: `augment resize`.
+
+    Training scales each image's shorter side to `resize` and takes random crops of the
+    input's size from it, so a smaller `resize` cannot give a crop. Values `build_recipe`
+    rejects on their own (not a whole number, out of range) are left to it.
+    """
+    arg = next((a for s in settings if s.section == "augment" for a in s.args
+                if a.name == "resize"), None)
+    if arg is None or not isinstance(arg.value, int) or isinstance(arg.value, bool) \
+            or not 0 < arg.value <= INT32_MAX:
+        return
+    side = max(image.h, image.w)
+    if arg.value < side:
+        diags.error(SETTING, arg.loc, f"augment resize={arg.value} is smaller than the spec's "
+                    f"{image.h}x{image.w} input",
+                    f"resize is the side images are scaled to before random {image.h}x{image.w} "
+                    f"crops are cut from them; use resize ≥ {side}, or 0 for 256/224 of the "
+                    "input")
+    elif arg.value ** 2 * image.c > INT32_MAX:
+        diags.error(LIMIT, arg.loc, f"augment resize={arg.value} gives {arg.value}x{arg.value}x"
+                    f"{image.c} images of {show_int(arg.value ** 2 * image.c)} values, more than "
+                    f"the limit of {LIMIT_TEXT}",
+                    "many PyTorch kernels index a tensor with a 32-bit integer; use a smaller "
+                    f"resize (at least {side}), or 0 for 256/224 of the input")
+
+
+def _shown(value: object) -> str:
+    return show_int(value) if isinstance(value, int) and not isinstance(value, bool) \
+        else str(value)
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _convert(kind: Any, value: object) -> Any:
@@ -111,7 +210,12 @@ def _convert(kind: Any, value: object) -> Any:
     if name == "int":
         return value if isinstance(value, int) else None
     if name == "float":
-        return float(value) if isinstance(value, int | float) else None
+        if not isinstance(value, int | float):
+            return None
+        try:
+            return float(value)
+        except OverflowError:  # an integer literal too large for a float: not finite
+            return math.inf if value > 0 else -math.inf
     return None
 
 

@@ -6,6 +6,20 @@ from dataclasses import dataclass
 
 FP32_BYTES = 4
 
+# PyTorch's limits, checked so that a spec that checks also builds and runs. Kernels take sizes
+# (channels, kernel sizes, strides, image sides) as 32-bit integers, and many index a tensor
+# with a 32-bit integer, so no tensor may hold more than INT32_MAX values per image.
+INT32_MAX = 2**31 - 1
+LIMIT_TEXT = f"{INT32_MAX:,} (2**31 − 1)"
+
+
+def show_int(n: int) -> str:
+    """An integer for a message, with thousands separators; a huge one by its length."""
+    digits = str(abs(n))
+    if len(digits) > 24:
+        return f"{'-' if n < 0 else ''}{digits[:6]}… (a {len(digits):,}-digit number)"
+    return f"{n:,}"
+
 
 @dataclass(frozen=True)
 class Shape:

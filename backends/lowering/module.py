@@ -24,7 +24,9 @@ from alexnetc.backends.lowering.towers import (
     resolve_devices,
     scatter,
 )
+from alexnetc.compiler.errors import SpecError
 from alexnetc.compiler.graph import CheckedNetwork, Layer
+from alexnetc.compiler.passes.verify import reserved_name_error
 from alexnetc.compiler.recipe import Recipe
 
 Route = Callable[[list[Tensor], Layout, list[torch.device], str], list[Tensor]]
@@ -85,9 +87,11 @@ class AlexnetcModule(nn.Module):
         self._expect = (net.input.c, net.input.h, net.input.w)
 
     def add_stage(self, stage: Stage) -> None:
-        if hasattr(self, stage.stage):
-            raise ValueError(f"stage name '{stage.stage}' clashes with an attribute of "
-                             "torch.nn.Module; rename the stage in the spec")
+        if hasattr(self, stage.stage):  # the checker refuses these names; a last guard
+            raise SpecError([reserved_name_error(
+                self.net.ast, stage.stage,
+                f"stage name '{stage.stage}' clashes with an attribute of torch.nn.Module")],
+                self.net.ast.source)
         self.add_module(stage.stage, stage)
         self.stage_names.append(stage.stage)
 

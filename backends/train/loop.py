@@ -284,9 +284,18 @@ def end_of_epoch(tr: Trainer, log: MetricsLog | None, console: Console) -> None:
 
 def fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
     """Train until cfg.epochs are done, a signal arrives or max_steps is reached."""
+    # Tiny activations are denormal floats, 10-100x slower on CPUs. The flag is the whole
+    # process's (hypothesis, numpy, the caller's own maths), so it is put back afterwards.
+    torch.set_flush_denormal(True)
+    try:
+        return _fit(tr, console, stop)
+    finally:
+        torch.set_flush_denormal(False)  # PyTorch's default; there is no getter to restore
+
+
+def _fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
     log = MetricsLog(tr.run_dir, resume_epoch=tr.epoch if tr.step else None) \
         if tr.dist.main else None
-    torch.set_flush_denormal(True)  # tiny activations are denormal floats, 10-100x slower on CPUs
     try:
         with make_progress(console) as progress:
             while tr.epoch < tr.cfg.epochs:

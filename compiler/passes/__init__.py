@@ -15,6 +15,7 @@ import networkx as nx
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import Diagnostics
 from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.recipe import check_against_input
 from alexnetc.compiler.shapes import Shape
 
 
@@ -54,6 +55,12 @@ class InvariantError(AssertionError):
 
 
 def run_passes(ctx: Context) -> None:
+    _run_graph_passes(ctx)
+    if ctx.input is not None:  # the recipe's settings that depend on the input (`resize`)
+        check_against_input(ctx.net.settings, ctx.input, ctx.diags)
+
+
+def _run_graph_passes(ctx: Context) -> None:
     for p in _passes():
         p.run(ctx)
         if ctx.diags.errors:

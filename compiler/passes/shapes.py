@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.errors import EXPECTATION, SHAPE
+from alexnetc.compiler.errors import EXPECTATION, LIMIT, SHAPE
 from alexnetc.compiler.graph import INPUT, Key, topo_ops
 from alexnetc.compiler.ops import OpDef, ShapeProblem
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import Shape
+from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
 
 
 def run(ctx: Context) -> None:
@@ -31,6 +31,13 @@ def run(ctx: Context) -> None:
             if p.fit is not None and next(iter(g.predecessors(n))) == INPUT:
                 hint += f" (for the whole network: `input {_fitted(shape, p.fit, p.message)}`)"
             ctx.diags.error(SHAPE, loc, f"{node[Key.STAGE]}: {p.message}", hint)
+            return
+        if out.elements > INT32_MAX:
+            ctx.diags.error(
+                LIMIT, call.loc, f"{node[Key.STAGE]}: {call.text()} gives {out} = "
+                f"{show_int(out.elements)} values per image, more than the limit of {LIMIT_TEXT}",
+                "many PyTorch kernels index a tensor with a 32-bit integer; use fewer channels, "
+                "a larger stride or a smaller input")
             return
         node[Key.IN_SHAPE] = shape
         node[Key.SHAPE] = out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import cast
 
 import networkx as nx
@@ -11,14 +12,17 @@ from alexnetc.compiler.errors import (
     ARGUMENT,
     DUPLICATE,
     INPUT,
+    LIMIT,
+    RESERVED,
     STRUCTURE,
     UNKNOWN_OP,
+    Diagnostic,
     Diagnostics,
 )
-from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.graph import Key, free_stage_name, reserved_stage_name, topo_ops
 from alexnetc.compiler.ops import REQUIRED, OpDef, Param, Value, known_names, suggest
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import Shape
+from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
 
 
 def run(ctx: Context) -> None:
@@ -65,13 +69,17 @@ def _headers(ctx: Context) -> None:
         elif min(dims) < 1:
             diags.error(INPUT, inp.value_loc, "input sizes must be positive",
                         "e.g. `input 227x227x3`")
-        else:
+        elif _input_within_limits(inp, dims, diags):
             ctx.input = Shape(*dims)
     tow = seen.get("towers")
     if tow is not None:
         if not isinstance(tow.value, int) or isinstance(tow.value, bool) or tow.value < 1:
             diags.error(ARGUMENT, tow.value_loc, f"towers must be a positive whole number, "
                         f"got {tow.value}", "use `towers 1` (one device) or `towers 2` (paper)")
+        elif tow.value > INT32_MAX:
+            diags.error(LIMIT, tow.value_loc, f"towers {show_int(tow.value)} is more than the "
+                        f"limit of {LIMIT_TEXT}", "use `towers 1` (one device) or `towers 2` "
+                        "(paper), at most one tower per device")
         else:
             ctx.towers = tow.value
     if not net.stages:
@@ -79,15 +87,53 @@ def _headers(ctx: Context) -> None:
                     "add at least one, e.g. `conv1: Conv(11,4) x96 + ReLU`")
 
 
+def _input_within_limits(inp: ast.Header, dims: tuple[int, ...], diags: Diagnostics) -> bool:
+    """Each side within PyTorch's 32-bit sizes, and the image within its 32-bit indexing."""
+    for what, n in zip(("height", "width", "channel count"), dims, strict=True):
+        if n > INT32_MAX:
+            diags.error(LIMIT, inp.value_loc, f"the input's {what} {show_int(n)} is more than "
+                        f"the limit of {LIMIT_TEXT}",
+                        "PyTorch takes image sizes as 32-bit integers; use a smaller input, "
+                        "e.g. `input 227x227x3`")
+            return False
+    elements = math.prod(dims)
+    if elements > INT32_MAX:
+        shown = "x".join(map(str, dims))
+        diags.error(LIMIT, inp.value_loc, f"an input of {shown} holds {show_int(elements)} "
+                    f"values per image, more than the limit of {LIMIT_TEXT}",
+                    "many PyTorch kernels index a tensor with a 32-bit integer; use a smaller "
+                    "input, e.g. `input 227x227x3`")
+        return False
+    return True
+
+
 def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
     first: dict[str, ast.Stage] = {}
+    names = {s.name for s in net.stages}
     for s in net.stages:
         if s.name in first:
             diags.error(DUPLICATE, s.name_loc, f"stage '{s.name}' is defined twice",
                         f"first defined on line {first[s.name].loc.line}; rename one "
                         "(stage names become module names)")
-        else:
-            first[s.name] = s
+            continue
+        first[s.name] = s
+        why = reserved_stage_name(s.name)
+        if why is not None:
+            diags.items.append(reserved_name_error(net, s.name, f"stage name '{s.name}' is "
+                                                   f"reserved: {why}", names))
+
+
+def reserved_name_error(net: ast.Network, name: str, message: str,
+                        taken: set[str] | None = None) -> Diagnostic:
+    """A located error for a stage name the lowered module cannot take (with a free name).
+
+    The lowering raises it too (in a `SpecError`) should a name ever slip past this pass.
+    """
+    stage = next((s for s in net.stages if s.name == name), None)
+    taken = {s.name for s in net.stages} if taken is None else taken
+    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
+                      f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
+                      "becomes an attribute of the PyTorch module, as `model.conv1`)")
 
 
 def bind(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> dict[str, Value] | None:
@@ -146,6 +192,13 @@ def bind(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> dict[str, Value] | 
             diags.error(ARGUMENT, call.channels_loc, "a layer needs at least one channel",
                         "e.g. x96")
             ok = False
+        elif call.channels > INT32_MAX:
+            assert call.channels_loc is not None
+            diags.error(LIMIT, call.channels_loc, f"{show_int(call.channels)} output channels "
+                        f"are more than the limit of {LIMIT_TEXT}",
+                        "PyTorch takes channel counts as 32-bit integers; use fewer, e.g. x96 "
+                        "(AlexNet's widest conv has x384)")
+            ok = False
     elif call.channels is not None:
         assert call.channels_loc is not None
         what = (f"{op.name} keeps its input's channels" if op.category != "fc"
@@ -165,27 +218,46 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value 
         diags.error(ARGUMENT, arg.loc, f"{where} must be one of {', '.join(param.kind)}, "
                     f"got {v}", f"e.g. {param.name}={param.kind[-1]}")
         return None
+    example = param.default if param.default not in (REQUIRED, None) else 1
     if param.kind is int:
         if not isinstance(v, int):
+            whole = int(v) if isinstance(v, float) and math.isfinite(v) and v >= 1 else 1
             diags.error(ARGUMENT, arg.loc, f"{where} must be a whole number, got {v}",
-                        f"e.g. {param.name}={int(v) if isinstance(v, float) else 1}")
+                        f"e.g. {param.name}={whole}")
             return None
     elif not isinstance(v, int | float):
-        example = param.default if param.default not in (REQUIRED, None) else 1
         diags.error(ARGUMENT, arg.loc, f"{where} must be a number, got '{v}'",
                     f"e.g. {param.name}={example}")
         return None
     else:
-        v = float(v)
+        shown = show_int(v) if isinstance(v, int) else str(v)
+        try:
+            v = float(v)
+        except OverflowError:  # an integer literal too large for a float
+            v = math.inf if v > 0 else -math.inf
+        if not math.isfinite(v):
+            diags.error(ARGUMENT, arg.loc, f"{where} must be a finite number, got {shown}",
+                        f"numbers beyond ±1.8e308 are infinite as floats; e.g. "
+                        f"{param.name}={example}")
+            return None
     if param.minimum is not None and v < param.minimum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {_num(param.minimum)}, got {v}",
-                    f"use {param.name} ≥ {_num(param.minimum)}")
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {_num(param.minimum)}, "
+                    f"got {_shown(v)}", f"use {param.name} ≥ {_num(param.minimum)}")
         return None
     if param.maximum is not None and v > param.maximum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {_num(param.maximum)}, got {v}",
-                    f"use {param.name} ≤ {_num(param.maximum)}")
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {_num(param.maximum)}, "
+                    f"got {_shown(v)}", f"use {param.name} ≤ {_num(param.maximum)}")
+        return None
+    if param.kind is int and v > INT32_MAX:
+        diags.error(LIMIT, arg.loc, f"{where} is {show_int(int(v))}, more than the limit of "
+                    f"{LIMIT_TEXT}", f"PyTorch takes {param.name} as a 32-bit integer; use "
+                    f"{param.name} ≤ {INT32_MAX}")
         return None
     return v
+
+
+def _shown(v: int | float) -> str:
+    return show_int(v) if isinstance(v, int) else str(v)
 
 
 def _num(x: float) -> str:

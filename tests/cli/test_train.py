@@ -76,6 +76,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "run"
 
 
+def test_training_leaves_no_global_float_state(tmp_path: Path) -> None:
+    """fit flushes denormals to zero while it runs (CPU speed) and puts the flag back: the
+    caller's own maths, and every later test, see IEEE subnormals again."""
+    tiny = 1e-40  # a float32 subnormal
+    assert train(spec(tmp_path), "--out", tmp_path / "r", "--max-steps", "1") == 0
+    assert torch.tensor([tiny]).item() != 0.0
+
+
 def test_short_digits_run_learns(trained: Path) -> None:
     rows = metrics.read(trained / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1.0, 2.0]

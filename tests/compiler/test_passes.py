@@ -113,6 +113,19 @@ def kinds(result) -> list[str]:
     ("s: ReLU\ns: ReLU", errors.DUPLICATE, "defined twice"),
     ("train lr=fast\ns: ReLU", errors.SETTING, "must be a number"),
     ("train speed=1\ns: ReLU", errors.SETTING, "no setting 'speed'"),
+    ("forward: ReLU", errors.RESERVED, "'forward' is an attribute of torch.nn.Module"),
+    ("predict: ReLU", errors.RESERVED, "attribute of alexnetc's PyTorch module"),
+    ("_tower0: ReLU", errors.RESERVED, "starting with `_`"),
+    ("class: ReLU", errors.RESERVED, "Python keyword"),
+    ("s: Conv(1,1) x99999999999999999999999", errors.LIMIT, "2,147,483,647 (2**31 − 1)"),
+    ("s: Conv(1,2147483648) x4", errors.LIMIT, "'stride' is 2,147,483,648"),
+    ("s: Conv(1,1) x40000000", errors.LIMIT, "2,560,000,000 values per image"),
+    ("s: ResNorm(5, k=1e999)", errors.ARGUMENT, "must be a finite number"),
+    ("train momentum=5\ns: ReLU", errors.SETTING, "at least 0 and less than 1, got 5"),
+    ("train lr_drop=5\ns: ReLU", errors.SETTING, "more than 0 and at most 1, got 5"),
+    ("train lr=1e999\ns: ReLU", errors.SETTING, "must be a finite number, got inf"),
+    ("train batch=2147483648\ns: ReLU", errors.LIMIT, "'batch' is 2,147,483,648"),
+    ("augment resize=7\ns: ReLU", errors.SETTING, "resize=7 is smaller than the spec's 8x8"),
 ])
 def test_each_error_kind(check_text, body: str, kind: str, message_part: str) -> None:
     result = check_text(f"input 8x8x3\n{body}\n")

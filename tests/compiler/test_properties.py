@@ -50,7 +50,10 @@ def test_grammar_shaped_text_never_escapes(text: str) -> None:
 
 _REAL = [p.read_text() for p in sorted(SPECS.glob("*.net"))]
 _PIECES = ["(", ")", ",", ";", "+", "->", "x", "=", "\n", "0", "-1", "1e9", "x0", "Conv",
-           "FC(0)", "towers 0", "input 0x0x0", "groups=7", "pad=99", ":", "#", "\x00", "é"]
+           "FC(0)", "towers 0", "input 0x0x0", "groups=7", "pad=99", ":", "#", "\x00", "é",
+           # beyond the checker's limits: PyTorch's 32-bit sizes, floats, reserved names
+           "2147483648", "x99999999999999999999999", "1e999", "9" * 400, "forward", "_",
+           "class", "momentum=1", "lr_drop=0", "resize=1"]
 
 
 @st.composite

@@ -14,9 +14,22 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from alexnetc.backends.lowering import AlexnetcModule, assemble, build_module, count_cross_bytes
-from alexnetc.compiler.errors import SpecError
-from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.backends.lowering import (
+    AlexnetcModule,
+    Stage,
+    assemble,
+    build_module,
+    count_cross_bytes,
+)
+from alexnetc.backends.lowering.export import export_program
+from alexnetc.compiler.errors import RESERVED, SpecError
+from alexnetc.compiler.graph import (
+    ALEXNETC_MODULE_ATTRIBUTES,
+    NN_MODULE_ATTRIBUTES,
+    CheckedNetwork,
+    reserved_stage_name,
+)
+from alexnetc.compiler.passes import verify
 from alexnetc.compiler.pipeline import check, check_file, load
 
 from helpers import SPECS
@@ -220,8 +233,68 @@ def test_build_module_refuses_anything_but_a_checked_network():
         build_module(result.network)
 
 
-def test_stage_names_that_clash_with_module_attributes_are_refused():
-    result = check("input 2x2x1\nforward: ReLU\n")
+def test_stage_names_that_clash_with_module_attributes_are_refused(monkeypatch):
+    result = check("input 2x2x1\nforward: ReLU\n", "clash.net")
+    assert result.network is None  # the checker refuses the name, located
+    (d,) = result.diagnostics
+    assert d.kind == RESERVED and (d.loc.line, d.loc.col) == (2, 1) and "forward_1" in d.hint
+    # should a name slip past the checker, the lowering still refuses it with a SpecError
+    monkeypatch.setattr(verify, "reserved_stage_name", lambda name: None)
+    result = check("input 2x2x1\nforward: ReLU\n", "clash.net")
     assert result.network is not None
-    with pytest.raises(ValueError, match="'forward' clashes"):
+    with pytest.raises(SpecError, match="'forward' clashes") as caught:
         build_module(result.network)
+    (d,) = caught.value.diagnostics
+    assert d.kind == RESERVED and str(d.loc) == "clash.net:2:1" and "forward_1" in d.hint
+
+
+def _attribute_names(model: AlexnetcModule) -> set[str]:
+    """Every name a stage could clash with: the class's and an instance's attributes."""
+    names = set(dir(AlexnetcModule)) | set(dir(model))
+    return {n for n in names if n.isidentifier()} - set(model.stage_names)
+
+
+def test_reserved_stage_names_cover_the_module_class():
+    """The checker's static list of reserved names (it never imports torch) covers every
+    attribute of the lowered module, so a torch upgrade that adds one fails here."""
+    result = check("input 6x6x1\ntowers 2\nc: Conv(3,1) x2 + ReLU\nout: FC(2) + Softmax\n")
+    assert result.network is not None
+    model = build_module(result.network, devices=["cpu", "cpu"], merge=False)
+    missing = sorted(n for n in _attribute_names(model) if reserved_stage_name(n) is None)
+    assert missing == [], f"add to alexnetc.compiler.graph's reserved names: {missing}"
+    public = {n for n in _attribute_names(model) if not n.startswith("_")}
+    assert public <= NN_MODULE_ATTRIBUTES | ALEXNETC_MODULE_ATTRIBUTES
+
+
+@settings(max_examples=40, deadline=None)
+@given(name=st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,12}", fullmatch=True))
+def test_every_stage_name_the_checker_accepts_lowers(name):
+    result = check(f"input 2x2x1\n{name}: ReLU\n")
+    if result.network is None:  # a keyword (`train`) or a reserved name: refused, located
+        assert all(d.loc.line == 2 for d in result.diagnostics)
+        return
+    model = build_module(result.network, devices=["cpu"])
+    assert model.stage_names == [name] and isinstance(getattr(model, name), Stage)
+    assert list(model.state_dict()) == [] and model(torch.ones(1, 1, 2, 2)).shape == (1, 1, 2, 2)
+
+
+@pytest.mark.parametrize("name", ["forward", "eval", "type", "state_dict", "predict",
+                                  "final_softmax", "training", "net", "_tower0", "__init__",
+                                  "class", "None", "lambda"])
+def test_names_that_break_compile_are_refused_by_the_checker(name):
+    result = check(f"input 4x4x1\n{name}: Conv(3,1) x2 + ReLU\nfc: FC(2) + Softmax\n")
+    assert result.network is None
+    assert [d.kind for d in result.diagnostics] == [RESERVED]
+    fixed = result.diagnostics[0].hint.split("`")[1].rstrip(":")
+    assert check(f"input 4x4x1\n{fixed}: Conv(3,1) x2 + ReLU\nfc: FC(2) + Softmax\n").ok
+
+
+@pytest.mark.parametrize("name", ["class_1", "self", "print", "match", "x", "conv", "model"])
+def test_accepted_stage_names_survive_torch_export(name, tmp_path):
+    """Python keywords broke torch.export's generated code; names near them do not."""
+    text = f"input 4x4x1\n{name}: Conv(3,1) x2 + ReLU\nfc: FC(2) + Softmax\n"
+    result = check(text)
+    assert result.network is not None
+    export_program(result.network, result.recipe, text.encode(), tmp_path / "m.pt2")
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    assert program(torch.ones(3, 1, 4, 4)).shape == (3, 2)

@@ -7,6 +7,7 @@ the embedded handwritten digits; `--data DIR` reads DIR/train/CLASS/* and DIR/va
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from dataclasses import replace
@@ -50,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _flags(args: argparse.Namespace) -> dict[str, Any]:
     check_at_least(args, epochs=1, batch_size=1, workers=0, max_steps=1)
-    if args.lr is not None and not args.lr > 0:
-        raise UsageError(f"--lr must be positive, got {args.lr}")
+    if args.lr is not None and not (args.lr > 0 and math.isfinite(args.lr)):
+        raise UsageError(f"--lr must be a positive finite number, got {args.lr}")
     return {"data": data_flag(args.data), "epochs": args.epochs, "batch_size": args.batch_size,
             "lr": args.lr, "devices": args.devices, "amp": args.amp, "compile": args.compile,
             "seed": args.seed, "workers": args.workers, "max_steps": args.max_steps}

@@ -68,7 +68,10 @@ class OpDef:
 
     def signature(self) -> str:
         parts = [p.name for p in self.positional]
-        parts += [f"{p.name}={p.default}" for p in self.params if not p.positional]
+        # None defaults come from elsewhere (the spec's init line): shown as `bias=…`, not as
+        # Python's None, which the language does not have
+        parts += [f"{p.name}={'…' if p.default is None else p.default}"
+                  for p in self.params if not p.positional]
         sig = f"{self.name}({', '.join(parts)})" if parts else self.name
         return sig + (" xC" if self.takes_channels else "")
 

@@ -219,7 +219,8 @@ def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("flags, message", [
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--lr", "-1"], "--lr must be positive"),
+    (["--lr", "-1"], "--lr must be a positive finite number"),
+    (["--lr", "inf"], "--lr must be a positive finite number"),
     (["--devices", "cuda:7"], "--devices"),
 ])
 def test_bad_flags_are_usage_errors(tmp_path: Path, flags: list[str], message: str,

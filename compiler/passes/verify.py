@@ -31,8 +31,7 @@ def run(ctx: Context) -> None:
     if not nx.is_directed_acyclic_graph(ctx.graph):  # a chain is acyclic; guard the builder
         ctx.diags.error(STRUCTURE, ctx.net.loc, "the network's graph has a cycle")
         return
-    ops = topo_ops(ctx.graph)
-    for i, n in enumerate(ops):
+    for n in topo_ops(ctx.graph):
         node = ctx.graph.nodes[n]
         call: ast.OpCall = node[Key.CALL]
         op: OpDef | None = node[Key.OP]
@@ -41,23 +40,18 @@ def run(ctx: Context) -> None:
             hint = f"did you mean {guess}?" if guess else "known ops: " + ", ".join(known_names())
             ctx.diags.error(UNKNOWN_OP, call.name_loc, f"unknown op '{call.name}'", hint)
             continue
-        _placement(op, call, i == len(ops) - 1, ctx.diags)
+        _joined(op, call, ctx.diags)
         args = bind(op, call, ctx.diags)
         if args is not None:
             node[Key.ARGS] = args
 
 
-def _placement(op: OpDef, call: ast.OpCall, last: bool, diags: Diagnostics) -> None:
-    """`+` ties only an activation (or the softmax) to the op before it; the softmax, folded
-    into the loss for training, can only end the network."""
+def _joined(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> None:
+    """`+` ties only an activation (or a softmax) to the op before it."""
     if call.joined and op.category not in ("activation", "softmax"):
         diags.error(STRUCTURE, call.name_loc, f"`+` ties an activation to the op before it, "
                     f"and {op.name} is not one", f"run it as the next op with `;`: "
                     f"`; {call.text()}`")
-    if op.category == "softmax" and not last:
-        diags.error(STRUCTURE, call.name_loc, "Softmax can only be the network's last op",
-                    "it turns the final scores into probabilities (training folds it into the "
-                    "loss); delete it here")
 
 
 def _headers(ctx: Context) -> None:

@@ -2,8 +2,9 @@
 
 Run on one GPU:  python benchmarks/bench_fused.py [--out FILE]
 Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side, and the
-windows forward with the opt-in "rows" backward (ops.BWD_VARIANT, column "windows+rows-bwd";
-the other columns use the default "gather" backward); a variant that fails to compile or run
+windows forward with the "rows" backward (ops.BWD_VARIANT, column "windows+rows-bwd"; the
+other columns use the "gather" backward), and the default "auto" (each call signature times the
+variants once and keeps the fastest: what a user gets); a variant that fails to compile or run
 prints its error and the rest of the table still runs.
 Checks each kernel against the float64 reference on the benchmark shapes (batch 4) and
 times (triton.testing.do_bench medians) forward and forward+backward for the AlexNet
@@ -46,7 +47,8 @@ POOL = PoolParams(3, 2)
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Timed side by side in one run: label -> (ops.VARIANT, ops.BWD_VARIANT).
-RUNS = {v: (v, "gather") for v in ops.VARIANTS} | {"windows+rows-bwd": ("windows", "rows")}
+RUNS = ({v: (v, "gather") for v in ops.VARIANTS} | {"windows+rows-bwd": ("windows", "rows")}
+        | {"auto": ("auto", "auto")})  # auto: what a user gets, the variants timed per call
 VARIANTS = tuple(RUNS)
 
 
@@ -123,6 +125,7 @@ def time_variant(
     dtype: torch.dtype,
 ) -> tuple[float, float, float, float, float]:
     """(fwd ms, fwd+bwd ms, fwd err, grad err, near-tie fraction) of one RUNS entry."""
+    before = ops.VARIANT, ops.BWD_VARIANT
     ops.VARIANT, ops.BWD_VARIANT = RUNS[variant]
     try:
         with torch.no_grad():
@@ -131,7 +134,7 @@ def time_variant(
         # after timing: the autotuner's cache key has no batch size, so let it tune on 128
         err_f, err_b, tied = check(shape, dtype)
     finally:
-        ops.BWD_VARIANT = "gather"
+        ops.VARIANT, ops.BWD_VARIANT = before
     return t_f, t_fb, err_f, err_b, tied
 
 

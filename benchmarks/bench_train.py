@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from alexnetc.backends.kernels.choose import eager_first
+
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = ROOT / "specs" / "alexnet.net"
 MACS = 724_406_816
@@ -76,8 +78,11 @@ def copy_weights(src: nn.Module, dst: HandAlexNet) -> None:
             layer.bias.copy_(b)
 
 
-def make_step(model: nn.Module, batch: int, amp: bool, channels_last: bool) -> Callable[[], None]:
-    """One full training step (forward, loss, backward, SGD update) on a fixed synthetic batch."""
+def make_step(model: nn.Module, batch: int, amp: bool, channels_last: bool,
+              forward: Callable[[Tensor], Tensor] | None = None) -> Callable[[], None]:
+    """One full training step (forward, loss, backward, SGD update) on a fixed synthetic batch;
+    ``forward`` is the model's compiled form, if any."""
+    run_model = forward or model
     dev = torch.device("cuda")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
@@ -87,7 +92,7 @@ def make_step(model: nn.Module, batch: int, amp: bool, channels_last: bool) -> C
 
     def step() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(model(x), y)
+            loss = F.cross_entropy(run_model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -214,9 +219,11 @@ def main() -> None:
             model = make().cuda()
             if cl:
                 model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-            if compiled:
-                model = torch.compile(model)  # type: ignore[assignment]
-            step = make_step(model, args.batch, amp, cl)
+            forward = None
+            if compiled:  # as `alexnetc train --compile` does: the first (warm-up) call eager,
+                # which times the fused kernels' variants (no effect on a hand-written model)
+                forward = eager_first(model, torch.compile(model))
+            step = make_step(model, args.batch, amp, cl, forward)
             ips = bench_step(step, args.batch, args.steps)
             if args.profile and compiled:
                 profiles.extend(["", *profile_step(step, name, args.profile_top)])
@@ -245,9 +252,13 @@ def main() -> None:
               "| configuration | images/s | vs (b) torch.compile | of compute floor |",
               "| --- | ---: | ---: | ---: |"]
     lines += [f"| {n} | {v:,.0f} | {v / base:.2f}x | {v / floor:.0%} |" for n, v in rows]
-    from alexnetc.backends.kernels import ops
+    from alexnetc.backends.kernels import choose, ops
 
-    lines += ["", f"alexnetc / torch.compile: {best / base:.2f}x (LRN kernel: {ops.VARIANT})"]
+    picks = ", ".join(f"{k[0]} {'x'.join(map(str, k[1]))} {str(k[3]).removeprefix('torch.')}"
+                      f"{' argmax' if k[0] == 'fwd' and k[5] else ''}: {v}"
+                      for k, v in choose.chosen().items())
+    lines += ["", f"alexnetc / torch.compile: {best / base:.2f}x (LRN kernels: forward "
+              f"{ops.VARIANT}, backward {ops.BWD_VARIANT}; measured choices: {picks or 'none'})"]
     text = "\n".join(lines + profiles)
     print(text)
     if args.out:

@@ -15,13 +15,14 @@ import os
 import torch
 from torch import Tensor
 
-from . import lrn_pool
+from . import choose, lrn_pool
 from .params import LRNParams, PoolParams
 from .reference import check_towers, reference_relu_lrn_pool
 
 __all__ = [
     "LRNParams",
     "PoolParams",
+    "choose",
     "fused_relu_lrn_pool",
     "kernels_available",
     "reference_relu_lrn_pool",

@@ -13,26 +13,29 @@ else an empty tensor.  The backward recomputes it with one forward launch if it 
 Two forward kernels exist (same outputs, same argmax format): ``VARIANT`` picks one, from the
 env var ALEXNETC_LRN_KERNEL ("rows": lrn_pool_rows, full-width bands, one LRN evaluation per
 input element; "windows": lrn_pool, one [K*K, tile] window tensor per output; "auto", the
-default: rows when no argmax is needed (inference), windows when autograd needs it — on an
-H200, conv1's block (128x96x55x55 fp32) took 128 µs forward with rows against 298 µs with
-windows, but 1062 µs forward+backward against 774 µs; see BENCHMARKS.md).
-It is read at call time, so benchmarks/tests may reassign ``ops.VARIANT``.
+default: the faster of the two for this call's signature, timed on first use (choose.py); where
+nothing can be timed, rows when no argmax is needed (inference) and windows when autograd needs
+it — on an H200, conv1's block (128x96x55x55 fp32) took 128 µs forward with rows against 298 µs
+with windows, but 1062 µs forward+backward against 774 µs; see BENCHMARKS.md).
 
 Two backward kernels exist (same contract): ``BWD_VARIANT``, from the env var ALEXNETC_LRN_BWD,
-picks one: "gather" (the default: lrn_pool_bwd, per-pixel loads of the covering windows'
-dy/argmax) or "rows" (lrn_pool_bwd_rows, full-width bands; opt-in until timed on a GPU).
-Also read at call time (``ops.BWD_VARIANT`` may be reassigned).
+picks one: "gather" (lrn_pool_bwd, per-pixel loads of the covering windows' dy/argmax), "rows"
+(lrn_pool_bwd_rows, full-width bands) or "auto" (the default: timed like the forward; gather
+where nothing can be timed).
+Both are read at call time, so benchmarks and tests may reassign ``ops.VARIANT`` and
+``ops.BWD_VARIANT``.
 """
 
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from . import lrn_pool, lrn_pool_bwd, lrn_pool_bwd_rows, lrn_pool_rows
+from . import choose, lrn_pool, lrn_pool_bwd, lrn_pool_bwd_rows, lrn_pool_rows
 
 REGISTERED = False
 
@@ -43,9 +46,13 @@ if VARIANT not in (*VARIANTS, "auto"):
                      f"got {VARIANT!r}")
 
 BWD_VARIANTS = ("gather", "rows")
-BWD_VARIANT = os.environ.get("ALEXNETC_LRN_BWD", "gather")
-if BWD_VARIANT not in BWD_VARIANTS:
-    raise ValueError(f"ALEXNETC_LRN_BWD must be one of {BWD_VARIANTS}, got {BWD_VARIANT!r}")
+BWD_VARIANT = os.environ.get("ALEXNETC_LRN_BWD", "auto")
+if BWD_VARIANT not in (*BWD_VARIANTS, "auto"):
+    raise ValueError(f"ALEXNETC_LRN_BWD must be one of {(*BWD_VARIANTS, 'auto')}, "
+                     f"got {BWD_VARIANT!r}")
+
+_FORWARDS = {"rows": lrn_pool_rows, "windows": lrn_pool}
+_BACKWARDS = {"gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows}
 
 _OP_NS = "alexnetc"
 
@@ -66,9 +73,25 @@ def _pooled_shape(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) ->
 
 def _launch_forward(x: Tensor, y: Tensor, idx: Tensor | None, *args: Any, **kwargs: Any) -> None:
     """The selected variant's forward launcher (both share lrn_pool.launch_forward's contract)."""
-    variant = VARIANT if VARIANT != "auto" else ("rows" if idx is None else "windows")
-    mod = lrn_pool_rows if variant == "rows" else lrn_pool
-    mod.launch_forward(x, y, idx, *args, **kwargs)
+    variant = VARIANT
+    if variant == "auto":
+        runs = {name: partial(mod.launch_forward, x, y, idx, *args, **kwargs)
+                for name, mod in _FORWARDS.items()}
+        variant = choose.choose(choose.signature("fwd", x, idx is not None, *args), runs,
+                                "rows" if idx is None else "windows", choose.can_measure(x))
+    _FORWARDS[variant].launch_forward(x, y, idx, *args, **kwargs)
+
+
+def _launch_backward(x: Tensor, dy: Tensor, idx: Tensor | None, dx: Tensor, *args: Any,
+                     **kwargs: Any) -> None:
+    """The selected variant's backward launcher (both share one contract)."""
+    variant = BWD_VARIANT
+    if variant == "auto":
+        runs = {name: partial(mod.launch_backward, x, dy, idx, dx, *args, **kwargs)
+                for name, mod in _BACKWARDS.items()}
+        variant = choose.choose(choose.signature("bwd", x, tuple(dy.stride()), *args), runs,
+                                "gather", choose.can_measure(x) and choose.can_measure(dy))
+    _BACKWARDS[variant].launch_backward(x, dy, idx, dx, *args, **kwargs)
 
 
 def _fwd(
@@ -101,8 +124,7 @@ def _bwd(
             pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
         )  # fmt: skip
     dx = torch.empty_like(x)
-    bwd = lrn_pool_bwd_rows if BWD_VARIANT == "rows" else lrn_pool_bwd
-    bwd.launch_backward(
+    _launch_backward(
         x, dy, idx if pool_size > 0 else None, dx, lrn_size, alpha, beta, k,
         pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
     )  # fmt: skip

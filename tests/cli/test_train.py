@@ -84,6 +84,20 @@ def test_training_leaves_no_global_float_state(tmp_path: Path) -> None:
     assert torch.tensor([tiny]).item() != 0.0
 
 
+def test_compiled_training_matches_eager(tmp_path: Path) -> None:
+    """--compile: the first step runs eagerly (it times the fused kernels on a GPU), the rest
+    compiled; three steps end at the eager run's weights, to float rounding.  Without dropout:
+    compiled code draws its random masks from another generator than eager PyTorch."""
+    s = spec(tmp_path)
+    s.write_text(s.read_text().replace("; Dropout(0.5)", ""))
+    assert train(s, "--out", tmp_path / "e", "--max-steps", "3") == 0
+    assert train(s, "--out", tmp_path / "c", "--max-steps", "3", "--compile") == 0
+    we, wc = weights(tmp_path / "e"), weights(tmp_path / "c")
+    assert we.keys() == wc.keys()
+    for k in we:
+        torch.testing.assert_close(wc[k], we[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_short_digits_run_learns(trained: Path) -> None:
     rows = metrics.read(trained / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1.0, 2.0]

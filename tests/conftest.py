@@ -1,8 +1,17 @@
-"""Shared fixtures: the repository's specs, and a helper to check spec text."""
+"""Shared set-up: the Triton interpreter on CPU-only machines, the `gpu` marker, a helper to
+check spec text."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
+
+# Without a GPU the Triton kernels' tests run through Triton's CPU interpreter, which must be
+# switched on before anything imports triton: here, before any test module is imported.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from alexnetc.compiler.pipeline import CheckResult, check
 
@@ -17,13 +26,7 @@ def check_text():
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """`gpu` tests run only where CUDA is present, whatever -m says."""
-    try:
-        import torch
-
-        has_cuda = torch.cuda.is_available()
-    except ImportError:
-        has_cuda = False
-    if has_cuda:
+    if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
     for item in items:

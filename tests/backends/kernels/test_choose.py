@@ -2,21 +2,16 @@
 
 Timings under the CPU interpreter mean nothing, so the tests replace the timer with one that
 ranks the variants as told, and declare the CPU tensors measurable where the dispatch is the
-point.  The interpreter must be on before triton is imported (see test_fused_kernels).
+point.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from functools import partial
 
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 from torch import nn
 
 from alexnetc.backends.kernels import (

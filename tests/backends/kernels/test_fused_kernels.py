@@ -4,21 +4,15 @@ Every test runs for both forward variants ("windows": lrn_pool, "rows": lrn_pool
 ops.VARIANT), directly through the launchers and through the public op, and every backward test
 for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; ops.BWD_VARIANT).
 
-The interpreter must be switched on before triton is imported, hence the env var at the top
-(only without CUDA, so a GPU run compiles the kernels for real).  Every kernel launch writes
+Without CUDA, tests/conftest.py switches Triton's interpreter on before triton is imported (a GPU
+run compiles the kernels for real).  Every kernel launch writes
 into NaN-poisoned buffers, so an element the kernel forgets to write fails the comparison.
 """
 
 from __future__ import annotations
 
-import os
-
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
 import pytest
+import torch
 
 from alexnetc.backends.kernels import (
     LRNParams,

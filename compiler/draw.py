@@ -14,16 +14,15 @@ import html
 import shutil
 import subprocess
 import textwrap
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import networkx as nx
 
-from alexnetc.compiler import ast
 from alexnetc.compiler.errors import Diagnostic, Severity
-from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.graph import Key
 from alexnetc.compiler.pipeline import CheckResult
+from alexnetc.compiler.progress import StageView, stage_views
 from alexnetc.compiler.report import _n
 from alexnetc.compiler.shapes import Shape, TowerInfo
 
@@ -45,39 +44,6 @@ class RenderError(Exception):
     """Graphviz could not turn the DOT text into a picture (missing, failed or too slow)."""
 
 
-@dataclass
-class _Stage:
-    """What the picture knows about one stage: its ops as written and what the passes found."""
-
-    ast: ast.Stage
-    nodes: list[dict[str, Any]] = field(default_factory=list)
-    errors: list[Diagnostic] = field(default_factory=list)
-    warnings: list[Diagnostic] = field(default_factory=list)
-
-    @property
-    def ops(self) -> str:
-        """`Conv(11,4) x96 + ReLU; ResNorm(5); MaxPool(3,2)`, as the report writes each op."""
-        out = ""
-        for i, call in enumerate(self.ast.ops):
-            out += ("" if i == 0 else " + " if call.joined else "; ") + call.text()
-        return out
-
-    def has(self, key: str) -> bool:
-        return bool(self.nodes) and all(key in n for n in self.nodes)
-
-    @property
-    def shape(self) -> Shape | None:
-        return self.nodes[-1][Key.SHAPE] if self.has(Key.SHAPE) else None
-
-    @property
-    def params(self) -> int | None:
-        return sum(n[Key.COUNTS].params for n in self.nodes) if self.has(Key.COUNTS) else None
-
-    @property
-    def fusions(self) -> list[str]:
-        return list(dict.fromkeys(n[Key.FUSION].kernel for n in self.nodes if n.get(Key.FUSION)))
-
-
 def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
     """The presentation graph of a checked or failing spec (its AST must have parsed).
 
@@ -88,7 +54,7 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
         raise ValueError("the spec did not parse; there is nothing to draw")
     net, ctx = result.ast, result.partial
     g = ctx.graph
-    stages = _stages(net, g, result.diagnostics)
+    stages = stage_views(net, g, result.diagnostics)
     towers = ctx.towers
     header = net.header("network")
     name = (result.network.name if result.network else
@@ -137,26 +103,7 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
     return fig
 
 
-def _stages(net: ast.Network, g: nx.DiGraph, diags: list[Diagnostic]) -> list[_Stage]:
-    """The spec's stages in order, each with its graph nodes and the diagnostics inside it."""
-    out = [_Stage(s) for s in net.stages]
-    of_call = {id(call): out[i] for i, s in enumerate(net.stages) for call in s.ops}
-    for n in topo_ops(g):
-        stage = of_call.get(id(g.nodes[n][Key.CALL]))
-        if stage is not None:
-            stage.nodes.append(g.nodes[n])
-    for d in diags:
-        for s in out:
-            locs = [s.ast.loc, *(c.loc for c in s.ast.ops)]
-            if s.ast.expect is not None:
-                locs.append(s.ast.expect.loc)
-            if min(x.line for x in locs) <= d.loc.line <= max(x.end_line for x in locs):
-                (s.errors if d.severity is Severity.ERROR else s.warnings).append(d)
-                break
-    return out
-
-
-def _add_stage(fig: nx.DiGraph, stage: _Stage, towers: int, last: bool) -> list[str]:
+def _add_stage(fig: nx.DiGraph, stage: StageView, towers: int, last: bool) -> list[str]:
     """Add a stage's boxes; return the node ids the next stage's edges leave from."""
     name = stage.ast.name
     nid = f"stage:{name}:{stage.ast.loc.line}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -10,7 +11,9 @@ from rich.console import Console
 from rich.table import Table
 
 from alexnetc.compiler.errors import Diagnostic
-from alexnetc.compiler.graph import CheckedNetwork, Layer
+from alexnetc.compiler.graph import CheckedNetwork, Key, Layer
+from alexnetc.compiler.pipeline import CheckResult
+from alexnetc.compiler.progress import stage_views
 
 READS = {"tower": "own", "all": "both", "gather": "gather"}
 
@@ -72,6 +75,34 @@ def table(net: CheckedNetwork) -> Table:
     return t
 
 
+def partial_table(result: CheckResult) -> Table | None:
+    """The table of a spec with errors, as far as the checker got: every op as written, the
+    shape computed before an error stopped the passes (`?` after it; counts need every shape,
+    so there are none), and each stage marked where an error (printed below the table) falls
+    inside it.  None when the spec did not parse or has no input to start from."""
+    ctx = result.partial
+    if result.ast is None or ctx is None or ctx.input is None:
+        return None
+    header = result.ast.header("network")
+    name = str(header.value) if header else Path(result.ast.file).stem
+    t = Table(title=f"{name}: input {ctx.input}", box=box.SIMPLE_HEAD, title_justify="left")
+    t.add_column("stage")
+    t.add_column("op")
+    t.add_column("output", justify="right", no_wrap=True)
+    t.add_column("status")
+    for stage in stage_views(result.ast, ctx.graph, result.diagnostics):
+        node_of = {id(n[Key.CALL]): n for n in stage.nodes}
+        status = ("error (below)" if stage.errors else "" if stage.has(Key.SHAPE)
+                  else "not reached")
+        for i, call in enumerate(stage.ast.ops):
+            shape = node_of.get(id(call), {}).get(Key.SHAPE)
+            last = i == len(stage.ast.ops) - 1
+            t.add_row(stage.ast.name if i == 0 else "",
+                      ("+ " if call.joined else "") + call.text(), str(shape) if shape else "?",
+                      status if last else "", end_section=last)
+    return t
+
+
 def summary_lines(net: CheckedNetwork) -> list[str]:
     """Facts under the table: memory and, with towers, what each device holds and sends."""
     total = net.total()
@@ -95,14 +126,23 @@ def print_report(net: CheckedNetwork, console: Console) -> None:
         console.print(line, highlight=False)
 
 
+def plain_console(buf: io.StringIO) -> Console:
+    """A console for a file or a pipe, where no width applies: tables as wide as their widest
+    row, so no cell is wrapped or cut (strip the padding with `unpadded`)."""
+    return Console(file=buf, width=1_000_000, highlight=False, color_system=None,
+                   force_terminal=False)
+
+
+def unpadded(text: str) -> str:
+    """Lines without the trailing spaces rich pads them with."""
+    return "".join(line.rstrip() + "\n" for line in text.splitlines())
+
+
 def report_text(net: CheckedNetwork) -> str:
-    """The report for a file or a pipe, where no width applies: the table as wide as its
-    widest row, so no cell is wrapped or cut, and no line ends in spaces."""
+    """The report for a file or a pipe: every cell whole, no line ending in spaces."""
     buf = io.StringIO()
-    console = Console(file=buf, width=1_000_000, highlight=False, color_system=None,
-                      force_terminal=False)
-    print_report(net, console)
-    return "".join(line.rstrip() + "\n" for line in buf.getvalue().splitlines())
+    print_report(net, plain_console(buf))
+    return unpadded(buf.getvalue())
 
 
 def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],

@@ -53,6 +53,27 @@ def test_slides_spec_fails_at_each_wrong_size(capsys: pytest.CaptureFixture[str]
     assert "5 errors" in err
 
 
+def test_a_failing_spec_still_gets_its_table(capsys: pytest.CaptureFixture[str]) -> None:
+    """The shapes the checker computed, whatever the spec claims, with each failing stage
+    marked: the slides' spec shows 55 → 27 → 13 → 6 beside the errors about 56/28/14/7."""
+    assert main([str(SPECS / "alexnet-slides.net"), "--check-shapes"]) == 1
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    failing = [cells[-3] for cells in lines if cells[-2:] == ["error", "(below)"]]
+    assert failing == ["27x27x96", "13x13x256", "13x13x384", "13x13x384", "6x6x256"]
+    assert ["conv1", "Conv(11,4)", "x96", "55x55x96"] in lines
+    assert main([str(SPECS / "alexnet-224.net"), "--check-shapes"]) == 1
+    out = capsys.readouterr().out
+    assert "error (below)" in out and "not reached" in out  # conv1 fails: nothing after it
+    assert out.count("error (below)") == 1
+
+
+def test_a_spec_that_does_not_parse_prints_no_table(tmp_path, capsys) -> None:
+    bad = tmp_path / "bad.net"
+    bad.write_text("input 8x8x3\nc: Conv(3,1 x4\n")
+    assert main(["check", str(bad)]) == 1
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("argv, code, part", [
     (["nope.net", "--check-shapes"], 2, "no such spec file"),
     (["check", str(SPECS)], 2, "is a folder"),

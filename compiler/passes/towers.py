@@ -40,12 +40,14 @@ def run(ctx: Context) -> None:
             params_per_tower=counts.params // t,
             activation_bytes_per_tower=counts.activation_bytes // t,
         )
-        if t > 1 and op.category == "norm" and out.c % t == 0 \
+        if op.category == "norm" and out.c % t == 0 \
                 and int(node[Key.ARGS]["size"]) > out.c // t:
+            where = f"a tower's {out.c // t}" if t > 1 else f"the {out.c}"
             ctx.diags.warning(TOWERS, node[Key.CALL].loc,
                               f"the ResNorm window of {node[Key.ARGS]['size']} channels is "
-                              f"wider than a tower's {out.c // t} maps",
-                              "the window is clipped at the tower's edge")
+                              f"wider than {where} maps",
+                              "the window is clipped at the " + ("tower's edge" if t > 1 else
+                                                                 "first and last map"))
 
 
 def _reads(category: str, args: dict[str, object], towers: int) -> str:

@@ -178,3 +178,12 @@ def test_lrn_window_wider_than_tower_warns(check_text) -> None:
     result = check_text("input 8x8x3\ntowers 2\nc: Conv(3,1) x4 + ReLU; ResNorm(5)\n")
     assert result.ok
     assert [d.kind for d in result.diagnostics] == [errors.TOWERS]
+    assert "wider than a tower's 2 maps" in result.diagnostics[0].message
+
+
+def test_lrn_window_wider_than_the_maps_warns_without_towers(check_text) -> None:
+    result = check_text("input 8x8x3\nc: Conv(3,1) x4 + ReLU; ResNorm(9)\n")
+    assert result.ok
+    assert [d.message for d in result.diagnostics] == [
+        "the ResNorm window of 9 channels is wider than the 4 maps"]
+    assert not check_text("input 8x8x3\nc: Conv(3,1) x4 + ReLU; ResNorm(3)\n").diagnostics

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -15,8 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnetc.cli.common import run_folder
-    from alexnetc.cli.main import UsageError
+    from alexnetc.cli.common import run_errors, run_folder
+    from alexnetc.cli.main import RunError, UsageError
 
     run_dir = run_folder(args.run_dir)
     try:
@@ -25,16 +24,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("plot needs matplotlib: pip install 'alexnetc[plot]'") from None
 
     from alexnetc.backends.train import plots
-    from alexnetc.backends.train.checkpoint import FILE, CheckpointError
+    from alexnetc.backends.train.checkpoint import FILE
     from alexnetc.backends.train.run import load_run
 
-    try:
+    with run_errors():
         r = load_run(run_dir) if (run_dir / FILE).exists() else None
+    try:
         written, note = plots.write_figures(run_dir, r.model if r else None,
                                             r.net if r else None)
-    except (OSError, ValueError, CheckpointError) as e:
-        print(f"alexnetc: error: {e}", file=sys.stderr)
-        return 1
+    except (OSError, ValueError) as e:  # no metrics.csv yet, or no epoch in it
+        raise RunError(str(e)) from None
     for path in written:
         print(f"wrote {path}")
     if note:

@@ -121,6 +121,9 @@ def _config(args: argparse.Namespace, flags: dict[str, Any], recipe: Any, text: 
         if flags[name] is not None and flags[name] != getattr(stored, name):
             raise UsageError(f"--{name.replace('_', '-')} {flags[name]} differs from the "
                              f"run's {getattr(stored, name)}; a resumed run keeps it")
+    if flags["max_steps"] is not None and flags["max_steps"] <= state["step"]:
+        raise UsageError(f"--max-steps {flags['max_steps']} is not beyond the {state['step']} "
+                         f"steps {out} has trained (it counts steps in all)")
     lr = flags.pop("lr")
     stored = replace(stored, **{name: None for name in _NOT_INHERITED})
     return stored.override(**flags, out=str(out), spec=args.spec), state, lr
@@ -140,9 +143,6 @@ def _train(cfg: Any, net: Any, recipe: Any, text: str, state: Any, lr: float | N
     if lr is not None:  # the paper lowered ε by hand; --lr on --resume does the same
         tr.schedule.lr = lr
         tr.schedule.load_state_dict(tr.schedule.state_dict())
-    if cfg.max_steps is not None and cfg.max_steps <= tr.step:
-        raise UsageError(f"--max-steps {cfg.max_steps} is not beyond the {tr.step} steps "
-                         f"{cfg.out} has trained (it counts steps in all)")
     if state is not None and tr.epoch >= cfg.epochs:
         console.print(f"{cfg.out} has already trained {tr.epoch} epochs; pass a larger "
                       "--epochs to train longer")

@@ -233,7 +233,7 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
     if isinstance(err, UnexpectedToken):
         tok = err.token
         if tok.type == "$END":
-            lines = text.splitlines() or [""]
+            lines = source_lines(text) or [""]
             line, col = len(lines), len(lines[-1]) + 1
             what = "unexpected end of file"
         elif tok.type == "_NL":
@@ -252,7 +252,7 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
         expected = _expected(err.allowed or set())
         label = _character_hint(text, pos) if ch else None
     else:  # UnexpectedEOF
-        lines = text.splitlines() or [""]
+        lines = source_lines(text) or [""]
         line, col, width = len(lines), len(lines[-1]) + 1, 1
         what = "unexpected end of file"
         expected = _expected(getattr(err, "expected", []) or [])
@@ -417,6 +417,6 @@ def _to_network(file: str, text: str, tree: Tree) -> ast.Network:
     headers = tuple(i for i in items if isinstance(i, ast.Header))
     settings = tuple(i for i in items if isinstance(i, ast.Setting))
     stages = tuple(i for i in items if isinstance(i, ast.Stage))
-    lines = text.splitlines() or [""]
+    lines = source_lines(text) or [""]
     whole = SourceLoc(file, 1, 1, len(lines), len(lines[-1]) + 1)
     return ast.Network(file, text, headers, settings, stages, whole)

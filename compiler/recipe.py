@@ -12,7 +12,7 @@ from typing import Any
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import DUPLICATE, LIMIT, SETTING, Diagnostics
-from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
+from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_bound, show_int, show_value
 
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
@@ -118,7 +118,7 @@ def build_recipe(settings: tuple[ast.Setting, ...], diags: Diagnostics) -> Recip
             value = _convert(f.type, arg.value)
             if value is None:
                 diags.error(SETTING, arg.loc, f"'{arg.name}' must be {_describe(f.type)}, "
-                            f"got {_shown(arg.value)}",
+                            f"got {show_value(arg.value)}",
                             f"e.g. {arg.name}={getattr(section, f.name)}")
                 continue
             if not isinstance(value, bool) and not _in_range(arg, value, getattr(section, f.name),
@@ -133,7 +133,7 @@ def _in_range(arg: ast.Arg, value: int | float, default: object, diags: Diagnost
     """Report `value` unless it is finite and within its setting's range."""
     name = arg.name
     r = _RANGES.get(str(name), _INT32 if isinstance(value, int) else _Range())
-    shown = _shown(arg.value)
+    shown = show_value(arg.value)
     hint = f"e.g. {name}={default}"
     if isinstance(value, float) and not math.isfinite(value):
         diags.error(SETTING, arg.loc, f"'{name}' must be a finite number, got {shown}",
@@ -156,9 +156,9 @@ def _bounds(r: _Range) -> str:
     """`at least 0 and less than 1`; the 32-bit limit is reported on its own, so left out."""
     parts = []
     if r.low is not None:
-        parts.append(f"{'more than' if r.low_open else 'at least'} {_num(r.low)}")
+        parts.append(f"{'more than' if r.low_open else 'at least'} {show_bound(r.low)}")
     if r.high is not None and r.high != INT32_MAX:
-        parts.append(f"{'less than' if r.high_open else 'at most'} {_num(r.high)}")
+        parts.append(f"{'less than' if r.high_open else 'at most'} {show_bound(r.high)}")
     return " and ".join(parts)
 
 
@@ -188,15 +188,6 @@ def check_against_input(settings: tuple[ast.Setting, ...], image: Shape,
                     f"the limit of {LIMIT_TEXT}",
                     "many PyTorch kernels index a tensor with a 32-bit integer; use a smaller "
                     f"resize (at least {side}), or 0 for 256/224 of the input")
-
-
-def _shown(value: object) -> str:
-    return show_int(value) if isinstance(value, int) and not isinstance(value, bool) \
-        else str(value)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
 
 
 def _convert(kind: Any, value: object) -> Any:

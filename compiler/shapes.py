@@ -21,6 +21,17 @@ def show_int(n: int) -> str:
     return f"{n:,}"
 
 
+def show_value(value: object) -> str:
+    """A spec's value for a message: integers as show_int writes them, the rest as written."""
+    return show_int(value) if isinstance(value, int) and not isinstance(value, bool) \
+        else str(value)
+
+
+def show_bound(x: float) -> str:
+    """A limit for a message: `1`, not `1.0`; `0.5` as is."""
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
 @dataclass(frozen=True)
 class Shape:
     """An activation per image: HxWxC maps, or a flat vector of C features (`flat`)."""

@@ -4,14 +4,15 @@ hand, like cuDNN's benchmark mode.
 Two forwards (rows, windows) and two backwards (gather, rows) compute the same thing; which is
 faster depends on the card, the shape (conv1's 55x55 maps or conv2's 27x27), the dtype and
 whether the argmax is written.  A fixed rule measured on one card and one shape cannot know,
-so the first call of each signature times every variant (triton.testing.do_bench, a few
-milliseconds) and keeps the fastest for the life of the process.
+so the first call of each signature times every variant (a few milliseconds) and keeps the
+fastest for the life of the process.
 
 What cannot be timed gets the variant's rule-of-thumb default and is not remembered: the CPU
-interpreter, tensors being traced by torch.compile (fake tensors), a CUDA graph being captured.
-torch.compile therefore bakes in whatever an earlier eager call chose: `eager_first` runs a
-module's first call in each mode (training, evaluation) eagerly, so a compiled model uses
-measured choices too.
+interpreter, tensors being traced by torch.compile (fake tensors; with symbolic sizes, as after
+a recompile for another batch size, not even a remembered choice applies), a CUDA graph being
+captured.  torch.compile therefore bakes in what an earlier eager call chose for the same
+sizes: `eager_first` runs a module's first call in each mode (training, evaluation) eagerly,
+so a compiled model uses measured choices too.
 
 Choices can differ between processes (timing noise on near-ties), so GPU runs are not bit-
 reproducible across processes in this mode, as under cudnn.benchmark; force a variant with
@@ -20,6 +21,7 @@ ALEXNETC_LRN_KERNEL / ALEXNETC_LRN_BWD for that.
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Hashable, Mapping
 from typing import Any
 
@@ -28,49 +30,68 @@ from torch import Tensor, nn
 
 from . import lrn_pool
 
-Timer = Callable[[Callable[[], object]], float]
+Variants = Mapping[str, Callable[[], object]]
+Timer = Callable[[Callable[[], object], torch.device], float]
 
 _chosen: dict[Hashable, str] = {}
 
 
-def _do_bench(fn: Callable[[], object]) -> float:
-    from triton.testing import do_bench
-
-    return float(do_bench(fn, warmup=5, rep=20, return_mode="median"))
+def _time_cuda(fn: Callable[[], object], device: torch.device) -> float:
+    """Median ms of a few runs on ``device``, with CUDA events: no cache-flush buffer (as
+    triton's do_bench allocates), so timing needs no memory beyond the call's own."""
+    with torch.cuda.device(device):
+        for _ in range(2):  # warm-up: the variant's own autotuning and compilation
+            fn()
+        times = []
+        for _ in range(7):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+    return statistics.median(times)
 
 
 # How variants are timed (tests replace it: the interpreter's timings mean nothing).
-timer: Timer = _do_bench
+timer: Timer = _time_cuda
 
 
-def signature(kind: str, x: Tensor, *params: Hashable) -> tuple[Hashable, ...]:
+def signature(kind: str, x: Tensor, *params: Hashable) -> tuple[Hashable, ...] | None:
     """What a choice is remembered for: the op, the input's shape, strides, dtype and device,
-    and the op's parameters (including whether the argmax is written)."""
-    return (kind, tuple(x.shape), tuple(x.stride()), x.dtype, x.device, *params)
+    and the op's parameters (including whether the argmax is written).  None for symbolic
+    sizes (a dynamic-shape trace): they name no one call, and cannot be hashed."""
+    shape, stride = tuple(x.shape), tuple(x.stride())
+    if not all(type(v) is int for v in (*shape, *stride)):
+        return None
+    return (kind, shape, stride, x.dtype, x.device, *params)
 
 
-def can_measure(x: Tensor) -> bool:
-    """Whether timing ``x``'s kernels now means anything: a real CUDA tensor, compiled kernels,
-    and no torch.compile trace or CUDA graph capture in progress."""
+def can_measure(*tensors: Tensor) -> bool:
+    """Whether timing these tensors' kernels now means anything: real CUDA tensors, compiled
+    kernels, and no torch.compile trace or CUDA graph capture in progress."""
     return (
-        type(x) is torch.Tensor  # FakeTensor, FunctionalTensor, … are subclasses
-        and x.is_cuda
+        all(type(t) is torch.Tensor and t.is_cuda for t in tensors)  # not FakeTensor & co.
         and not lrn_pool.INTERPRET
         and not torch.compiler.is_compiling()
         and not torch.cuda.is_current_stream_capturing()
     )
 
 
-def choose(key: Hashable, variants: Mapping[str, Callable[[], object]], default: str,
-           measurable: bool) -> str:
-    """The variant to run for ``key``: remembered, else timed now (when ``measurable``), else
-    ``default``.  Timing runs each variant's launcher a few times, writing the same outputs the
-    chosen one then writes again."""
-    if key in _chosen:
-        return _chosen[key]
-    if not measurable:
+def choose(key: Hashable | None, default: str, tensors: tuple[Tensor, ...],
+           variants: Callable[[], Variants]) -> str:
+    """The variant to run for ``key``: remembered, else timed now when ``tensors`` can be
+    timed, else ``default``.  ``variants`` builds the launchers only on a miss; timing runs
+    each a few times, writing the same outputs the chosen one then writes again."""
+    if key is None:
         return default
-    times = {name: timer(run) for name, run in variants.items()}
+    hit = _chosen.get(key)
+    if hit is not None:
+        return hit
+    if not can_measure(*tensors):
+        return default
+    runs = variants()
+    times = {name: timer(run, tensors[0].device) for name, run in runs.items()}
     best = min(times, key=lambda name: times[name])
     _chosen[key] = best
     return best
@@ -86,15 +107,19 @@ def forget() -> None:
     _chosen.clear()
 
 
-def eager_first(module: nn.Module, compiled: Callable[..., Any]) -> Callable[..., Any]:
+def eager_first(module: nn.Module, compiled: Callable[..., Any],
+                mode: nn.Module | None = None) -> Callable[..., Any]:
     """``compiled`` (``torch.compile(module)``), except that the first call in each of training
     and evaluation mode runs ``module`` eagerly, so its fused calls are timed (see the module
-    docstring) before torch.compile traces them and bakes its choices in."""
+    docstring) before torch.compile traces them and bakes its choices in.  The mode is read
+    from ``mode`` (default ``module``): the model inside a DDP wrapper, whose own flag
+    ``model.eval()`` does not change."""
+    flag = module if mode is None else mode
     seen: set[bool] = set()
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        if module.training not in seen:
-            seen.add(module.training)
+        if flag.training not in seen:
+            seen.add(flag.training)
             return module(*args, **kwargs)
         return compiled(*args, **kwargs)
 

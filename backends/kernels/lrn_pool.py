@@ -36,10 +36,11 @@ MAX_LRN_SIZE = 9
 INTERPRET = False  # set below: True when triton.jit produced interpreter functions
 
 # What every autotuner keys on: the geometry and each constexpr that changes the compiled
-# code.  Triton's key holds only the listed arguments (plus tensor dtypes), so without
-# SAVE_IDX inference and training would share whichever tuning ran first.  The batch is not a
-# kernel argument: a shape is tuned at the batch of its first call.
-TUNE_KEY = ["H", "W", "CPT", "towers", "HALF", "HAS_LRN", "K", "S", "P"]
+# code (FAST is True on every launch that autotunes: compiled CUDA kernels).
+# Triton's key holds only the listed arguments (plus tensor dtypes), so without SAVE_IDX
+# inference and training would share whichever tuning ran first.  The batch is not a kernel
+# argument: a shape is tuned at the batch of its first call.
+TUNE_KEY = ["H", "W", "CPT", "towers", "HALF", "HAS_LRN", "K", "S", "P", "alpha", "beta", "k"]
 FWD_TUNE_KEY = [*TUNE_KEY, "SAVE_IDX", "sxc", "sxw", "syc"]
 BWD_TUNE_KEY = [*TUNE_KEY, "sxc", "sxw", "sdc"]
 

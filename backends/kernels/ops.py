@@ -75,10 +75,12 @@ def _launch_forward(x: Tensor, y: Tensor, idx: Tensor | None, *args: Any, **kwar
     """The selected variant's forward launcher (both share lrn_pool.launch_forward's contract)."""
     variant = VARIANT
     if variant == "auto":
-        runs = {name: partial(mod.launch_forward, x, y, idx, *args, **kwargs)
-                for name, mod in _FORWARDS.items()}
-        variant = choose.choose(choose.signature("fwd", x, idx is not None, *args), runs,
-                                "rows" if idx is None else "windows", choose.can_measure(x))
+        variant = choose.choose(
+            choose.signature("fwd", x, idx is not None, *args),
+            "rows" if idx is None else "windows", (x,),
+            lambda: {name: partial(mod.launch_forward, x, y, idx, *args, **kwargs)
+                     for name, mod in _FORWARDS.items()},
+        )
     _FORWARDS[variant].launch_forward(x, y, idx, *args, **kwargs)
 
 
@@ -87,10 +89,13 @@ def _launch_backward(x: Tensor, dy: Tensor, idx: Tensor | None, dx: Tensor, *arg
     """The selected variant's backward launcher (both share one contract)."""
     variant = BWD_VARIANT
     if variant == "auto":
-        runs = {name: partial(mod.launch_backward, x, dy, idx, dx, *args, **kwargs)
-                for name, mod in _BACKWARDS.items()}
-        variant = choose.choose(choose.signature("bwd", x, tuple(dy.stride()), *args), runs,
-                                "gather", choose.can_measure(x) and choose.can_measure(dy))
+        dy_key = choose.signature("dy", dy)
+        variant = choose.choose(
+            None if dy_key is None else choose.signature("bwd", x, dy_key[2], *args),
+            "gather", (x, dy),
+            lambda: {name: partial(mod.launch_backward, x, dy, idx, dx, *args, **kwargs)
+                     for name, mod in _BACKWARDS.items()},
+        )
     _BACKWARDS[variant].launch_backward(x, dy, idx, dx, *args, **kwargs)
 
 

@@ -181,7 +181,7 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
     replica = distributed.wrap(model, device, d)
     forward: Callable[[Tensor], Tensor] = replica
     if cfg.compile:  # first call per mode eager: the fused kernels are timed, then compiled
-        forward = eager_first(replica, torch.compile(replica))
+        forward = eager_first(replica, torch.compile(replica), mode=model)
     tr = Trainer(cfg, net, spec_text, model, forward, optimiser, schedule, data, stats, augment,
                  device, Path(cfg.out), bad, d)
     if state is not None:

@@ -22,7 +22,14 @@ from alexnetc.compiler.errors import (
 from alexnetc.compiler.graph import Key, free_stage_name, reserved_stage_name, topo_ops
 from alexnetc.compiler.ops import REQUIRED, OpDef, Param, Value, known_names, suggest
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
+from alexnetc.compiler.shapes import (
+    INT32_MAX,
+    LIMIT_TEXT,
+    Shape,
+    show_bound,
+    show_int,
+    show_value,
+)
 
 
 def run(ctx: Context) -> None:
@@ -250,12 +257,12 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value 
                         f"{param.name}={example}")
             return None
     if param.minimum is not None and v < param.minimum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {_num(param.minimum)}, "
-                    f"got {_shown(v)}", f"use {param.name} ≥ {_num(param.minimum)}")
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {show_bound(param.minimum)}, "
+                    f"got {show_value(v)}", f"use {param.name} ≥ {show_bound(param.minimum)}")
         return None
     if param.maximum is not None and v > param.maximum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {_num(param.maximum)}, "
-                    f"got {_shown(v)}", f"use {param.name} ≤ {_num(param.maximum)}")
+        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {show_bound(param.maximum)}, "
+                    f"got {show_value(v)}", f"use {param.name} ≤ {show_bound(param.maximum)}")
         return None
     if param.kind is int and v > INT32_MAX:
         diags.error(LIMIT, arg.loc, f"{where} is {show_int(int(v))}, more than the limit of "
@@ -265,9 +272,3 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value 
     return v
 
 
-def _shown(v: int | float) -> str:
-    return show_int(v) if isinstance(v, int) else str(v)
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)

@@ -3,13 +3,17 @@ specs never escape the error hierarchy."""
 
 from __future__ import annotations
 
+import io
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.lark import from_lark
 from lark import Lark
+from rich.table import Table
 
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check, check_bytes
+from alexnetc.compiler.report import partial_table, plain_console, report_text
 from alexnetc.grammar import grammar_text
 
 from helpers import SPECS
@@ -81,3 +85,20 @@ def test_mutated_real_specs_never_escape(raw: bytes) -> None:
         text = d.render(result.source)
         assert text.startswith(f"mut.net:{d.loc.line}:{d.loc.col}: ")
         assert d.loc.line >= 1 and d.loc.col >= 1
+    # what `check` prints besides the diagnostics, the table or a failing spec's partial one,
+    # renders whatever the spec, and a partial table lists every stage as written
+    if result.network is not None:
+        report_text(result.network)
+    elif (partial := partial_table(result)) is not None:
+        assert result.ast is not None
+        names = [str(cell) for cell in partial.columns[0].cells if str(cell)]
+        assert names == [stage.name for stage in result.ast.stages if stage.ops]
+        _render(partial)
+
+
+def _render(table: Table | None) -> str:
+    if table is None:
+        return ""
+    buf = io.StringIO()
+    plain_console(buf).print(table)
+    return buf.getvalue()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -25,6 +26,21 @@ def build(net: CheckedNetwork, recipe: Recipe, devices: str | None, seed: int) -
         raise DeviceError(f"--devices: {e}") from None
     torch.manual_seed(seed)  # the global stream also drives dropout from here on
     return build_module(net, recipe, devices=placed, seed=seed, fused=None)
+
+
+def memory_format(device: torch.device) -> torch.memory_format:
+    """NHWC (channels_last) on a GPU, where cuDNN's tensor-core convolutions and the fused
+    kernels run fastest on it (the configuration of the throughput benchmark); NCHW on the
+    CPU."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def in_format(forward: Callable[[Tensor], Tensor], fmt: torch.memory_format
+              ) -> Callable[[Tensor], Tensor]:
+    """``forward`` fed batches in memory format ``fmt`` (the model's own)."""
+    if fmt == torch.contiguous_format:
+        return forward
+    return lambda x: forward(x.contiguous(memory_format=fmt))  # N x C x H x W, NHWC strides
 
 
 def input_device(model: nn.Module) -> torch.device:

@@ -32,7 +32,7 @@ from alexnetc.backends.train.data import (
     collate,
     open_data,
 )
-from alexnetc.backends.train.model import build, input_device
+from alexnetc.backends.train.model import build, in_format, input_device, memory_format
 from alexnetc.backends.train.optim import PaperSGD, PlateauSchedule
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check
@@ -170,6 +170,8 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
     bad = BadImages(len(data.train) + len(data.val), warn)
     model = build(net, recipe, distributed.rank_devices(d, net.towers, cfg.devices), cfg.seed)
     device = input_device(model)
+    fmt = memory_format(device)
+    model.to(memory_format=fmt)  # in place: the optimiser below sees these parameters
     distributed.init(d, device)
     if d.active:  # same initial weights everywhere (seeded), different dropout masks
         torch.manual_seed(cfg.seed * 7_919 + d.rank)
@@ -182,6 +184,7 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
     forward: Callable[[Tensor], Tensor] = replica
     if cfg.compile:  # first call per mode eager: the fused kernels are timed, then compiled
         forward = eager_first(replica, torch.compile(replica), mode=model)
+    forward = in_format(forward, fmt)
     tr = Trainer(cfg, net, spec_text, model, forward, optimiser, schedule, data, stats, augment,
                  device, Path(cfg.out), bad, d)
     if state is not None:

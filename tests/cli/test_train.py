@@ -98,6 +98,26 @@ def test_compiled_training_matches_eager(tmp_path: Path) -> None:
         torch.testing.assert_close(wc[k], we[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+def test_channels_last_training_matches_nchw(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a GPU the model and its batches are channels_last (NHWC): the same training, to
+    float rounding, and a checkpoint that resumes.  Forced here on the CPU."""
+    from alexnetc.backends.train import run
+
+    s = spec(tmp_path)
+    assert train(s, "--out", tmp_path / "nchw", "--max-steps", "4") == 0
+    monkeypatch.setattr(run, "memory_format", lambda device: torch.channels_last)
+    assert train(s, "--out", tmp_path / "nhwc", "--max-steps", "2") == 0
+    state = torch.load(tmp_path / "nhwc" / "checkpoint.pt", weights_only=True)
+    conv = state["model"]["conv1.conv.towers.0.weight"]
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert train(s, "--out", tmp_path / "nhwc", "--max-steps", "4", "--resume") == 0
+    a, b = weights(tmp_path / "nchw"), weights(tmp_path / "nhwc")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
 def test_short_digits_run_learns(trained: Path) -> None:
     rows = metrics.read(trained / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1.0, 2.0]

@@ -3,6 +3,10 @@
 # training-throughput benchmark and the GPU tests, each under its own time limit, writing
 # every result under ${OUT:-gpu-results} as it goes.
 #   bash benchmarks/gpu_check.sh          (wheels for packages the machine lacks in .whl/)
+# The GPU machine has no network; fetch the pure-Python wheels it may lack beforehand, e.g.
+#   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#     --implementation cp --platform manylinux2014_x86_64 -d .whl \
+#     lark==1.3.1 rich markdown-it-py mdurl pygments
 set -uo pipefail
 cd "$(dirname "$0")/.."
 R=$PWD
@@ -10,7 +14,7 @@ OUT=${OUT:-$R/gpu-results}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 SITE=/tmp/alexnetc-site
-if ! python3 -c "import lark" 2>/dev/null; then
+if compgen -G ".whl/*.whl" >/dev/null; then  # what the machine lacks (lark, rich, ...)
   python3 -m pip install -q --no-index --no-deps --target "$SITE" .whl/*.whl || exit 1
 fi
 python3 -m pip install -q --no-index --no-deps --no-build-isolation --target "$SITE" . \
@@ -28,8 +32,8 @@ echo "=== bench_train"
 timeout "${TRAIN_S:-170}" python3 "$R/benchmarks/bench_train.py" --out "$OUT/bench_train.md" \
   ${TRAIN_QUICK:+--quick} --profile \
   2>&1 | tee "$OUT/bench_train.log" | tail -60
-[ "${TESTS_S:-60}" = 0 ] && exit 0
+[ "${TESTS_S:-120}" = 0 ] && exit 0
 echo "=== gpu tests"
-timeout "${TESTS_S:-60}" python3 -m pytest -q -m gpu -p no:cacheprovider -x \
-  --rootdir "$R" -c "$R/pyproject.toml" "$R/tests/backends" 2>&1 | tail -15 \
+timeout "${TESTS_S:-120}" python3 -m pytest -q -m gpu -p no:cacheprovider -x \
+  --rootdir "$R" -c "$R/pyproject.toml" "$R/tests/backends" "$R/tests/cli" 2>&1 | tail -15 \
   | tee "$OUT/gpu-tests.txt"

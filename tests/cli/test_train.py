@@ -118,6 +118,26 @@ def test_channels_last_training_matches_nchw(tmp_path: Path,
         torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+@pytest.mark.gpu
+def test_gpu_training_with_every_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                        ) -> None:
+    """The GPU path end to end: channels_last, bf16, torch.compile after an eager first step
+    that times the fused kernels' variants, then a resume and eval (synthetic data: the GPU
+    machine need not have scikit-learn)."""
+    from alexnetc.backends.kernels import choose
+
+    choose.forget()
+    s = spec(tmp_path)
+    gpu = ["--devices", "cuda:0", "--amp", "bf16", "--compile", "--data", "synthetic"]
+    assert main(["train", str(s), "--out", str(tmp_path / "r"), "--max-steps", "4", *gpu]) == 0
+    kinds = {key[0] for key in choose.chosen()}
+    assert kinds == {"fwd", "bwd"}, choose.chosen()  # measured in the eager first step
+    assert main(["train", str(s), "--out", str(tmp_path / "r"), "--resume", "--epochs", "1",
+                 *gpu]) == 0
+    assert main(["eval", str(tmp_path / "r")]) == 0
+    assert "top-1 error" in capsys.readouterr().out
+
+
 def test_short_digits_run_learns(trained: Path) -> None:
     rows = metrics.read(trained / "metrics.csv")
     assert [r["epoch"] for r in rows] == [1.0, 2.0]

@@ -19,7 +19,6 @@ from alexnetc.backends.kernels import (
     PoolParams,
     choose,
     fused_relu_lrn_pool,
-    kernels_available,
     lrn_pool,
     lrn_pool_bwd,
     lrn_pool_bwd_rows,
@@ -31,18 +30,6 @@ from alexnetc.backends.kernels import (
 from test_lrn_reference import paper_relu_lrn_pool, rel_err
 
 TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
-
-
-@pytest.fixture(
-    params=[pytest.param("cpu", id="interp"), pytest.param("cuda", marks=pytest.mark.gpu)]
-)
-def device(request: pytest.FixtureRequest) -> str:
-    dev = request.param
-    if dev == "cuda" and not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    if not kernels_available(dev):
-        pytest.skip(f"Triton kernels unavailable on {dev} (interpreter off or triton missing)")
-    return dev
 
 
 @pytest.fixture(params=["windows", "rows"])

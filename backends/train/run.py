@@ -233,6 +233,7 @@ def load_run(run_dir: Path, devices: str | None = None) -> LoadedRun:
     cfg = TrainConfig.from_dict(state["config"]).override(devices=devices)
     net = result.network
     model = build(net, result.recipe, cfg.devices, cfg.seed)
+    model.to(memory_format=memory_format(input_device(model)))  # as in training
     model.load_state_dict(state["model"])
     model.eval()
     stats = PixelStats.from_dict(state["stats"])

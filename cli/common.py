@@ -61,13 +61,10 @@ def check_at_least(args: argparse.Namespace, **least: int) -> None:
 
 
 def data_flag(value: str | None) -> str | None:
-    """--data as given: `digits`, `synthetic`, or a folder that must exist (a usage error at
-    once, before any model is built)."""
+    """--data as stored in a run's config: `digits`, `synthetic`, or a normalised folder path
+    (so `--resume --data d/` matches a run started with `--data d`)."""
     if value is None or value in ("digits", "synthetic"):
         return value
-    if not Path(value).is_dir():
-        raise UsageError(f"no such data folder: {value}" if not Path(value).exists()
-                         else f"--data {value} is a file; it takes a folder with train/ and val/")
     return str(Path(value))
 
 
@@ -75,19 +72,19 @@ def data_flag(value: str | None) -> str | None:
 def run_errors() -> Iterator[None]:
     """The one rule for what goes wrong loading a run, a checkpoint, data or images:
 
-    - a path the user named that does not exist (no checkpoint.pt in RUN_DIR) and a --devices
-      this machine lacks are usage errors: UsageError, exit 2;
+    - a path the user named that does not exist (no checkpoint.pt in RUN_DIR, no --data
+      folder) and a --devices this machine lacks are usage errors: UsageError, exit 2;
     - a file that exists but cannot be used (unreadable, truncated, corrupt, written for
       another spec or format) and unusable data are errors of the run: RunError, exit 1.
 
     Imports the backend (torch) when entered: only for commands that load one."""
     from alexnetc.backends.train.checkpoint import CheckpointError, NoCheckpoint
-    from alexnetc.backends.train.data import DataError
+    from alexnetc.backends.train.data import DataError, NoData
     from alexnetc.backends.train.model import DeviceError
 
     try:
         yield
-    except (NoCheckpoint, DeviceError) as e:
+    except (NoCheckpoint, NoData, DeviceError) as e:
         raise UsageError(str(e)) from None
     except (CheckpointError, DataError) as e:
         raise RunError(str(e)) from None

@@ -26,7 +26,6 @@ def run(args: argparse.Namespace) -> int:
 
     check_at_least(args, batch_size=1, workers=0)
     run_dir = run_folder(args.run_dir)
-    data_arg = data_flag(args.data)
 
     from alexnetc.backends.train.data import BadImages, DataError, open_data
     from alexnetc.backends.train.loop import describe, evaluate
@@ -34,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     with run_errors():
         r = load_run(run_dir, args.devices)
-        data = data_arg or r.cfg.data
+        data = data_flag(args.data) or r.cfg.data
         ds = open_data(data, r.side, r.net.input.c, r.net.output.c)
         if ds.classes != r.classes:
             raise DataError(f"{ds.source} has classes {ds.classes[:5]}… but the run was "

@@ -31,6 +31,10 @@ class DataError(Exception):
     """A data set the run cannot use; the message names the folder or file."""
 
 
+class NoData(DataError):
+    """The data folder named does not exist (a usage error at the command line)."""
+
+
 Item = tuple[Tensor | None, int, str]  # (C x S x S uint8 or None if unreadable, label, problem)
 
 
@@ -206,7 +210,7 @@ def _images_in(folder: Path) -> list[Path]:
 def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tuple[Path, int]]]:
     """(classes, train files, val files) of root/train/CLASS/* and root/val/CLASS/*."""
     if not root.exists():
-        raise DataError(f"no such data folder: {root}")
+        raise NoData(f"no such data folder: {root}")
     if not root.is_dir():
         raise DataError(f"{root} is not a folder (expected {root}/train/CLASS/*.jpg)")
     for split in ("train", "val"):

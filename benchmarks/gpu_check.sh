@@ -25,7 +25,7 @@ cd /tmp  # import the installed package, not the checkout's folders
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 } | tee "$OUT/card.txt"
 echo "=== bench_fused"
-TRITON_PRINT_AUTOTUNING=1 timeout "${FUSED_S:-200}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
+TRITON_PRINT_AUTOTUNING=1 timeout "${FUSED_S:-240}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
   ${FUSED_ONLY:+--only $FUSED_ONLY} \
   2>&1 | tee "$OUT/bench_fused.log" | grep -v "^  File\|^    \|autotuning" | tail -40
 echo "=== bench_train"

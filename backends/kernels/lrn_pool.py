@@ -78,6 +78,29 @@ if HAVE_TRITON:
         return v
 
     @triton.jit
+    def _keep(v, FAST: tl.constexpr):
+        """v as a fresh value (a register move, which ptxas deletes).  A ring slot that is just
+        the previous iteration's slot makes the loop "distance > 1" in Triton's eyes, and its
+        software pipeliner then refuses to prefetch the loop's loads (tl.range num_stages);
+        passing each moved slot through here keeps every carried value one iteration old.
+        Compiled CUDA only (FAST): the interpreter cannot run PTX and does not pipeline."""
+        if FAST:
+            out = tl.inline_asm_elementwise(
+                "mov.b32 $0, $1;", "=r,r", [v], dtype=tl.float32, is_pure=True, pack=1
+            )
+        else:
+            out = v
+        return out
+
+    @triton.jit
+    def _push(a, r1, r2, r3, r4, r5, r6, r7, FAST: tl.constexpr):
+        """The ring after step a: (r1, .., r8) becomes (a, r1, .., r7)."""
+        return (
+            a, _keep(r1, FAST), _keep(r2, FAST), _keep(r3, FAST), _keep(r4, FAST),
+            _keep(r5, FAST), _keep(r6, FAST), _keep(r7, FAST),
+        )  # fmt: skip
+
+    @triton.jit
     def _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, N: tl.constexpr, SQUARE: tl.constexpr):
         """Σ over the newest N ring entries (of their squares when SQUARE): recomputed each step
         rather than kept as a running sum, so an inf/NaN cannot poison later channels."""
@@ -202,7 +225,7 @@ if HAVE_TRITON:
             else:
                 best = tl.max(b, axis=0)  # [BP]
             tl.store(y_ptr + y_off + c * syc, best.to(y_ptr.dtype.element_ty), mask=out_ok)
-            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+            r1, r2, r3, r4, r5, r6, r7, r8 = _push(a, r1, r2, r3, r4, r5, r6, r7, FAST)
 
     from triton.runtime.jit import JITFunction
 

@@ -32,7 +32,7 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import _pick, _pow_neg, _window_sum, program_coords
+    from .lrn_pool import _keep, _pick, _pow_neg, _push, _window_sum, program_coords
 
     @triton.jit
     def _win(h, i: tl.constexpr, OH, K: tl.constexpr, S: tl.constexpr, P: tl.constexpr):
@@ -107,7 +107,7 @@ if HAVE_TRITON:
             da = u_j - (2.0 * alpha * beta) * a_j * tsum
             t8, t7, t6, t5 = t7 + t, t6 + t, t5 + t, t4 + t
             t4, t3, t2, t1 = t3 + t, t2 + t, t1 + t, t
-            u4, u3, u2, u1 = u3, u2, u1, u
+            u1, u2, u3, u4 = u, _keep(u1, FAST), _keep(u2, FAST), _keep(u3, FAST)
         else:
             a_j = a
             da = g
@@ -198,7 +198,7 @@ if HAVE_TRITON:
             )  # fmt: skip  # dx of channel m-2*HALF
             j = mv - 2 * HALF  # [1] channel whose dx is complete now
             tl.store(dx_t + j * sgc, dx.to(dx_ptr.dtype.element_ty), mask=in_ok & (j >= c0))
-            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+            r1, r2, r3, r4, r5, r6, r7, r8 = _push(a, r1, r2, r3, r4, r5, r6, r7, FAST)
 
     _BWD_CONFIGS = [
         triton.Config({"BLOCK_H": bh, "BLOCK_W": bw, "CB": cb}, num_warps=nw)

@@ -29,6 +29,9 @@ An earlier version loaded [OR, OWP] tiles of just the needed window rows and gat
 with tl.gather along axis 0: fewer loads, but the two gather axes need two layouts, and the
 layout conversions cost shared-memory round trips (16 barriers per channel step; now 6).
 
+STAGES and UNROLL mean what they mean in lrn_pool_rows (cp.async prefetch of the loop's
+loads; unrolling by the ring period).
+
 Routed to lrn_pool_bwd instead (``supported`` is False): no pool (that kernel is then already
 one load per element), pools with K > 2*S (lrn_pool_bwd refuses them too), and widths whose
 footprint exceeds MAX_IWP columns.
@@ -56,7 +59,7 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import program_coords
+    from .lrn_pool import _push, program_coords
     from .lrn_pool_bwd import lrn_grad_step
 
 # Widest band (input columns) one program holds.
@@ -64,7 +67,7 @@ MAX_IWP = 128
 # Band heights tried by the autotuner; BR * IWP is capped at 4096 elements.
 _BR_CHOICES = (8, 16, 32)
 # Tile used when not autotuning (interpreter); tests force others.
-DEFAULT_BWD_ROWS_CONFIG = {"BR": 8, "CB": 8, "num_warps": 4}
+DEFAULT_BWD_ROWS_CONFIG = {"BR": 8, "CB": 8, "num_warps": 4, "STAGES": 1, "UNROLL": 0}
 
 
 if HAVE_TRITON:
@@ -121,6 +124,7 @@ if HAVE_TRITON:
         HALF: tl.constexpr, HAS_LRN: tl.constexpr,
         K: tl.constexpr, S: tl.constexpr, P: tl.constexpr, FAST: tl.constexpr,
         IWP: tl.constexpr, OWP: tl.constexpr, BR: tl.constexpr, CB: tl.constexpr,
+        STAGES: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         band, n, t_lo, t_hi, c0, c1 = program_coords(tl.cdiv(H, BR), CPT, CB, towers)
         TWO_ROWS: tl.constexpr = K > S
@@ -156,7 +160,8 @@ if HAVE_TRITON:
         zero = tl.zeros([BR, IWP], dtype=tl.float32)
         # One loop over the loaded channel m from c0-2*HALF (the first 2*HALF steps only fill
         # the rings; their stores are masked off): a at m, s/g/t/u at m-HALF, dx at m-2*HALF.
-        for m in range(c0 - 2 * HALF, c1 + 2 * HALF):
+        RING: tl.constexpr = 2 * HALF if UNROLL and HALF > 0 else 1  # unroll by the ring period
+        for m in tl.range(c0 - 2 * HALF, c1 + 2 * HALF, num_stages=STAGES, loop_unroll_factor=RING):
             mv = m + tl.zeros([1], dtype=tl.int32)  # [1]; a tensor so masks broadcast (interp.)
             x_ok = in_ok & (mv >= t_lo) & (mv < t_hi)
             a = tl.maximum(tl.load(x_tile + m * sxc, mask=x_ok, other=0.0).to(tl.float32), 0.0)
@@ -176,24 +181,30 @@ if HAVE_TRITON:
                 dx_tile + (m - 2 * HALF) * sgc, dx.to(dx_ptr.dtype.element_ty),
                 mask=in_ok & (j >= c0),
             )  # fmt: skip
-            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+            r1, r2, r3, r4, r5, r6, r7, r8 = _push(a, r1, r2, r3, r4, r5, r6, r7, FAST)
 
     # (BR, CB, num_warps, maxnreg): few, as every config is one more compile per (shape,
     # dtype).  From ptxas -v for sm_90 (3x3/2, W=55, fp32 and bf16): 4 elements per thread
     # (BR*64/threads) take ~143 registers without spills, 8 take ~240 (occupancy 8 warps/SM),
     # hence no 8-per-thread config; maxnreg=128 fits 4 elements with no spill for +4% SASS
-    # instructions, raising occupancy from 12 to 16 warps/SM.
-    _CONFIG_CHOICES = [(8, 32, 4, 0), (8, 32, 4, 128), (4, 32, 2, 128), (16, 32, 8, 0)]
+    # instructions, raising occupancy from 12 to 16 warps/SM.  Then (STAGES, UNROLL): one whose
+    # planes the pipeliner prefetches with cp.async (no spill at maxnreg=128), one unrolled by
+    # the ring period (no ring moves: -12% instructions per step, 153 registers); see
+    # benchmarks/sass_report.py.
+    _CONFIG_CHOICES = [
+        (8, 32, 4, 0, 1, 0), (8, 32, 4, 128, 1, 0), (4, 32, 2, 128, 1, 0), (16, 32, 8, 0, 1, 0),
+        (8, 32, 4, 128, 2, 0), (8, 32, 4, 0, 1, 1),
+    ]
     _tuned_cache: dict[int, Any] = {}
 
     def _configs(iwp: int) -> list[Any]:
         out = []
-        for br, cb, nw, maxr in _CONFIG_CHOICES:
+        for br, cb, nw, maxr, stages, unroll in _CONFIG_CHOICES:
             if br * iwp > 4096:
                 continue
-            meta = {"BR": br, "CB": cb}
+            meta = {"BR": br, "CB": cb, "STAGES": stages, "UNROLL": unroll}
             out.append(triton.Config(meta, num_warps=nw, maxnreg=maxr or None))
-        return out or [triton.Config({"BR": 1, "CB": 32}, num_warps=4)]
+        return out or [triton.Config({"BR": 1, "CB": 32, "STAGES": 1, "UNROLL": 0}, num_warps=4)]
 
     def _tuned(iwp: int) -> Any:
         """An autotuned kernel per band width (the configs depend on IWP only)."""
@@ -263,5 +274,5 @@ def launch_backward(
     if config is None and not INTERPRET:
         wrap(_tuned(iwp))[grid](*args, **consts)
         return
-    cfg = dict(DEFAULT_BWD_ROWS_CONFIG if config is None else config)
+    cfg = {"STAGES": 1, "UNROLL": 0, **(DEFAULT_BWD_ROWS_CONFIG if config is None else config)}
     wrap(_bwd_rows_kernel)[grid](*args, **consts, **cfg)

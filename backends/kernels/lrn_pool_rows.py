@@ -18,6 +18,13 @@ has the windows kernel's format and its backward consumes it unchanged.
 
 Only neighbouring bands overlap (K - S input rows), so the input is read ≈ once.
 
+Hiding memory latency (the loop loads one plane per step and waits for it): PREFETCH issues
+the next plane's load into registers before the step's math; STAGES > 1 lets Triton's
+pipeliner prefetch planes into shared memory with cp.async (possible because the ring is
+rotated through lrn_pool._push); UNROLL unrolls the loop by the ring's period, which removes
+the ring's register moves.  The autotuner measures which wins; benchmarks/sass_report.py shows
+what each costs in registers and instructions.
+
 Routed to the windows kernel instead (``supported`` is False): no pool (the windows kernel
 is then already one load per element), a pooled width whose footprint exceeds MAX_IWP
 columns, or a pool taller than the largest band.
@@ -44,14 +51,14 @@ if HAVE_TRITON:
     import triton
     import triton.language as tl
 
-    from .lrn_pool import _pick, _pow_neg, _window_sum, program_coords
+    from .lrn_pool import _pick, _pow_neg, _push, _window_sum, program_coords
 
 # Widest input footprint (columns) one program holds: OW ≤ 64 for a 3x3/2 pool.
 MAX_IWP = 128
 # Input rows per band tried by the autotuner (and the cap on the pool height).
 _IR_CHOICES = (8, 16, 32)
 # Tile used when not autotuning (interpreter); tests force others.  IR=8 → BOH=3 for 3x3/2.
-DEFAULT_ROWS_CONFIG = {"IR": 8, "CB": 8, "num_warps": 4, "PREFETCH": 0}
+DEFAULT_ROWS_CONFIG = {"IR": 8, "CB": 8, "num_warps": 4, "PREFETCH": 0, "STAGES": 1, "UNROLL": 0}
 
 
 def band_rows(ir: int, k: int, s: int) -> int:
@@ -81,7 +88,7 @@ if HAVE_TRITON:
         SAVE_IDX: tl.constexpr, FAST: tl.constexpr,
         IWP: tl.constexpr, BOW: tl.constexpr,
         IR: tl.constexpr, BOH: tl.constexpr, BOHP: tl.constexpr, CB: tl.constexpr,
-        PREFETCH: tl.constexpr,
+        PREFETCH: tl.constexpr, STAGES: tl.constexpr, UNROLL: tl.constexpr,
     ):  # fmt: skip
         band, n, t_lo, t_hi, c0, c1 = program_coords(tl.cdiv(OH, BOH), CPT, CB, towers)
 
@@ -119,7 +126,8 @@ if HAVE_TRITON:
         if PREFETCH:  # next plane's load issued before this plane's math (costs registers)
             xn = _plane(x_tile, c0 + HALF, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
         # Main loop: load channel m = c + HALF, emit pooled channel c.
-        for m in range(c0 + HALF, c1 + HALF):
+        RING: tl.constexpr = 2 * HALF if UNROLL and HALF > 0 else 1  # unroll by the ring period
+        for m in tl.range(c0 + HALF, c1 + HALF, num_stages=STAGES, loop_unroll_factor=RING):
             if PREFETCH:
                 a = xn
                 xn = _plane(x_tile, m + 1, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
@@ -154,22 +162,31 @@ if HAVE_TRITON:
             if SAVE_IDX:
                 tl.store(idx_ptr + y_off + c * syc, arg.to(tl.int8), mask=out_ok)
             tl.store(y_ptr + y_off + c * syc, best.to(y_ptr.dtype.element_ty), mask=out_ok)
-            r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
+            r1, r2, r3, r4, r5, r6, r7, r8 = _push(a, r1, r2, r3, r4, r5, r6, r7, FAST)
 
-    # (IR, CB, num_warps, PREFETCH): few, because every config is one more compile per
-    # (shape, dtype) in the benchmark.  IR=16 (1024-element planes for OW ≤ 32 at 3x3/2) at 4
-    # and 8 warps, a taller band (fewer halo rows, more registers), one prefetching variant.
-    # IR=8 is left out: 3-row bands load 72 rows for conv1's 55 (+30% work).
-    _CONFIG_CHOICES = [(16, 16, 4, 0), (16, 32, 8, 0), (32, 32, 8, 0), (16, 32, 4, 1)]
+    # (IR, CB, num_warps, PREFETCH, STAGES, UNROLL): few, because every config is one more
+    # compile per (shape, dtype).  IR=16 (1024-element planes for OW ≤ 32 at 3x3/2) at 4 and 8
+    # warps, a taller band (fewer halo rows, more registers), one register-prefetching
+    # variant; two whose planes the pipeliner prefetches with cp.async (the H200 ran the
+    # unpipelined forward at 2.3x the time its instructions take to issue: memory latency,
+    # not issue, bound it), and one unrolled by the ring period (no ring moves: -12%
+    # instructions per step, more registers).  benchmarks/sass_report.py shows each one's
+    # registers, occupancy and instructions per step.  IR=8 is left out: 3-row bands load
+    # 72 rows for conv1's 55 (+30% work).
+    _CONFIG_CHOICES = [
+        (16, 16, 4, 0, 1, 0), (16, 32, 8, 0, 1, 0), (32, 32, 8, 0, 1, 0), (16, 32, 4, 1, 1, 0),
+        (16, 16, 4, 0, 2, 0), (16, 32, 8, 0, 2, 0), (16, 32, 8, 0, 1, 1),
+    ]
     _tuned_cache: dict[tuple[int, int, int], Any] = {}
 
     def _configs(k: int, s: int, iwp: int) -> list[Any]:
         out = []
-        for ir, cb, nw, pf in _CONFIG_CHOICES:
+        for ir, cb, nw, pf, stages, unroll in _CONFIG_CHOICES:
             if ir < k or ir * iwp > 4096:
                 continue
             boh = band_rows(ir, k, s)
-            meta = {"IR": ir, "BOH": boh, "BOHP": _next_pow2(boh), "CB": cb, "PREFETCH": pf}
+            meta = {"IR": ir, "BOH": boh, "BOHP": _next_pow2(boh), "CB": cb, "PREFETCH": pf,
+                    "STAGES": stages, "UNROLL": unroll}
             out.append(triton.Config(meta, num_warps=nw))
         return out
 
@@ -239,7 +256,7 @@ def launch_forward(
     if config is None and not INTERPRET:
         wrap(_tuned(K, S, iwp))[grid](*args, **consts)
         return
-    cfg = dict(DEFAULT_ROWS_CONFIG if config is None else config)
+    cfg = {"STAGES": 1, "UNROLL": 0, **(DEFAULT_ROWS_CONFIG if config is None else config)}
     ir = max(cfg["IR"], _next_pow2(K))
     boh = band_rows(ir, K, S)
     cfg.update(IR=ir, BOH=boh, BOHP=_next_pow2(boh))

@@ -58,12 +58,18 @@ LRN_A = LRNParams(5, 0.1, 0.75, 2.0)  # alpha large enough that the LRN visibly 
 R8 = {"IR": 8, "CB": 3, "num_warps": 4, "PREFETCH": 0}  # rows: 3-row bands, 3-channel chunks
 R16P = {"IR": 16, "CB": 5, "num_warps": 4, "PREFETCH": 1}
 B4 = {"BR": 4, "CB": 3, "num_warps": 4}  # rows backward: 4-row bands (odd OR/band edges)
+# Channel loops unrolled by the ring period with a remainder (5 = 4 + 1 steps; the backward's
+# 3 + 2*2*HALF), and cp.async-pipelined ones: on a GPU these compile differently; under the
+# interpreter they check the kernels take the parameters.
+R8U = {"IR": 8, "CB": 5, "num_warps": 4, "PREFETCH": 0, "UNROLL": 1}
+R16S = {"IR": 16, "CB": 5, "num_warps": 4, "PREFETCH": 0, "STAGES": 2}
+B4U = {**B4, "UNROLL": 1}
 CASES = [
     # shape, lrn, pool, towers, dtype, channels_last, fwd config (windows, rows),
     # bwd config (gather, rows)
     pytest.param((2, 7, 11, 13), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
-                 ({"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, R8),
-                 ({"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3}, B4),
+                 ({"BLOCK_OH": 2, "BLOCK_OW": 4, "CB": 3}, R8U),
+                 ({"BLOCK_H": 4, "BLOCK_W": 8, "CB": 3}, B4U),
                  id="conv-block-chunk-and-tile-edges"),
     pytest.param((1, 8, 9, 10), LRNParams(5, 0.02, 0.6, 1.5), PoolParams(3, 2, 1), 2,
                  torch.float32, True, (None, R16P), (None, {"BR": 2, "CB": 5, "num_warps": 4}),
@@ -78,15 +84,16 @@ CASES = [
     pytest.param((2, 10, 13, 11), LRN_A, PoolParams(3, 2), 2, torch.bfloat16, False,
                  ({"BLOCK_OH": 4, "BLOCK_OW": 8, "CB": 4}, R8), (None, None), id="bf16-towers2"),
     pytest.param((1, 8, 55, 55), LRN_A, PoolParams(3, 2), 1, torch.float32, False,
-                 ({"BLOCK_OH": 8, "BLOCK_OW": 32, "CB": 8}, R16P),
-                 ({"BLOCK_H": 32, "BLOCK_W": 64, "CB": 8}, {"BR": 16, "CB": 8, "num_warps": 4}),
+                 ({"BLOCK_OH": 8, "BLOCK_OW": 32, "CB": 8}, R16S),
+                 ({"BLOCK_H": 32, "BLOCK_W": 64, "CB": 8},
+                  {"BR": 16, "CB": 8, "num_warps": 4, "STAGES": 2}),
                  id="conv1-geometry"),
     pytest.param((1, 8, 27, 27), LRN_A, PoolParams(3, 2), 2, torch.float32, True,
                  ({"BLOCK_OH": 8, "BLOCK_OW": 16, "CB": 8}, {**R16P, "IR": 32}),
                  ({"BLOCK_H": 32, "BLOCK_W": 32, "CB": 8}, {"BR": 8, "CB": 8, "num_warps": 4}),
                  id="conv2-geometry-channels_last"),
     pytest.param((1, 5, 12, 9), LRNParams(3, 0.2, 0.75, 1.0), PoolParams(4, 3, 2), 1,
-                 torch.float32, False, (None, R8), (None, B4), id="pool4-stride3-pad2"),
+                 torch.float32, False, (None, R8U), (None, B4U), id="pool4-stride3-pad2"),
 ]  # fmt: skip
 
 

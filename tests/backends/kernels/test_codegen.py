@@ -1,0 +1,40 @@
+"""What the kernels compile to for a Hopper GPU, checked without one (Triton's own ptxas).
+
+The rows kernels' channel loops carry register rings; a ring slot that is only the previous
+iteration's slot made Triton's software pipeliner refuse the loop, so num_stages asked for
+cp.async prefetching and silently got none.  benchmarks/sass_report.py compiles each STAGES > 1
+autotune configuration for sm_90 and fails unless its channel loop issues cp.async.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+triton = pytest.importorskip("triton")
+
+REPORT = Path(__file__).resolve().parents[3] / "benchmarks" / "sass_report.py"
+
+
+def _ptxas() -> Path:
+    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+
+
+@pytest.mark.skipif(not REPORT.exists(), reason="benchmarks/ is not in this checkout")
+def test_pipelined_configs_prefetch_with_cp_async() -> None:
+    if not _ptxas().exists():
+        pytest.skip("this triton has no bundled ptxas")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset
+    run = subprocess.run(
+        [sys.executable, str(REPORT), "--only", "conv1:fp32", "--pipelined", "--check"],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    rows = [line for line in run.stdout.splitlines() if line.startswith("| conv1")]
+    assert len(rows) >= 3  # rows fwd (with and without argmax) and rows bwd
+    assert all(int(row.split("|")[-3]) > 0 for row in rows)  # the cp.async column

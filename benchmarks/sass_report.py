@@ -220,8 +220,7 @@ def cases(shape_name: str, dtype_name: str) -> Iterator[Case]:
                 launch_fn(x, y, idx if argmax else None, *lrn_args, wrap=rec,
                           config=_rows_config(cfg) if name == "rows" else cfg)
                 (launch,) = rec.launches
-                chunks = launch.programs // (n * TOWERS)  # tiles x channel chunks
-                steps = launch.programs * min(cfg["CB"], cpt) if chunks else 0
+                steps = _steps(launch.programs, cpt, cfg["CB"], 0)
                 yield Case(name, shape_name, dtype_name, argmax, cfg, launch, steps)
     backwards = {
         "gather": (lrn_pool_bwd.launch_backward,
@@ -234,8 +233,15 @@ def cases(shape_name: str, dtype_name: str) -> Iterator[Case]:
             rec = Recorder()
             launch_fn(x, y, idx, x, *lrn_args, wrap=rec, config=cfg)
             (launch,) = rec.launches
-            steps = launch.programs * (min(cfg["CB"], cpt) + 2 * (size // 2) * 2)
+            steps = _steps(launch.programs, cpt, cfg["CB"], 2 * (size // 2) * 2)
             yield Case(name + "-bwd", shape_name, dtype_name, True, cfg, launch, steps)
+
+
+def _steps(programs: int, cpt: int, cb: int, per_chunk: int) -> int:
+    """Channel-loop iterations of all programs: each (sample, tower, tile) walks the tower's
+    channels once, in chunks of CB, each chunk with ``per_chunk`` more (the backward's lag)."""
+    chunks = math.ceil(cpt / cb)
+    return programs // chunks * (cpt + chunks * per_chunk)
 
 
 def _rows_config(cfg: dict[str, Any]) -> dict[str, Any]:

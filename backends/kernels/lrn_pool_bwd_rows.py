@@ -115,6 +115,25 @@ if HAVE_TRITON:
         return g
 
     @triton.jit
+    def _g_plane_3s2(
+        dy0, ix0, ok0, oy0, dy1, ix1, ok1, oy1,
+        BR: tl.constexpr, IWP: tl.constexpr, OWP: tl.constexpr,
+    ):  # fmt: skip
+        """_g_plane for AlexNet's 3x3/2 pool without padding, where OWP = IWP/2: window j
+        covers columns 2j (offset 0), 2j+1 (1) and 2j+2 (2), so even column 2j collects window
+        j's offset 0 and window j-1's offset 2, odd column 2j+1 window j's offset 1.  One
+        gather (the j-1 shift) instead of 3, and the even/odd halves interleave by a reshape."""
+        d0, x0 = _rows_of(dy0, ix0, ok0, oy0, 3)  # [BR, OWP] each
+        d1, x1 = _rows_of(dy1, ix1, ok1, oy1, 3)
+        q0 = tl.where(x0 == 0, d0, 0.0) + tl.where(x1 == 0, d1, 0.0)  # to column 2j
+        q1 = tl.where(x0 == 1, d0, 0.0) + tl.where(x1 == 1, d1, 0.0)  # to column 2j+1
+        q2 = tl.where(x0 == 2, d0, 0.0) + tl.where(x1 == 2, d1, 0.0)  # to column 2j+2
+        j = tl.arange(0, OWP)[None, :] + tl.zeros([BR, OWP], dtype=tl.int32)  # [BR, OWP]
+        prev = tl.gather(q2, tl.maximum(j - 1, 0), axis=1)  # window j-1's offset 2
+        even = q0 + tl.where(j >= 1, prev, 0.0)  # [BR, OWP]
+        return tl.reshape(tl.join(even, q1), [BR, IWP])  # columns 2j, 2j+1 interleaved
+
+    @triton.jit
     def _bwd_rows_kernel(
         x_ptr, dy_ptr, idx_ptr, dx_ptr,
         H, W, OH, OW, CPT, towers,
@@ -168,10 +187,16 @@ if HAVE_TRITON:
             cg = mv - HALF  # [1]
             c_ok = (cg >= t_lo) & (cg < t_hi)  # [1]
             cd, ci = (m - HALF) * sdc, (m - HALF) * sic
-            g = _g_plane(
-                dy0 + cd, ix0 + ci, ok0 & c_ok, oy0, dy1 + cd, ix1 + ci, ok1 & c_ok, oy1,
-                col, W, OW, K, S, P, TWO_ROWS, BR, IWP, OWP,
-            )  # fmt: skip  # [BR, IWP] g at channel m-HALF
+            if K == 3 and S == 2 and P == 0:
+                g = _g_plane_3s2(
+                    dy0 + cd, ix0 + ci, ok0 & c_ok, oy0, dy1 + cd, ix1 + ci, ok1 & c_ok, oy1,
+                    BR, IWP, OWP,
+                )  # fmt: skip  # [BR, IWP] g at channel m-HALF
+            else:
+                g = _g_plane(
+                    dy0 + cd, ix0 + ci, ok0 & c_ok, oy0, dy1 + cd, ix1 + ci, ok1 & c_ok, oy1,
+                    col, W, OW, K, S, P, TWO_ROWS, BR, IWP, OWP,
+                )  # fmt: skip  # [BR, IWP] g at channel m-HALF
             dx, t1, t2, t3, t4, t5, t6, t7, t8, u1, u2, u3, u4 = lrn_grad_step(
                 a, g, r1, r2, r3, r4, r5, r6, r7, r8, t1, t2, t3, t4, t5, t6, t7, t8,
                 u1, u2, u3, u4, zero, alpha, beta, k, HALF, HAS_LRN, FAST, True,
@@ -257,6 +282,8 @@ def launch_backward(
         return
     cpt = C // towers
     iwp, owp = _next_pow2(W), _next_pow2(max(OW, 1))
+    if (K, S, P) == (3, 2, 0):
+        owp = iwp // 2  # _g_plane_3s2 interleaves two [BR, OWP] halves into [BR, IWP]
     args = (
         x, dy, idx, dx,
         H, W, OH, OW, cpt, towers,

@@ -12,9 +12,13 @@ input columns): for NCHW every row is one contiguous, coalesced segment.  Each l
 LRN is computed exactly once (one pow), with the same register ring over channels as the
 windows kernel (so nothing is re-read along C).  The pooling then happens in registers with
 ``tl.gather``: first along the columns (K gathers, [IR, IWP] → [IR, BOW]), then along the
-rows ([IR, BOW] → [BOHP, BOW]).  Rows first-max then column first-max with strict '>' gives
-the row-major first maximum, i.e. exactly F.max_pool2d's choice, so the int8 argmax (dy*K+dx)
-has the windows kernel's format and its backward consumes it unchanged.
+rows ([IR, BOW] → [BOHP, BOW]).  AlexNet's 3x3/2 pool takes a shorter path: the tile splits
+into even and odd columns (a reshape, no data movement), window j's columns are even j, odd j
+and even j+1, so only the last needs a gather; the same along the rows.  That is 2 gathers a
+step instead of 6 (sm_90: 243 instructions a step instead of 294, 291 instead of 389 with the
+argmax).  Rows first-max then column first-max with strict '>' gives the row-major first
+maximum, i.e. exactly F.max_pool2d's choice, so the int8 argmax (dy*K+dx) has the windows
+kernel's format and its backward consumes it unchanged.
 
 Only neighbouring bands overlap (K - S input rows), so the input is read ≈ once.
 
@@ -75,6 +79,69 @@ if HAVE_TRITON:
         mv = m + tl.zeros([1], dtype=tl.int32)  # [1]; a tensor so masks broadcast (interp.)
         ok = in_ok & (mv >= t_lo) & (mv < t_hi)  # [IR, IWP]
         return tl.maximum(tl.load(x_tile + m * sxc, mask=ok, other=0.0).to(tl.float32), 0.0)
+
+    @triton.jit
+    def _first_max3(v0, v1, v2, p0, p1, p2, SAVE_IDX: tl.constexpr):
+        """Max of three candidates in window order, and the payload of the first maximum
+        (strict '>': F.max_pool2d's tie rule)."""
+        best = v0
+        arg = p0
+        if SAVE_IDX:
+            arg = tl.where(v1 > best, p1, arg)
+        best = tl.maximum(best, v1)
+        if SAVE_IDX:
+            arg = tl.where(v2 > best, p2, arg)
+        best = tl.maximum(best, v2)
+        return best, arg
+
+    @triton.jit
+    def _pool3s2(b, SAVE_IDX: tl.constexpr, IR: tl.constexpr, IWP: tl.constexpr):
+        """3x3 stride-2 max-pool of the [IR, IWP] footprint tile → [IR/2, IWP/2] (row i, column
+        j pools rows 2i..2i+2, columns 2j..2j+2; the last row/column are junk, masked later),
+        and the row-major offset of the first maximum.  Splitting into even/odd columns (rows)
+        leaves one shifted operand per axis: one gather each, not three."""
+        HW: tl.constexpr = IWP // 2
+        HR: tl.constexpr = IR // 2
+        e, o = tl.split(tl.reshape(b, [IR, HW, 2]))  # columns 2j, 2j+1: [IR, HW]
+        nxt = tl.minimum(tl.arange(0, HW) + 1, HW - 1)[None, :] + tl.zeros([IR, HW], tl.int32)
+        e1 = tl.gather(e, nxt, axis=1)  # column 2j+2
+        z = tl.zeros([IR, HW], dtype=tl.int32)
+        hm, hdx = _first_max3(e, o, e1, z, z + 1, z + 2, SAVE_IDX)  # [IR, HW]
+        he, ho = tl.split(tl.permute(tl.reshape(hm, [HR, 2, HW]), (0, 2, 1)))  # [HR, HW]
+        dn = tl.minimum(tl.arange(0, HR) + 1, HR - 1)[:, None] + tl.zeros([HR, HW], tl.int32)
+        he1 = tl.gather(he, dn, axis=0)  # row 2i+2
+        if SAVE_IDX:
+            de, do = tl.split(tl.permute(tl.reshape(hdx, [HR, 2, HW]), (0, 2, 1)))
+            de1 = tl.gather(de, dn, axis=0)
+        else:
+            de = tl.zeros([HR, HW], dtype=tl.int32)
+            do = de
+            de1 = de
+        return _first_max3(he, ho, he1, de, do + 3, de1 + 6, SAVE_IDX)
+
+    @triton.jit
+    def _pool_gather(b, hcol, vrow, SAVE_IDX: tl.constexpr, K: tl.constexpr,
+                     IR: tl.constexpr, IWP: tl.constexpr):
+        """Any K x K / S pool of the footprint tile by gathers: K along the columns
+        ([IR, IWP] → [IR, BOW]), then K along the rows (→ [BOHP, BOW]); first max kept."""
+        hm = tl.gather(b, tl.minimum(hcol, IWP - 1), axis=1)  # [IR, BOW]
+        hdx = hcol * 0  # [IR, BOW] argmax column offset
+        for d in tl.static_range(1, K):
+            v = tl.gather(b, tl.minimum(hcol + d, IWP - 1), axis=1)  # [IR, BOW]
+            if SAVE_IDX:
+                hdx = tl.where(v > hm, d, hdx)
+            hm = tl.maximum(hm, v)
+        best = tl.gather(hm, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
+        arg = vrow * 0
+        if SAVE_IDX:
+            arg = tl.gather(hdx, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
+        for d in tl.static_range(1, K):
+            v = tl.gather(hm, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
+            if SAVE_IDX:
+                vdx = tl.gather(hdx, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
+                arg = tl.where(v > best, d * K + vdx, arg)
+            best = tl.maximum(best, v)
+        return best, arg
 
     @triton.jit
     def _rows_fwd_kernel(
@@ -140,24 +207,10 @@ if HAVE_TRITON:
             else:
                 b = a
             b = tl.where(in_ok, b, float("-inf"))  # [IR, IWP]; -inf = pool padding
-            # Horizontal: column maxima over each window's K columns, first max kept.
-            hm = tl.gather(b, tl.minimum(hcol, IWP - 1), axis=1)  # [IR, BOW]
-            hdx = tl.zeros([IR, BOW], dtype=tl.int32)  # [IR, BOW] argmax column offset
-            for d in tl.static_range(1, K):
-                v = tl.gather(b, tl.minimum(hcol + d, IWP - 1), axis=1)  # [IR, BOW]
-                if SAVE_IDX:
-                    hdx = tl.where(v > hm, d, hdx)
-                hm = tl.maximum(hm, v)
-            # Vertical: over each window's K rows; strict '>' keeps the first (top) row.
-            best = tl.gather(hm, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
-            if SAVE_IDX:
-                arg = tl.gather(hdx, tl.minimum(vrow, IR - 1), axis=0)  # [BOHP, BOW]
-            for d in tl.static_range(1, K):
-                v = tl.gather(hm, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
-                if SAVE_IDX:
-                    vdx = tl.gather(hdx, tl.minimum(vrow + d, IR - 1), axis=0)  # [BOHP, BOW]
-                    arg = tl.where(v > best, d * K + vdx, arg)
-                best = tl.maximum(best, v)
+            if K == 3 and S == 2:
+                best, arg = _pool3s2(b, SAVE_IDX, IR, IWP)  # [BOHP, BOW] = [IR/2, IWP/2]
+            else:
+                best, arg = _pool_gather(b, hcol, vrow, SAVE_IDX, K, IR, IWP)
             c = m - HALF
             if SAVE_IDX:
                 tl.store(idx_ptr + y_off + c * syc, arg.to(tl.int8), mask=out_ok)
@@ -248,6 +301,8 @@ def launch_forward(
     N, cpt, OH = x.shape[0], x.shape[1] // towers, y.shape[2]
     K, S = consts["K"], consts["S"]
     iwp, bow = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
+    if (K, S) == (3, 2):
+        bow = iwp // 2
     consts.update(IWP=iwp, BOW=bow)
 
     def grid(meta: dict[str, int]) -> tuple[int]:

@@ -274,3 +274,28 @@ def test_auto_variant_rule_where_nothing_is_timed(
     fused_relu_lrn_pool(xg, LRN_A, PoolParams(3, 2)).sum().backward()
     assert calls == ["windows"]
     assert xg.grad is not None and torch.isfinite(xg.grad).all()
+
+
+@pytest.mark.parametrize(
+    ("pool", "cfg"),
+    [(PoolParams(3, 2), R8), (PoolParams(3, 2, 1), R16S), (PoolParams(4, 3, 2), R8),
+     (PoolParams(2, 2), R8U)],
+    ids=["3x3s2", "3x3s2-pad1", "4x4s3-pad2", "2x2s2"],
+)  # fmt: skip
+def test_argmax_is_max_pool2d_first_maximum_under_ties(device, variant, pool, cfg):
+    """The saved argmax is F.max_pool2d's choice (the first maximum in row-major window order)
+    when windows hold equal values: small integers, relu → pool, so ties are exact.  3x3/2 takes
+    the rows kernel's even/odd split path, the others its general gather path."""
+    x = torch.randint(-2, 3, (2, 5, 11, 13), device=device).float()
+    _, want_flat = torch.nn.functional.max_pool2d(
+        x.relu().cpu(), pool.size, pool.stride, pool.pad, return_indices=True
+    )  # flat index into each H x W plane
+    oh, ow = want_flat.shape[2:]
+    top = torch.arange(oh)[:, None] * pool.stride - pool.pad  # window origins
+    left = torch.arange(ow)[None, :] * pool.stride - pool.pad
+    want = (want_flat // x.shape[3] - top) * pool.size + (want_flat % x.shape[3] - left)
+    y = torch.full(want.shape, float("nan"), device=device)
+    idx = torch.full(want.shape, -7, dtype=torch.int8, device=device)
+    launch = lrn_pool_rows.launch_forward if variant == "rows" else lrn_pool.launch_forward
+    launch(x, y, idx, *_flat(None, pool), 1, config=cfg if variant == "rows" else None)
+    assert torch.equal(idx.cpu().long(), want)

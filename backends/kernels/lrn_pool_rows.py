@@ -73,11 +73,14 @@ def band_rows(ir: int, k: int, s: int) -> int:
 if HAVE_TRITON:
 
     @triton.jit
-    def _plane(x_tile, m, in_ok, t_lo, t_hi, sxc):
-        """relu(x) of channel m on the footprint tile; 0 outside the image or the tower (the
-        paper's clipped LRN window)."""
+    def _plane(x_tile, m, t_lo, t_hi, sxc):
+        """relu(x) of channel m on the footprint tile; 0 outside the tower (the paper's clipped
+        LRN window).  The tile's pointers are clamped into the image, so the only mask is this
+        one channel test, the same for every element (a per-element image mask cost ~2
+        instructions an element): positions outside the image hold a copy of an edge pixel,
+        whose LRN only ever meets its own position's, and the pool never lets them win."""
         mv = m + tl.zeros([1], dtype=tl.int32)  # [1]; a tensor so masks broadcast (interp.)
-        ok = in_ok & (mv >= t_lo) & (mv < t_hi)  # [IR, IWP]
+        ok = (mv >= t_lo) & (mv < t_hi)  # [1], broadcast over the tile
         return tl.maximum(tl.load(x_tile + m * sxc, mask=ok, other=0.0).to(tl.float32), 0.0)
 
     @triton.jit
@@ -163,7 +166,9 @@ if HAVE_TRITON:
         ih = band * (BOH * S) - P + tl.arange(0, IR)  # [IR]
         iw = tl.arange(0, IWP) - P  # [IWP]
         in_ok = ((ih >= 0) & (ih < H))[:, None] & ((iw >= 0) & (iw < W))[None, :]  # [IR, IWP]
-        x_tile = x_ptr + n * sxn + ih[:, None] * sxh + iw[None, :] * sxw  # [IR, IWP] pointers
+        ihc = tl.minimum(tl.maximum(ih, 0), H - 1)  # [IR] clamped: every load in bounds
+        iwc = tl.minimum(tl.maximum(iw, 0), W - 1)  # [IWP]
+        x_tile = x_ptr + n * sxn + ihc[:, None] * sxh + iwc[None, :] * sxw  # [IR, IWP] pointers
 
         # Pooled outputs of the band: rows band*BOH + [0, BOHP) (valid < BOH), all columns.
         oi = tl.arange(0, BOHP)  # [BOHP]
@@ -188,25 +193,27 @@ if HAVE_TRITON:
         r8 = tl.zeros([IR, IWP], dtype=tl.float32)
         # Pre-roll: channels c0-HALF .. c0+HALF-1 into the ring.
         for m in range(c0 - HALF, c0 + HALF):
-            a = _plane(x_tile, m, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+            a = _plane(x_tile, m, t_lo, t_hi, sxc)  # [IR, IWP]
             r8, r7, r6, r5, r4, r3, r2, r1 = r7, r6, r5, r4, r3, r2, r1, a
         if PREFETCH:  # next plane's load issued before this plane's math (costs registers)
-            xn = _plane(x_tile, c0 + HALF, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+            xn = _plane(x_tile, c0 + HALF, t_lo, t_hi, sxc)  # [IR, IWP]
         # Main loop: load channel m = c + HALF, emit pooled channel c.
         RING: tl.constexpr = 2 * HALF if UNROLL and HALF > 0 else 1  # unroll by the ring period
         for m in tl.range(c0 + HALF, c1 + HALF, num_stages=STAGES, loop_unroll_factor=RING):
             if PREFETCH:
                 a = xn
-                xn = _plane(x_tile, m + 1, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+                xn = _plane(x_tile, m + 1, t_lo, t_hi, sxc)  # [IR, IWP]
             else:
-                a = _plane(x_tile, m, in_ok, t_lo, t_hi, sxc)  # [IR, IWP]
+                a = _plane(x_tile, m, t_lo, t_hi, sxc)  # [IR, IWP]
             if HAS_LRN:
                 sumsq = _window_sum(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF + 1, True)
                 a_c = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF)  # [IR, IWP]
                 b = a_c * _pow_neg(k + alpha * sumsq, beta, FAST, True)  # one pow per element
             else:
                 b = a
-            b = tl.where(in_ok, b, float("-inf"))  # [IR, IWP]; -inf = pool padding
+            if P > 0:  # -inf = pool padding.  Without padding every valid output's window
+                # lies inside the image, and positions outside feed only outputs not stored.
+                b = tl.where(in_ok, b, float("-inf"))  # [IR, IWP]
             if K == 3 and S == 2:
                 best, arg = _pool3s2(b, SAVE_IDX, IR, IWP)  # [BOHP, BOW] = [IR/2, IWP/2]
             else:

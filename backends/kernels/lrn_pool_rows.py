@@ -15,10 +15,10 @@ windows kernel (so nothing is re-read along C).  The pooling then happens in reg
 rows ([IR, BOW] → [BOHP, BOW]).  AlexNet's 3x3/2 pool takes a shorter path: the tile splits
 into even and odd columns (a reshape, no data movement), window j's columns are even j, odd j
 and even j+1, so only the last needs a gather; the same along the rows.  That is 2 gathers a
-step instead of 6 (sm_90: 219 instructions a step instead of 294, 268 instead of 389 with the
-argmax).  Rows first-max then column first-max with strict '>' gives the row-major first
-maximum, i.e. exactly F.max_pool2d's choice, so the int8 argmax (dy*K+dx) has the windows
-kernel's format and its backward consumes it unchanged.
+step instead of 6 (with _plane's single mask, sm_90 code takes 219 instructions a step instead
+of 294, 268 instead of 389 with the argmax).  Rows first-max then column first-max with
+strict '>' gives the row-major first maximum, i.e. exactly F.max_pool2d's choice, so the int8
+argmax (dy*K+dx) has the windows kernel's format and its backward consumes it unchanged.
 
 Only neighbouring bands overlap (K - S input rows), so the input is read ≈ once.
 

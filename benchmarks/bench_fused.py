@@ -1,9 +1,9 @@
 """Benchmark the fused ReLU → LRN → MaxPool kernel against eager PyTorch and torch.compile.
 
-Run on one GPU:  python benchmarks/bench_fused.py [--out FILE]
-Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side, and the
-windows forward with the "rows" backward (ops.BWD_VARIANT, column "windows+rows-bwd"; the
-other columns use the "gather" backward), and the default "auto" (each call signature times the
+Run on one GPU:  python benchmarks/bench_fused.py [--out FILE] [--only conv1:fp32 ...] [--warm]
+Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side, each
+with the "gather" backward, and with the "rows" backward (ops.BWD_VARIANT, columns
+"windows+rows-bwd" and "rows+rows-bwd"), and the default "auto" (each call signature times the
 variants once and keeps the fastest: what a user gets); a variant that fails to compile or run
 prints its error and the rest of the table still runs.
 Checks each kernel against the float64 reference on the benchmark shapes (batch 4) and
@@ -47,7 +47,8 @@ POOL = PoolParams(3, 2)
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 # Timed side by side in one run: label -> (ops.VARIANT, ops.BWD_VARIANT).
-RUNS = ({v: (v, "gather") for v in ops.VARIANTS} | {"windows+rows-bwd": ("windows", "rows")}
+RUNS = ({v: (v, "gather") for v in ops.VARIANTS}
+        | {"windows+rows-bwd": ("windows", "rows"), "rows+rows-bwd": ("rows", "rows")}
         | {"auto": ("auto", "auto")})  # auto: what a user gets, the variants timed per call
 VARIANTS = tuple(RUNS)
 
@@ -162,14 +163,45 @@ def time_parts(x: torch.Tensor, dy: torch.Tensor) -> dict[str, float]:
     return out
 
 
+def warm(only: list[str] | None) -> None:
+    """Run every variant, part and the torch.compile baseline once per block, timing nothing:
+    Triton compiles each autotune configuration into its disk cache (and Inductor its kernels),
+    so a timed run started afterwards spends its minutes timing.  gpu_check.sh runs one of
+    these per block in parallel; their autotuning choices die with them."""
+    for name, shape in SHAPES.items():
+        for dname, dtype in DTYPES.items():
+            if only and f"{name}:{dname}" not in only:
+                continue
+            x = (3 * torch.randn(shape, device="cuda")).to(dtype)
+            xg = x.detach().requires_grad_()
+            dy = torch.randn_like(eager_chain(x))
+            runs = {v: fused_chain for v in VARIANTS}
+            runs["torch.compile"] = torch.compile(eager_chain, dynamic=False)
+            for label, fn in runs.items():
+                ops.VARIANT, ops.BWD_VARIANT = RUNS.get(label, RUNS["auto"])
+                try:
+                    with torch.no_grad():
+                        fn(x)  # inference: the forward without the argmax
+                    grad_of(fn, xg, dy)
+                except Exception as e:  # the timed run reports it
+                    print(f"warm {name} {dname} {label}: {type(e).__name__}: {e}", flush=True)
+            time_parts(x, dy)
+    torch.cuda.synchronize()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the markdown table to this file")
     ap.add_argument("--only", nargs="*", help="blocks to time, e.g. conv1:fp32 conv2:bf16 "
                     "(default: all four)")
+    ap.add_argument("--warm", action="store_true",
+                    help="compile every kernel configuration (disk caches) and time nothing")
     args = ap.parse_args()
     if not torch.cuda.is_available() or not kernels_available("cuda"):
         sys.exit("needs a CUDA device and triton")
+    if args.warm:
+        warm(args.only)
+        return
     t_start = time.perf_counter()
     torch.backends.cudnn.benchmark = True
     card = torch.cuda.get_device_name()
@@ -241,9 +273,9 @@ def main() -> None:
     lines += ["", *parts_lines, "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
         "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
-        "lrn_pool_rows forward) with the gather backward (lrn_pool_bwd); windows+rows-bwd = "
-        "the windows forward with the rows backward (lrn_pool_bwd_rows).  Errors: fused vs float64 "
-        "reference, batch 4; gradient entries next to near-tied pool windows (see "
+        "lrn_pool_rows forward) with the gather backward (lrn_pool_bwd); windows+rows-bwd and "
+        "rows+rows-bwd: those forwards with the rows backward (lrn_pool_bwd_rows).  Errors: "
+        "fused vs float64 reference, batch 4; gradient entries next to near-tied pool windows (see "
         "near_tie_inputs) are left out, fraction shown.",
     ]
     print("\n".join(lines[-2:]))

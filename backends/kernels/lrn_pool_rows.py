@@ -70,6 +70,13 @@ def band_rows(ir: int, k: int, s: int) -> int:
     return (ir - k) // s + 1
 
 
+def band_meta(ir: int, k: int, s: int) -> dict[str, int]:
+    """IR, BOH and BOHP (the pooled tile's height: the 3x3/2 path pools the band into IR/2
+    rows, the gather path into the power of two ≥ BOH)."""
+    boh = band_rows(ir, k, s)
+    return {"IR": ir, "BOH": boh, "BOHP": ir // 2 if (k, s) == (3, 2) else _next_pow2(boh)}
+
+
 if HAVE_TRITON:
 
     @triton.jit
@@ -244,8 +251,7 @@ if HAVE_TRITON:
         for ir, cb, nw, pf, stages, unroll in _CONFIG_CHOICES:
             if ir < k or ir * iwp > 4096:
                 continue
-            boh = band_rows(ir, k, s)
-            meta = {"IR": ir, "BOH": boh, "BOHP": _next_pow2(boh), "CB": cb, "PREFETCH": pf,
+            meta = {**band_meta(ir, k, s), "CB": cb, "PREFETCH": pf,
                     "STAGES": stages, "UNROLL": unroll}
             out.append(triton.Config(meta, num_warps=nw))
         return out
@@ -320,6 +326,5 @@ def launch_forward(
         return
     cfg = {"STAGES": 1, "UNROLL": 0, **(DEFAULT_ROWS_CONFIG if config is None else config)}
     ir = max(cfg["IR"], _next_pow2(K))
-    boh = band_rows(ir, K, S)
-    cfg.update(IR=ir, BOH=boh, BOHP=_next_pow2(boh))
+    cfg.update(band_meta(ir, K, S))
     wrap(_rows_fwd_kernel)[grid](*args, **consts, **cfg)

@@ -279,8 +279,8 @@ def test_auto_variant_rule_where_nothing_is_timed(
 @pytest.mark.parametrize(
     ("pool", "cfg"),
     [(PoolParams(3, 2), R8), (PoolParams(3, 2, 1), R16S), (PoolParams(4, 3, 2), R8),
-     (PoolParams(2, 2), R8U)],
-    ids=["3x3s2", "3x3s2-pad1", "4x4s3-pad2", "2x2s2"],
+     (PoolParams(2, 2), R8U), (PoolParams(3, 2), {**R8, "IR": 4, "num_warps": 1})],
+    ids=["3x3s2", "3x3s2-pad1", "4x4s3-pad2", "2x2s2", "3x3s2-1-row-bands"],
 )  # fmt: skip
 def test_argmax_is_max_pool2d_first_maximum_under_ties(device, variant, pool, cfg):
     """The saved argmax is F.max_pool2d's choice (the first maximum in row-major window order)

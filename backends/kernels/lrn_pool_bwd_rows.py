@@ -208,17 +208,17 @@ if HAVE_TRITON:
             )  # fmt: skip
             r1, r2, r3, r4, r5, r6, r7, r8 = _push(a, r1, r2, r3, r4, r5, r6, r7, FAST)
 
-    # (BR, CB, num_warps, maxnreg): few, as every config is one more compile per (shape,
-    # dtype).  From ptxas -v for sm_90 (3x3/2, W=55, fp32 and bf16): 4 elements per thread
-    # (BR*64/threads) take ~143 registers without spills, 8 take ~240 (occupancy 8 warps/SM),
-    # hence no 8-per-thread config; maxnreg=128 fits 4 elements with no spill for +4% SASS
-    # instructions, raising occupancy from 12 to 16 warps/SM.  Then (STAGES, UNROLL): one whose
-    # planes the pipeliner prefetches with cp.async (no spill at maxnreg=128), one unrolled by
-    # the ring period (no ring moves: -12% instructions per step, 153 registers); see
-    # benchmarks/sass_report.py.
+    # (BR, CB, num_warps, maxnreg, STAGES, UNROLL): few, as every config is one more compile
+    # per (shape, dtype).  sm_90 code for conv1's block (benchmarks/sass_report.py): 4 elements
+    # per thread (BR*64/threads) take ~133 registers (12 warps/SM) and ~278 instructions a
+    # step; maxnreg=128 reaches 16 warps/SM without spills; 2 elements per thread (BR=8 at 8
+    # warps, BR=4 at 4) take 64-74 registers, 24-32 warps/SM, for ~15% more instructions per
+    # element: the trade between issue and latency hiding that only a GPU can settle.  Then
+    # one whose planes the pipeliner prefetches with cp.async, one unrolled by the ring period
+    # (no ring moves).  CB=48 is a whole tower of conv1: no chunk repeats the 2*HALF lag steps.
     _CONFIG_CHOICES = [
-        (8, 32, 4, 0, 1, 0), (8, 32, 4, 128, 1, 0), (4, 32, 2, 128, 1, 0), (16, 32, 8, 0, 1, 0),
-        (8, 32, 4, 128, 2, 0), (8, 32, 4, 0, 1, 1),
+        (8, 32, 4, 0, 1, 0), (8, 32, 4, 128, 1, 0), (4, 32, 2, 128, 1, 0), (8, 48, 8, 0, 1, 0),
+        (4, 32, 4, 0, 1, 0), (8, 32, 4, 128, 2, 0), (8, 32, 4, 0, 1, 1),
     ]
     _tuned_cache: dict[int, Any] = {}
 

@@ -185,7 +185,10 @@ def warm(only: list[str] | None) -> None:
                     grad_of(fn, xg, dy)
                 except Exception as e:  # the timed run reports it
                     print(f"warm {name} {dname} {label}: {type(e).__name__}: {e}", flush=True)
-            time_parts(x, dy)
+            try:
+                time_parts(x, dy)
+            except Exception as e:
+                print(f"warm {name} {dname} parts: {type(e).__name__}: {e}", flush=True)
     torch.cuda.synchronize()
 
 

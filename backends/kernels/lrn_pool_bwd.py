@@ -101,7 +101,7 @@ if HAVE_TRITON:
             pw = _pow_neg(s, beta + 1.0, FAST, FTZ)  # s^(-β-1)
             t = g * _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, HALF) * pw
             u = g * pw * s  # g s^-β
-            tsum = t + _pick(t, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)
+            tsum = t + _pick(zero, t1, t2, t3, t4, t5, t6, t7, t8, 2 * HALF)  # t alone: size 1
             u_j = _pick(u, u1, u2, u3, u4, zero, zero, zero, zero, HALF)
             a_j = _pick(a, r1, r2, r3, r4, r5, r6, r7, r8, 2 * HALF)
             da = u_j - (2.0 * alpha * beta) * a_j * tsum

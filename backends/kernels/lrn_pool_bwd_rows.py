@@ -264,8 +264,9 @@ def launch_backward(
     config: dict[str, int] | None = None,
 ) -> None:
     """Same contract as lrn_pool_bwd.launch_backward.  ``config`` forces {"BR", "CB",
-    "num_warps"} (tests: band and chunk edges); unsupported geometries (see ``supported``) go
-    to lrn_pool_bwd (with its default config)."""
+    "num_warps"} and optionally "STAGES", "UNROLL" (default 1, 0), "maxnreg" (tests: band and
+    chunk edges, each loop form); unsupported geometries (see ``supported``) go to
+    lrn_pool_bwd (with its default config)."""
     if not supported(x, pool_size, pool_stride, pool_pad):
         lrn_pool_bwd.launch_backward(
             x, dy, idx, dx, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad,
@@ -279,6 +280,9 @@ def launch_backward(
     if idx is None or idx.shape != dy.shape:
         raise ValueError("the pooled backward needs the forward's argmax")
     if dx.numel() == 0:
+        return
+    if dy.numel() == 0:  # nothing pooled (a map narrower than the pool): no gradient
+        dx.zero_()
         return
     cpt = C // towers
     iwp, owp = _next_pow2(W), _next_pow2(max(OW, 1))

@@ -297,8 +297,9 @@ def launch_forward(
 ) -> None:
     """Same contract as lrn_pool.launch_forward (y, idx written; strides honoured).
 
-    ``config`` forces {"IR", "CB", "num_warps", "PREFETCH"} (tests: band and chunk edges);
-    geometries the rows kernel does not take (see ``supported``) go to the windows kernel.
+    ``config`` forces {"IR", "CB", "num_warps"} and optionally "PREFETCH", "STAGES", "UNROLL"
+    (default 0, 1, 0; tests: band and chunk edges, each loop form); geometries the rows kernel
+    does not take (see ``supported``) go to the windows kernel.
     """
     if not supported(x, pool_size, pool_stride, pool_pad):
         lrn_pool.launch_forward(
@@ -324,7 +325,8 @@ def launch_forward(
     if config is None and not INTERPRET:
         wrap(_tuned(K, S, iwp))[grid](*args, **consts)
         return
-    cfg = {"STAGES": 1, "UNROLL": 0, **(DEFAULT_ROWS_CONFIG if config is None else config)}
+    cfg = {"PREFETCH": 0, "STAGES": 1, "UNROLL": 0,
+           **(DEFAULT_ROWS_CONFIG if config is None else config)}
     ir = max(cfg["IR"], _next_pow2(K))
     cfg.update(band_meta(ir, K, S))
     wrap(_rows_fwd_kernel)[grid](*args, **consts, **cfg)

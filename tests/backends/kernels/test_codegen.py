@@ -20,20 +20,30 @@ triton = pytest.importorskip("triton")
 REPORT = Path(__file__).resolve().parents[3] / "benchmarks" / "sass_report.py"
 
 
-def _ptxas() -> Path:
-    return Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+# Versions whose pipeliner this was checked against; a newer one failing is reported as an
+# expected failure to look into (its heuristics may have moved), not as a broken build.
+CHECKED_UP_TO = (3, 9)
+
+
+def _tools_missing() -> list[str]:
+    bin_dir = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
+    return [t for t in ("ptxas", "cuobjdump") if not (bin_dir / t).exists()]
 
 
 @pytest.mark.skipif(not REPORT.exists(), reason="benchmarks/ is not in this checkout")
 def test_pipelined_configs_prefetch_with_cp_async() -> None:
-    if not _ptxas().exists():
-        pytest.skip("this triton has no bundled ptxas")
+    if missing := _tools_missing():
+        pytest.skip(f"this triton bundles no {' or '.join(missing)}")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # triton 3.9 warns when unset
     run = subprocess.run(
         [sys.executable, str(REPORT), "--only", "conv1:fp32", "--pipelined", "--check"],
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
+    version = tuple(int(p) for p in triton.__version__.split(".")[:2])
+    if run.returncode != 0 and version > CHECKED_UP_TO:
+        pytest.xfail(f"triton {triton.__version__} no longer pipelines a loop that "
+                     f"{'.'.join(map(str, CHECKED_UP_TO))} did: {run.stderr[-500:]}")
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     rows = [line for line in run.stdout.splitlines() if line.startswith("| conv1")]
     assert len(rows) >= 3  # rows fwd (with and without argmax) and rows bwd

@@ -94,6 +94,8 @@ CASES = [
                  id="conv2-geometry-channels_last"),
     pytest.param((1, 5, 12, 9), LRNParams(3, 0.2, 0.75, 1.0), PoolParams(4, 3, 2), 1,
                  torch.float32, False, (None, R8U), (None, B4U), id="pool4-stride3-pad2"),
+    pytest.param((1, 4, 9, 11), LRNParams(1, 0.3, 0.75, 1.0), PoolParams(3, 2), 2,
+                 torch.float32, False, (None, R8), (None, B4), id="lrn-size1"),
 ]  # fmt: skip
 
 
@@ -299,3 +301,13 @@ def test_argmax_is_max_pool2d_first_maximum_under_ties(device, variant, pool, cf
     launch = lrn_pool_rows.launch_forward if variant == "rows" else lrn_pool.launch_forward
     launch(x, y, idx, *_flat(None, pool), 1, config=cfg if variant == "rows" else None)
     assert torch.equal(idx.cpu().long(), want)
+
+
+def test_map_narrower_than_the_pool_has_zero_gradient(device, variant, bwd_variant):
+    """A 1-pixel-wide map under a 3x3 pool pools to nothing: an empty output, and a backward
+    (autograd still calls it) that writes zeros rather than failing."""
+    x = torch.randn(1, 2, 5, 1, device=device, requires_grad=True)
+    y = fused_relu_lrn_pool(x, LRN_A, PoolParams(3, 2))
+    assert y.shape == (1, 2, 2, 0)
+    y.sum().backward()
+    assert x.grad is not None and torch.equal(x.grad, torch.zeros_like(x))

@@ -42,6 +42,7 @@ from typing import Any
 
 if os.environ.get("TRITON_INTERPRET") == "1":
     sys.exit("sass_report compiles kernels for sm_90: unset TRITON_INTERPRET")
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")  # the kernels' default; 3.9 warns if unset
 
 import torch
 import triton

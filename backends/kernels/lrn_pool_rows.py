@@ -267,9 +267,11 @@ if HAVE_TRITON:
 
 
 def footprint(w: int, pool_size: int, pool_stride: int, pool_pad: int) -> tuple[int, int]:
-    """(IWP, BOW): footprint columns and pooled columns of the full-width band, powers of 2."""
+    """(IWP, BOW): footprint columns and pooled columns of the full-width band, powers of 2
+    (the 3x3/2 path pools the footprint into IWP/2 columns)."""
     K, S, _, _, OW = pool_geometry(1, w, pool_size, pool_stride, pool_pad)
-    return _next_pow2(max(1, (OW - 1) * S + K)), _next_pow2(max(1, OW))
+    iwp = _next_pow2(max(1, (OW - 1) * S + K))
+    return iwp, iwp // 2 if (K, S) == (3, 2) else _next_pow2(max(1, OW))
 
 
 def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
@@ -315,8 +317,6 @@ def launch_forward(
     N, cpt, OH = x.shape[0], x.shape[1] // towers, y.shape[2]
     K, S = consts["K"], consts["S"]
     iwp, bow = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
-    if (K, S) == (3, 2):
-        bow = iwp // 2
     consts.update(IWP=iwp, BOW=bow)
 
     def grid(meta: dict[str, int]) -> tuple[int]:

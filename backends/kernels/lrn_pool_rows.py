@@ -236,13 +236,14 @@ if HAVE_TRITON:
     # warps, a taller band (fewer halo rows, more registers), one register-prefetching
     # variant; two whose planes the pipeliner prefetches with cp.async (the H200 ran the
     # unpipelined forward at 2.3x the time its instructions take to issue: memory latency,
-    # not issue, bound it), and one unrolled by the ring period (no ring moves: -12%
+    # not issue, bound it), and three unrolled by the ring period (no ring moves: -20%
     # instructions per step, more registers).  benchmarks/sass_report.py shows each one's
     # registers, occupancy and instructions per step.  IR=8 is left out: 3-row bands load
     # 72 rows for conv1's 55 (+30% work).
     _CONFIG_CHOICES = [
-        (16, 16, 4, 0, 1, 0), (16, 32, 8, 0, 1, 0), (32, 32, 8, 0, 1, 0), (16, 32, 4, 1, 1, 0),
-        (16, 16, 4, 0, 2, 0), (16, 32, 8, 0, 2, 0), (16, 32, 8, 0, 1, 1),
+        (16, 16, 4, 0, 1, 0), (16, 32, 8, 0, 1, 0), (16, 32, 4, 1, 1, 0),
+        (16, 16, 4, 0, 2, 0), (16, 32, 8, 0, 2, 0),
+        (16, 16, 4, 0, 1, 1), (16, 32, 8, 0, 1, 1), (32, 32, 8, 0, 1, 1),
     ]
     _tuned_cache: dict[tuple[int, int, int], Any] = {}
 

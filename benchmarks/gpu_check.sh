@@ -34,7 +34,7 @@ for block in ${FUSED_ONLY:-conv1:fp32 conv1:bf16 conv2:fp32 conv2:bf16}; do
     >"$OUT/warm-${block/:/-}.log" 2>&1 &
 done
 wait
-TRITON_PRINT_AUTOTUNING=1 timeout "${FUSED_S:-200}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
+TRITON_PRINT_AUTOTUNING=1 timeout "${FUSED_S:-220}" python3 "$R/benchmarks/bench_fused.py" --out "$OUT/bench_fused.md" \
   ${FUSED_ONLY:+--only $FUSED_ONLY} \
   2>&1 | tee "$OUT/bench_fused.log" | grep -v "^  File\|^    \|autotuning" | tail -40
 echo "=== bench_train"

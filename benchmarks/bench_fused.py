@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -273,6 +274,8 @@ def main() -> None:
             parts_lines.append(part)
             print(part, flush=True)
             print(f"  ({name} {dname}: {time.perf_counter() - t_block:.0f} s)", flush=True)
+            if args.out:  # after every block: a run cut short by its time limit keeps them
+                Path(args.out).write_text("\n".join([*lines, "", *parts_lines]) + "\n")
     lines += ["", *parts_lines, "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
         "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
@@ -284,8 +287,7 @@ def main() -> None:
     print("\n".join(lines[-2:]))
     print(f"total {time.perf_counter() - t_start:.0f} s")
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+        Path(args.out).write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -297,6 +297,7 @@ def report(
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", nargs="+", metavar="BLOCK:DTYPE",
+                    choices=[f"{b}:{d}" for b in SHAPES for d in DTYPES],
                     help=f"blocks and dtypes, e.g. conv1:fp32 (of {list(SHAPES)} x "
                          f"{list(DTYPES)})")
     ap.add_argument("--out", help="also write the table (markdown) here")

@@ -197,7 +197,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", help="also write the markdown table to this file")
     ap.add_argument("--only", nargs="*", help="blocks to time, e.g. conv1:fp32 conv2:bf16 "
-                    "(default: all four)")
+                    "(default: all four)", choices=[f"{b}:{d}" for b in SHAPES for d in DTYPES])
     ap.add_argument("--warm", action="store_true",
                     help="compile every kernel configuration (disk caches) and time nothing")
     args = ap.parse_args()

@@ -10,11 +10,13 @@ and is created with the usual 0666 & ~umask mode, like any file the user's shell
 from __future__ import annotations
 
 import errno
+import io
 import os
 import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, BinaryIO
 
 
 class WriteFailed(OSError):
@@ -114,3 +116,38 @@ def same_file(a: str | Path, b: str | Path) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+class _Recording(io.BufferedWriter):
+    """A file that remembers its first failed write, for writers that swallow the OSError."""
+
+    error: OSError | None = None
+
+    def write(self, data: Any, /) -> int:
+        try:
+            return super().write(data)
+        except OSError as e:
+            self.error = self.error or e
+            raise
+
+
+def write_stream(path: str | Path, writer: Callable[[BinaryIO], object]) -> None:
+    """`writer(f)` writes the whole file to the open file `f`; then it replaces `path`
+    atomically. A failed write is a WriteFailed even where `writer` turned the OSError into
+    its own exception, as torch's zip writer does (given a path instead of a file, it even
+    aborts the process on a full disk)."""
+    with atomic_path(path) as tmp, _Recording(io.FileIO(tmp, "w")) as f:
+        try:
+            writer(f)
+        except Exception:
+            if f.error is not None:
+                raise f.error from None
+            raise
+
+
+def make_folder(path: str | Path) -> None:
+    """mkdir -p, failing as a WriteFailed that says why (a read-only disk, a file in the way)."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WriteFailed(e.errno, explain(e, Path(path))) from e

@@ -5,25 +5,36 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from alexnetc.atomic import WriteFailed, same_file
 from alexnetc.cli.main import RunError, UsageError
 from alexnetc.compiler.errors import SpecError
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check_bytes
-from alexnetc.compiler.recipe import Recipe
+from alexnetc.compiler.recipe import Recipe, flag_problem
+from alexnetc.compiler.shapes import show_int
+from alexnetc.filekind import special_file
 
 
 def read_spec(path: str) -> tuple[str, bytes]:
-    """(display name, bytes) of a spec file or stdin; an unreadable file is a usage error."""
+    """(display name, bytes) of a spec file or stdin; a path that is empty, missing or not a
+    regular file is a usage error. What the path is comes from stat, before any open: opening
+    a named pipe waits for a writer, and a device may never end."""
     if path == "-":
         return "<stdin>", sys.stdin.buffer.read()
+    if not path:
+        raise UsageError("the spec path is empty: name a .net file, or `-` for standard input")
     p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{path} is a folder, not a spec file")
     try:
+        if p.is_dir():
+            raise UsageError(f"{path} is a folder, not a spec file")
+        kind = special_file(p)
+        if kind is not None:
+            raise UsageError(f"{path} is {kind}, not a spec file: name a regular file, or `-` "
+                             "to read standard input")
         return path, p.read_bytes()
     except FileNotFoundError:
         raise UsageError(f"no such spec file: {path}") from None
@@ -40,14 +51,19 @@ def run_folder(path: str) -> Path:
     return p
 
 
-def output_file(path: str) -> Path:
+def output_file(path: str, inputs: Sequence[tuple[str, str | Path]] = ()) -> Path:
     """A file to write that the user named with -o: checked before any work is done, so a
-    typo in its folder is a usage error at once, not a failure after the work."""
+    typo in its folder is a usage error at once, not a failure after the work. `inputs` are
+    (what, path) of the files the command reads: writing over one would destroy it."""
     p = Path(path)
     if p.is_dir():
         raise UsageError(f"{path} is a folder; give a file name with -o")
     if not p.parent.is_dir():
         raise UsageError(f"no such folder for {path}: {p.parent}")
+    for what, source in inputs:
+        if same_file(p, source):
+            raise UsageError(f"-o {path} is {what}, which this command reads; writing there "
+                             "would destroy it: give another file name")
     return p
 
 
@@ -58,6 +74,28 @@ def check_at_least(args: argparse.Namespace, **least: int) -> None:
         value = getattr(args, name)
         if value is not None and value < floor:
             raise UsageError(f"--{name.replace('_', '-')} must be at least {floor}, got {value}")
+
+
+def check_as_settings(args: argparse.Namespace, **settings: str) -> None:
+    """Flags that override a spec setting obey that setting's rule, one shared code path:
+    `check_as_settings(args, batch_size="batch")` refuses `--batch-size 0` as a spec's
+    `batch=0` is refused, as a usage error. (Unset flags, None, pass.)"""
+    for name, setting in settings.items():
+        problem = flag_problem(f"--{name.replace('_', '-')}", setting, getattr(args, name))
+        if problem is not None:
+            raise UsageError(problem)
+
+
+def check_workers(args: argparse.Namespace) -> None:
+    """--workers: at least 0, and at most what this machine can run (`workers_limit`)."""
+    from alexnetc.backends.train.config import WORKERS_PER_CPU, workers_limit
+
+    check_at_least(args, workers=0)
+    most = workers_limit()
+    if args.workers is not None and args.workers > most:
+        raise UsageError(f"--workers must be at most {most} on this machine ({WORKERS_PER_CPU} "
+                         f"per CPU), got {show_int(args.workers)}: each worker is a process, "
+                         "and more than the CPUs can run only wait on each other")
 
 
 def data_flag(value: str | None) -> str | None:
@@ -75,7 +113,9 @@ def run_errors() -> Iterator[None]:
     - a path the user named that does not exist (no checkpoint.pt in RUN_DIR, no --data
       folder) and a --devices this machine lacks are usage errors: UsageError, exit 2;
     - a file that exists but cannot be used (unreadable, truncated, corrupt, written for
-      another spec or format) and unusable data are errors of the run: RunError, exit 1.
+      another spec or format) and unusable data are errors of the run: RunError, exit 1;
+    - so is a file that cannot be written (a full disk, a read-only folder): its message names
+      the file and why, and the previous file under its name is intact.
 
     Imports the backend (torch) when entered: only for commands that load one."""
     from alexnetc.backends.train.checkpoint import CheckpointError, NoCheckpoint
@@ -86,7 +126,7 @@ def run_errors() -> Iterator[None]:
         yield
     except (NoCheckpoint, NoData, DeviceError) as e:
         raise UsageError(str(e)) from None
-    except (CheckpointError, DataError) as e:
+    except (CheckpointError, DataError, WriteFailed) as e:
         raise RunError(str(e)) from None
 
 

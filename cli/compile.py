@@ -34,12 +34,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _named_for_what_it_is(out: Path, onnx: bool) -> None:
+    """One artifact, with the suffix of its format (torch.export.save asks for .pt2 too)."""
+    want = ".onnx" if onnx else ".pt2"
+    if out.suffix != want:
+        what = "an ONNX model" if onnx else "a torch.export program"
+        other = " add --onnx, or" if out.suffix == ".onnx" else ""
+        raise UsageError(f"-o {out}: compile writes {what}, a {want} file;{other} use -o "
+                         f"{out.with_suffix(want)}")
+
+
+def _output(path: str, spec: str, weights: Path | None, onnx: bool) -> Path:
+    """The -o file (or the default name), checked before any work: never one of the inputs."""
+    inputs: list[tuple[str, str | Path]] = [("the spec", spec)] if spec != "-" else []
+    if weights is not None:
+        from alexnetc.backends.train.checkpoint import FILE
+
+        inputs.append(("the checkpoint of --weights", weights / FILE))
+    out = output_file(path, inputs)
+    _named_for_what_it_is(out, onnx)
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     # The paths first: a typo in one is a usage error at once, before torch is imported.
-    chosen = output_file(args.output) if args.output else None
     weights = run_folder(args.weights) if args.weights else None
+    chosen = _output(args.output, args.spec, weights, args.onnx) if args.output else None
 
-    from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
+    from alexnetc.backends.lowering.export import (
+        export_onnx,
+        export_program,
+        onnx_missing,
+        onnx_too_large,
+    )
     from alexnetc.backends.lowering.towers import parse_devices
 
     name, data = read_spec(args.spec)
@@ -57,17 +84,22 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx and onnx_missing():
         raise UsageError(f"--onnx needs the {' and '.join(onnx_missing())} package(s): "
                          f"pip install {' '.join(onnx_missing())}")
+    if args.onnx and (too_large := onnx_too_large(net)):
+        raise UsageError(too_large)
     stem = Path(name).stem if name != "<stdin>" else net.name
-    out = chosen or output_file(f"{stem}.{'onnx' if args.onnx else 'pt2'}")
+    out = chosen or _output(f"{stem}.{'onnx' if args.onnx else 'pt2'}", args.spec, weights,
+                            args.onnx)
     seed = recipe.train.seed if args.seed is None else args.seed
     model = None
     if weights is not None:
         model = _trained(net, recipe, result.source, weights, "cpu" if args.onnx else devices[0],
                          name)
-    if args.onnx:
-        meta = export_onnx(net, recipe, data, out, seed=seed, model=model)
-    else:
-        meta = export_program(net, recipe, data, out, device=devices[0], seed=seed, model=model)
+    with run_errors():  # a full disk, a read-only folder
+        if args.onnx:
+            meta = export_onnx(net, recipe, data, out, seed=seed, model=model)
+        else:
+            meta = export_program(net, recipe, data, out, device=devices[0], seed=seed,
+                                  model=model)
     print(f"{net.name}: {meta['parameters']:,} parameters, input "
           f"{'x'.join(map(str, meta['input']))} (C x H x W), spec sha256 "
           f"{meta['spec_sha256'][:12]}")

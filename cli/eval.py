@@ -22,9 +22,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnetc.cli.common import check_at_least, data_flag, run_errors, run_folder
+    from alexnetc.cli.common import (
+        check_as_settings,
+        check_workers,
+        data_flag,
+        run_errors,
+        run_folder,
+    )
 
-    check_at_least(args, batch_size=1, workers=0)
+    check_as_settings(args, batch_size="batch")
+    check_workers(args)
     run_dir = run_folder(args.run_dir)
 
     from alexnetc.backends.train.data import BadImages, DataError, open_data

@@ -3,7 +3,8 @@
 A spec with errors is drawn as far as it checked, its failing stage red, and exits 1 after
 writing the picture. Without Graphviz's `dot` program an .svg/.png/.pdf cannot be made: the
 command writes the DOT text to FILE.dot instead, prints the `dot` command that renders it,
-and exits 1, so a script that asked for a picture never mistakes the fallback for one.
+and exits 1, so a script that asked for a picture never mistakes the fallback for one. Where
+`dot` is installed but fails, its own first error line is the message (exit 1).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import shlex
 import sys
 from pathlib import Path
 
+from alexnetc.atomic import WriteFailed, same_file, write_text
 from alexnetc.cli.common import output_file, read_spec
-from alexnetc.cli.main import UsageError
+from alexnetc.cli.main import RunError, UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check_bytes
 
@@ -40,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnetc.compiler.draw import RenderError, draw, render
+    from alexnetc.compiler.draw import NoGraphviz, RenderError, draw, render
 
     out = args.output
     fmt = "dot" if out == "-" else Path(out).suffix.lower().lstrip(".")
@@ -48,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot tell the picture format from '{out}': end it in "
                          + ", ".join("." + f for f in FORMATS))
     if out != "-":
-        output_file(out)
+        output_file(out, [("the spec", args.spec)])
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
     for d in result.diagnostics:
@@ -67,26 +69,36 @@ def run(args: argparse.Namespace) -> int:
     if out == "-":
         sys.stdout.write(text)
         return status
-    if fmt in ("dot", "gv"):
-        _write(Path(out), text)
-        print(f"wrote {out}")
-        return status
     try:
-        render(text, out, fmt)
+        if fmt in ("dot", "gv"):
+            write_text(out, text)
+        else:
+            render(text, out, fmt)
+    except NoGraphviz as e:
+        return _without_graphviz(e, text, out, fmt, args.spec)
     except RenderError as e:
-        fallback = Path(out).with_suffix(".dot")
-        _write(fallback, text)
-        cmd = shlex.join(["dot", f"-T{fmt}", str(fallback), "-o", out])
-        print(f"alexnetc: {e}; wrote {fallback} instead. Render it with\n  {cmd}\n"
-              "after installing Graphviz (e.g. `apt-get install graphviz` or "
-              "`brew install graphviz`)", file=sys.stderr)
+        print(f"alexnetc: error: {e}\n  nothing was written to {out}; `-o "
+              f"{Path(out).with_suffix('.dot')}` writes the DOT text instead, without `dot` "
+              "(the line numbers in dot's message count that text's lines)", file=sys.stderr)
         return 1
+    except WriteFailed as e:
+        raise RunError(str(e)) from None
     print(f"wrote {out}")
     return status
 
 
-def _write(path: Path, text: str) -> None:
+def _without_graphviz(e: Exception, text: str, out: str, fmt: str, spec: str) -> int:
+    """Write the DOT text beside the picture asked for, and say how to render it: exit 1, so
+    a script that asked for a picture never mistakes the fallback for one."""
+    fallback = Path(out).with_suffix(".dot")
+    if same_file(fallback, spec):
+        raise RunError(f"{e}; install Graphviz to draw {out}")
     try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"cannot write {path}: {e.strerror}") from None
+        write_text(fallback, text)
+    except WriteFailed as failed:
+        raise RunError(f"{e}, and {failed}") from None
+    cmd = shlex.join(["dot", f"-T{fmt}", str(fallback), "-o", out])
+    print(f"alexnetc: {e}; wrote {fallback} instead. Render it with\n  {cmd}\n"
+          "after installing Graphviz (e.g. `apt-get install graphviz` or "
+          "`brew install graphviz`)", file=sys.stderr)
+    return 1

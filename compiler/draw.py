@@ -19,6 +19,7 @@ from typing import Any
 
 import networkx as nx
 
+from alexnetc.atomic import write_bytes
 from alexnetc.compiler.errors import Diagnostic, Severity
 from alexnetc.compiler.graph import Key
 from alexnetc.compiler.pipeline import CheckResult
@@ -42,6 +43,10 @@ class Html(str):
 
 class RenderError(Exception):
     """Graphviz could not turn the DOT text into a picture (missing, failed or too slow)."""
+
+
+class NoGraphviz(RenderError):
+    """Graphviz's `dot` is not installed: the only failure that installing it mends."""
 
 
 def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
@@ -285,18 +290,30 @@ def dot_program() -> str | None:
 
 
 def render(dot_text: str, path: str | Path, fmt: str, timeout: float = 60.0) -> None:
-    """Run `dot -T<fmt>` on the text, writing `path`; raise RenderError with dot's complaint."""
+    """Run `dot -T<fmt>` on the text and write its picture to `path` atomically; raise
+    RenderError with the first line of dot's complaint (its input's line numbers are the DOT
+    text's). dot writes to a pipe, not the file: on a full disk it says only `gvwrite_no_z
+    problem`, where writing here says that the disk is full (WriteFailed)."""
     exe = dot_program()
     if exe is None:
-        raise RenderError("Graphviz's `dot` program is not installed")
-    cmd = [exe, f"-T{fmt}", *(["-Gdpi=144"] if fmt == "png" else []), "-o", str(path)]
+        raise NoGraphviz("Graphviz's `dot` program is not installed")
+    cmd = [exe, f"-T{fmt}", *(["-Gdpi=144"] if fmt == "png" else [])]
     try:
         proc = subprocess.run(cmd, input=dot_text.encode(), capture_output=True,
                               timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
-        raise RenderError(f"`dot` took longer than {timeout:g} s") from None
+        raise RenderError(f"Graphviz's `dot -T{fmt}` took longer than {timeout:g} s") from None
     except OSError as e:
-        raise RenderError(f"could not run `dot`: {e.strerror}") from None
+        raise RenderError(f"could not run Graphviz's `dot` ({exe}): {e.strerror}") from None
     if proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip() or f"exit status {proc.returncode}"
-        raise RenderError(f"`dot -T{fmt}` failed: {msg}")
+        raise RenderError(f"Graphviz's `dot -T{fmt}` failed: "
+                          f"{_first_error(proc.stderr) or f'exit status {proc.returncode}'}")
+    write_bytes(path, proc.stdout)
+
+
+def _first_error(stderr: bytes) -> str:
+    """dot's first `Error:` line (warnings may come before it), else its first line."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines()
+             if line.strip()]
+    return next((line for line in lines if line.lower().startswith("error")),
+                lines[0] if lines else "")

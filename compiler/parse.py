@@ -224,6 +224,9 @@ class _ToAst(Transformer):
 def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic:
     line = max(getattr(err, "line", 1) or 1, 1)
     col = max(getattr(err, "column", 1) or 1, 1)
+    rectangle = _rectangle(file, text, line, col)
+    if rectangle is not None:
+        return rectangle
     label = None
     if isinstance(err, UnexpectedToken):
         try:
@@ -259,6 +262,55 @@ def _syntax_diagnostic(file: str, text: str, err: UnexpectedInput) -> Diagnostic
     message = what + (f"; expected {expected}" if expected else "")
     loc = SourceLoc(file, line, col, line, col + width)
     return Diagnostic(SYNTAX, loc, message, label or "")
+
+
+# A size `AxB` where the language takes one whole number: an op's argument or a setting's value.
+_SIZE_VALUE = re.compile(r"(?<=[(,=])[ \t\f]*([0-9]+(?:x[0-9]+)+)")
+_SIZE = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:x[0-9]+)+")
+
+
+def _rectangle(file: str, text: str, line: int, col: int) -> Diagnostic | None:
+    """`Conv(1x7,1)`, `pad=1x3`, `resize=256x256`: the parser stops at the `x7` or the token
+    after it and would blame a missing `)` or `=`; the mistake is the rectangle itself."""
+    lines = source_lines(text)
+    src = lines[line - 1] if 0 < line <= len(lines) else ""
+    for match in _SIZE_VALUE.finditer(src):
+        start, end = match.span(1)
+        after = end + len(src[end:]) - len(src[end:].lstrip(" \t\f"))  # the next token
+        if not start < col - 1 <= after:
+            continue
+        hint = _rectangle_hint(src, start, end, after)
+        if hint is None:
+            return None
+        loc = SourceLoc(file, line, start + 1, line, end + 1)
+        return Diagnostic(SYNTAX, loc, f"unexpected size {match.group(1)!r}; expected one number",
+                          hint)
+    return None
+
+
+def _rectangle_hint(src: str, start: int, end: int, after: int) -> str | None:
+    """The hint for the size at src[start:end], with the statement rewritten as an example;
+    None where it is more likely something else (`Conv(11,4x96 + ReLU`: a missing `)`)."""
+    opened = src.rfind("(", 0, start)
+    if opened > src.rfind(")", 0, start):  # inside an argument list
+        close = src.find(")", end)
+        if src[after:after + 1] not in (",", ")") or close < 0:
+            return None
+        name = re.search(r"[A-Za-z_][A-Za-z0-9_]*[ \t\f]*$", src[:opened])
+        call = src[name.start() if name else opened:close + 1]
+        return ("a window's size, stride and padding are each one whole number here, the same "
+                "across and down (square kernels; rectangular ones are not in the language yet), "
+                f"e.g. `{_SIZE.sub(_larger_side, call)}`")
+    words = src.split(None, 1)
+    if not words or words[0] not in _SECTIONS:
+        return None
+    statement = src.split("#", 1)[0].strip()
+    return f"a setting's value is one number, e.g. `{_SIZE.sub(_larger_side, statement)}`"
+
+
+def _larger_side(size: re.Match[str]) -> str:
+    """`1x7` → `7`: compared as digit strings, which may be longer than int() takes."""
+    return max(size.group().split("x"), key=lambda d: (len(d.lstrip("0")), d.lstrip("0")))
 
 
 def _keyword_stage_hint(text: str, line: int, col: int) -> str | None:

@@ -74,6 +74,9 @@ class _Range:
     why: str = ""  # what the setting means, for the hint
 
 
+# The largest 32-bit float: training computes in float32, so a larger setting overflows.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TEXT = f"±{FLOAT32_MAX:.17g} (the largest 32-bit float)"
 _INT32 = _Range(high=INT32_MAX)  # whole-number settings: within PyTorch's 32-bit integers
 _RANGES: dict[str, _Range] = {
     "batch": _Range(1, INT32_MAX),
@@ -130,26 +133,61 @@ def build_recipe(settings: tuple[ast.Setting, ...], diags: Diagnostics) -> Recip
 
 
 def _in_range(arg: ast.Arg, value: int | float, default: object, diags: Diagnostics) -> bool:
-    """Report `value` unless it is finite and within its setting's range."""
-    name = arg.name
-    r = _RANGES.get(str(name), _INT32 if isinstance(value, int) else _Range())
-    shown = show_value(arg.value)
-    hint = f"e.g. {name}={default}"
+    """Report `value` unless it is within its setting's range (`setting_problem`)."""
+    problem = setting_problem(str(arg.name), value, show_value(arg.value))
+    if problem is None:
+        return True
+    hint = f"e.g. {arg.name}={default}"
+    diags.error(problem.kind, arg.loc, f"'{arg.name}' {problem.what}",
+                f"{problem.why}; {hint}" if problem.why else hint)
+    return False
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why a value cannot be a setting, worded to follow the setting's name or flag."""
+
+    kind: str  # the diagnostic's kind: SETTING or LIMIT
+    what: str  # `must be at least 1, got 0`
+    why: str  # the rule's reason, for a hint; "" where the bounds say it all
+
+
+def setting_problem(name: str, value: int | float, shown: str | None = None
+                    ) -> Problem | None:
+    """What is wrong with `value` for the numeric setting `name`, or None if nothing is.
+
+    The spec's `train`/`augment`/`init` lines and the command-line flags that override them
+    (`flag_problem`) obey this one rule. Every number must be finite as training holds it:
+    whole numbers as 32-bit integers, the others as 32-bit floats (an ε beyond ±3.4e38 cannot
+    even be multiplied into a weight). `shown` is the value as written."""
+    r = _RANGES.get(name, _INT32 if isinstance(value, int) else _Range())
+    shown = show_value(value) if shown is None else shown
     if isinstance(value, float) and not math.isfinite(value):
-        diags.error(SETTING, arg.loc, f"'{name}' must be a finite number, got {shown}",
-                    f"numbers beyond ±1.8e308 are infinite as floats; {hint}")
-        return False
+        return Problem(SETTING, f"must be a finite number, got {shown}",
+                       "numbers beyond ±1.8e308 are infinite as floats")
     if r.high == INT32_MAX and value > INT32_MAX:
-        diags.error(LIMIT, arg.loc, f"'{name}' is {shown}, more than the limit of {LIMIT_TEXT}",
-                    f"whole-number settings are 32-bit integers, as PyTorch's sizes are; {hint}")
-        return False
+        return Problem(LIMIT, f"is {shown}, more than the limit of {LIMIT_TEXT}",
+                       "whole-number settings are 32-bit integers, as PyTorch's sizes are")
     too_low = r.low is not None and (value <= r.low if r.low_open else value < r.low)
     too_high = r.high is not None and (value >= r.high if r.high_open else value > r.high)
     if too_low or too_high:
-        diags.error(SETTING, arg.loc, f"'{name}' must be {_bounds(r)}, got {shown}",
-                    f"{r.why}; {hint}" if r.why else hint)
-        return False
-    return True
+        return Problem(SETTING, f"must be {_bounds(r)}, got {shown}", r.why)
+    if isinstance(value, float) and abs(value) > FLOAT32_MAX:
+        return Problem(SETTING, f"must be within {FLOAT32_TEXT}, got {shown}",
+                       "training computes in 32-bit floats, as the weights are")
+    return None
+
+
+def flag_problem(flag: str, name: str, value: int | float | None) -> str | None:
+    """`--lr must be within ±3.4…e+38 (…), got 1e+300: why` when the value of `flag`, which
+    overrides the setting `name`, breaks that setting's rule; None when it keeps it (or the
+    flag was not given)."""
+    if value is None:
+        return None
+    problem = setting_problem(name, value)
+    if problem is None:
+        return None
+    return f"{flag} {problem.what}" + (f": {problem.why}" if problem.why else "")
 
 
 def _bounds(r: _Range) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 
 # Without a GPU the Triton kernels' tests run through Triton's CPU interpreter, which must be
 # switched on before anything imports triton: here, before any test module is imported.
@@ -17,6 +18,11 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from alexnetc.compiler.pipeline import CheckResult, check
+
+# No test times the machine: Hypothesis would fail an example slower than 200 ms, or data
+# drawn slowly, which a busy machine does while everything works.
+settings.register_profile("alexnetc", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("alexnetc")
 
 
 @pytest.fixture
@@ -51,3 +57,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture
+def remount_read_only(small_disk: Path) -> Callable[[], None]:
+    """Call it to remount `small_disk` read-only (EROFS): root ignores a folder's mode bits,
+    not this. Write what the test needs there first; skipped where remounting is not allowed."""
+
+    def remount() -> None:
+        done = subprocess.run(["mount", "-o", "remount,ro", str(small_disk)],
+                              capture_output=True)
+        if done.returncode != 0:
+            pytest.skip("cannot remount a file system read-only here")
+
+    return remount

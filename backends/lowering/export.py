@@ -3,7 +3,8 @@
 The exported program is the eval-mode network with the spec's final Softmax applied, built
 from reference ops (never the Triton kernel) with every tower on one device; the batch size
 is dynamic. The spec's sha256 and the alexnetc version travel with it (`META_FILE` in the
-.pt2's extra files, ONNX metadata_props).
+.pt2's extra files, ONNX metadata_props). Each is one self-contained file, written through
+alexnetc.atomic: a full disk leaves the previous file under the name.
 """
 
 from __future__ import annotations
@@ -17,13 +18,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from alexnetc import __version__
+from alexnetc import __version__, atomic
 from alexnetc.backends.lowering.module import AlexnetcModule, build_module
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.recipe import Recipe
 
 META_FILE = "alexnetc.json"
 MAX_BATCH = 4096
+# torch.onnx keeps weights past this size in a side file (protobuf stops at 2 GiB).
+ONNX_MAX_BYTES = 1536 * 2**20
 
 
 class Inference(nn.Module):
@@ -69,7 +72,8 @@ def export_program(net: CheckedNetwork, recipe: Recipe | None, spec: bytes, path
     x, dynamic = _example(net, model.devices[0])
     with torch.no_grad():
         program = torch.export.export(Inference(model), (x,), dynamic_shapes=dynamic)
-    torch.export.save(program, str(path), extra_files={META_FILE: json.dumps(meta)})
+    atomic.write_stream(path, lambda f: torch.export.save(
+        program, f, extra_files={META_FILE: json.dumps(meta)}))
     return meta
 
 
@@ -78,27 +82,40 @@ def onnx_missing() -> list[str]:
     return [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
 
 
+def onnx_too_large(net: CheckedNetwork) -> str | None:
+    """Why the network's weights cannot go in one ONNX file, or None when they can."""
+    total = net.total()
+    size = 4 * (total.weights + total.biases)  # float32
+    if size <= ONNX_MAX_BYTES:
+        return None
+    return (f"{net.name}'s {size / 2**30:.2f} GiB of weights does not fit in one ONNX file "
+            f"(at most {ONNX_MAX_BYTES / 2**30:.1f} GiB; past that ONNX splits off a side "
+            "file); write a torch.export program instead: -o NAME.pt2 without --onnx")
+
+
 def export_onnx(net: CheckedNetwork, recipe: Recipe | None, spec: bytes, path: str | Path,
                 *, seed: int | None = 0, model: AlexnetcModule | None = None) -> dict[str, Any]:
-    """Write ONNX (on the CPU, dynamic batch); raises RuntimeError if onnx is not installed."""
+    """Write one self-contained ONNX file (on the CPU, dynamic batch); raises RuntimeError if
+    onnx is not installed, ValueError if the weights are too large for one file."""
     missing = onnx_missing()
     if missing:
         raise RuntimeError(f"--onnx needs the {' and '.join(missing)} package"
                            f"{'s' if len(missing) > 1 else ''}: pip install {' '.join(missing)}")
-    import onnx
-
+    too_large = onnx_too_large(net)
+    if too_large:
+        raise ValueError(too_large)
     model = model or build_module(net, recipe, devices=["cpu"], seed=seed, fused=False)
     meta = metadata(net, spec, model)
     x, dynamic = _example(net, model.devices[0])
-    with torch.no_grad():
-        torch.onnx.export(Inference(model), (x,), str(path), input_names=["x"],
-                          output_names=["probabilities" if model.final_softmax else "output"],
-                          dynamic_shapes=dynamic, dynamo=True)
-    proto = onnx.load(str(path))
+    with torch.no_grad():  # into memory: given a path, torch.onnx writes weights to PATH.data
+        program = torch.onnx.export(
+            Inference(model), (x,), None, input_names=["x"],
+            output_names=["probabilities" if model.final_softmax else "output"],
+            dynamic_shapes=dynamic, dynamo=True)
+    assert program is not None  # the dynamo exporter returns the program
     for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, json.dumps(value)
-    onnx.save(proto, str(path))
+        program.model.metadata_props[key] = json.dumps(value)
+    atomic.write_with(path, lambda tmp: program.save(tmp, external_data=False))
     return meta
 
 

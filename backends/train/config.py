@@ -7,6 +7,7 @@ see exactly the settings the run was started with.
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
@@ -14,6 +15,7 @@ from alexnetc.compiler.recipe import Recipe
 
 DIGITS = "digits"  # the embedded data set used when no --data is given
 SYNTHETIC = "synthetic"  # random tensors, for throughput measurements
+WORKERS_PER_CPU = 4  # DataLoader workers per CPU beyond which they only wait on each other
 
 
 @dataclass(frozen=True)
@@ -83,3 +85,11 @@ def shorter_side(input_size: int, resize: int) -> int:
     if input_size in (224, 227):
         return 256
     return round(input_size * 256 / 224)
+
+
+def workers_limit() -> int:
+    """The most DataLoader workers a run may ask for here. Each is a process: a number far
+    beyond the CPUs gains nothing and exhausts the machine (a million would fork until the
+    system refuses), so `--workers` is refused beyond WORKERS_PER_CPU per CPU."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return WORKERS_PER_CPU * max(1, cpus or 1)

@@ -240,8 +240,27 @@ def scan_folder(root: Path) -> tuple[list[str], list[tuple[Path, int]], list[tup
 
 def image_folder(root: Path, side: int, channels: int) -> DataSet:
     classes, train, val = scan_folder(root)
-    return DataSet(FolderImages(train, side, channels), FolderImages(val, side, channels),
-                   classes, str(root))
+    splits = {"train": FolderImages(train, side, channels),
+              "val": FolderImages(val, side, channels)}
+    for split, images in splits.items():
+        ensure_readable(images, root / split)
+    return DataSet(splits["train"], splits["val"], classes, str(root))
+
+
+def ensure_readable(images: FolderImages, folder: Path) -> None:
+    """Raise DataError unless some image of a split decodes, before any training.
+
+    A few unreadable images are skipped (BadImages), but a split with none would train on
+    without learning, or validate on 0 images (an error of NaN) to the end. Reading stops at
+    the first image that decodes: one image for usable data; every image only when none is."""
+    first = ""
+    for i in range(len(images)):
+        image, _, problem = images[i]
+        if image is not None:
+            return
+        first = first or problem
+    raise DataError(f"{folder} has no readable image: none of its {len(images)} image files "
+                    f"could be read (the first: {first})")
 
 
 class BadImages:

@@ -1,8 +1,9 @@
 """The training loop as a few named functions: train_one_epoch, evaluate, fit.
 
 Nothing bad is ever checkpointed: a non-finite loss stops the run *before* the optimiser
-step, and checkpoints are only written between steps, so RUN_DIR/checkpoint.pt always holds
-the last good state. SIGINT/SIGTERM set a flag that the loop checks after each step; it then
+step, a non-finite validation loss before the epoch's checkpoint, and checkpoint.save refuses
+weights that a step made non-finite, so RUN_DIR/checkpoint.pt always holds the last good
+state. SIGINT/SIGTERM set a flag that the loop checks after each step; it then
 checkpoints (mid-epoch, resumable exactly) and returns.
 """
 
@@ -32,7 +33,7 @@ from alexnetc.backends.train import distributed
 from alexnetc.backends.train.augment import Augmenter
 from alexnetc.backends.train.data import Batch, epoch_order
 from alexnetc.backends.train.metrics import MetricsLog
-from alexnetc.backends.train.run import Totals, Trainer, batches
+from alexnetc.backends.train.run import Totals, Trainer, batches, step_batches
 
 
 class NonFiniteLoss(Exception):
@@ -44,6 +45,7 @@ class Stop:
     """Set by the signal handler; the loop checks it between steps."""
 
     signum: int | None = None
+    agreed: bool = False  # whether the replicas agreed, at the last step, to stop
 
     @property
     def name(self) -> str:
@@ -102,12 +104,11 @@ def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
                              completed=tr.batch_in_epoch, loss=math.nan, ips=0.0,
                              lr=tr.schedule.lr)
     tr.model.train()
-    rest = distributed.shard(order[tr.batch_in_epoch * cfg.batch_size:], cfg.batch_size,
-                             tr.dist)
-    local_batch = cfg.batch_size // tr.dist.world
+    steps = distributed.shard(order[tr.batch_in_epoch * cfg.batch_size:], cfg.batch_size,
+                              tr.dist)
     pin = tr.device.type == "cuda"
     started, images, loss = time.perf_counter(), 0, math.nan
-    for batch in batches(tr.data.train, rest, local_batch, cfg.workers, pin):
+    for batch in step_batches(tr.data.train, steps, cfg.workers, pin):
         tr.bad.add(batch.bad)
         if batch.labels.numel() or tr.dist.active:  # every replica joins every step
             loss = train_step(tr, batch, stop)
@@ -119,7 +120,7 @@ def train_one_epoch(tr: Trainer, stop: Stop, progress: Progress) -> str:
         if cfg.max_steps is not None and tr.step >= cfg.max_steps:
             tr.totals.seconds += time.perf_counter() - started
             return "max_steps"
-        if stop.signum is not None:
+        if _stop_now(tr, stop):
             tr.totals.seconds += time.perf_counter() - started
             return "stopped"
     tr.totals.seconds += time.perf_counter() - started
@@ -136,11 +137,12 @@ def train_step(tr: Trainer, batch: Batch, stop: Stop | None = None) -> float:
     a non-finite loss, a stop request), so all of them stop together or not at all.
     """
     empty = batch.labels.numel() == 0  # a replica with no images this step still takes part
-    images = batch.images if not empty else batch.images.new_zeros(
-        (1, *batch.images.shape[1:]))  # 1 x C x S x S placeholder
-    x = tr.augment.train(images, tr.aug_rng)  # N x C x h x w
-    y = (batch.labels if not empty else batch.labels.new_zeros(1)).to(
-        tr.device, non_blocking=True)  # N
+    if empty:  # one placeholder image, whose loss counts for nothing
+        x = torch.zeros(1, tr.net.input.c, *tr.augment.crop, device=tr.device)  # 1 x C x h x w
+        y = torch.zeros(1, dtype=torch.long, device=tr.device)  # 1
+    else:
+        x = tr.augment.train(batch.images, tr.aug_rng)  # N x C x h x w
+        y = batch.labels.to(tr.device, non_blocking=True)  # N
     with _autocast(tr.device, tr.cfg.amp):
         logits = tr.forward(x)  # N x classes
     loss_sum = F.cross_entropy(logits.float(), y, reduction="sum")
@@ -153,8 +155,7 @@ def train_step(tr: Trainer, batch: Batch, stop: Stop | None = None) -> float:
     if bad:
         raise NonFiniteLoss(f"the loss became {local if not math.isfinite(local) else 'NaN'} "
                             f"at epoch {tr.epoch + 1}, step {tr.step + 1}")
-    if stopping and stop is not None and stop.signum is None:
-        stop.signum = signal.SIGTERM  # another replica was asked to stop
+    _join(stop, stopping)
     loss = loss_sum * (tr.dist.world / max(n_all, 1.0))
     tr.optimiser.zero_grad(set_to_none=True)
     loss.backward()
@@ -167,6 +168,29 @@ def train_step(tr: Trainer, batch: Batch, stop: Stop | None = None) -> float:
     tr.totals.correct += int((logits.argmax(1) == y).sum())
     tr.totals.seen += n
     return local / n
+
+
+def _join(stop: Stop | None, asked: float) -> None:
+    """Stop with the other replicas when any of them was asked to."""
+    if stop is not None:
+        stop.agreed = bool(asked)
+        if asked and stop.signum is None:
+            stop.signum = signal.SIGTERM
+
+
+def _stop_now(tr: Trainer, stop: Stop) -> bool:
+    """Whether to stop after this step: as the replicas agreed in it (a signal that reaches
+    one of them after that is agreed on at the next step), or, for a lone process, whether
+    it was asked at all."""
+    return stop.agreed if tr.dist.active else stop.signum is not None
+
+
+def _asked_to_stop(tr: Trainer, stop: Stop) -> bool:
+    """Whether any replica was asked to stop, agreed in one collective: a signal may reach
+    one replica just after another has looked, and all must leave the loop together."""
+    (asked,) = distributed.agree([float(stop.signum is not None)], tr.device, tr.dist)
+    _join(stop, asked)
+    return bool(asked)
 
 
 @torch.no_grad()
@@ -250,9 +274,13 @@ def end_of_epoch(tr: Trainer, log: MetricsLog | None, console: Console) -> None:
     """Validate, log, adjust ε, checkpoint, and print the epoch's one-line summary.
 
     Every replica validates on the whole validation set (their weights are identical), so
-    they take the same ε decision without talking; the training totals are summed over them.
+    they take the same ε decision without talking, and all stop on a NaN validation loss
+    (finite weights that predict only NaN); the training totals are summed over them.
     """
     val = validate(tr)
+    if val.images and not math.isfinite(val.loss):
+        raise NonFiniteLoss(f"the validation loss became {val.loss} at the end of epoch "
+                            f"{tr.epoch + 1}")
     lr_used = tr.schedule.lr
     loss, correct, seen = distributed.agree(
         [tr.totals.loss, float(tr.totals.correct), float(tr.totals.seen)], tr.device, tr.dist)
@@ -305,7 +333,7 @@ def _fit(tr: Trainer, console: Console, stop: Stop) -> Outcome:
                     tr.save()
                     return Outcome(status)
                 end_of_epoch(tr, log, console)
-                if stop.signum is not None:
+                if _asked_to_stop(tr, stop):
                     return Outcome("stopped")
     finally:
         if log is not None:

@@ -11,6 +11,7 @@ with and the new ε only enters through new gradients — which is what the pape
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -41,12 +42,12 @@ class PaperSGD(torch.optim.Optimizer):
             for w in group["params"]:
                 if w.grad is not None:
                     by_device.setdefault((w.device, w.dtype), []).append(w)
-            for ws in by_device.values():
+            for (_, dtype), ws in by_device.items():
                 vs = [self._velocity(w) for w in ws]
                 grads = [w.grad for w in ws if w.grad is not None]
                 torch._foreach_mul_(vs, m)
-                torch._foreach_add_(vs, ws, alpha=-wd * lr)
-                torch._foreach_add_(vs, grads, alpha=-lr)
+                torch._foreach_add_(vs, ws, alpha=_representable(-wd * lr, dtype))
+                torch._foreach_add_(vs, grads, alpha=_representable(-lr, dtype))
                 torch._foreach_add_(ws, vs)
         return loss
 
@@ -55,6 +56,14 @@ class PaperSGD(torch.optim.Optimizer):
         if "velocity" not in state:
             state["velocity"] = torch.zeros_like(w, memory_format=torch.preserve_format)
         return state["velocity"]
+
+
+def _representable(alpha: float, dtype: torch.dtype) -> float:
+    """`alpha` within the weights' float range. Torch refuses a multiplier that overflows
+    the tensor's type (ε × weight_decay of 1e30 × 1e30, each a valid setting); the step it
+    would take blows the weights up all the same, which the run then reports as divergence."""
+    top = torch.finfo(dtype).max
+    return min(max(alpha, -top), top)
 
 
 class PlateauSchedule:
@@ -80,7 +89,10 @@ class PlateauSchedule:
             group["lr"] = self.lr
 
     def step(self, val_error: float) -> bool:
-        """Record one epoch's validation error; True if ε was dropped."""
+        """Record one epoch's validation error; True if ε was dropped. A NaN error (no image
+        could be evaluated) says nothing about progress: it neither improves nor counts."""
+        if math.isnan(val_error):
+            return False
         if val_error < self.best:
             self.best = val_error
             self.stale = 0

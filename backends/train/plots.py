@@ -1,7 +1,8 @@
 """PNG figures of a run: loss and error curves from metrics.csv, and conv1's kernels (Figure 3).
 
 matplotlib is optional (`pip install alexnetc[plot]`) and used with the Agg backend, so this
-works on a machine without a display.
+works on a machine without a display. Figures are saved through alexnetc.atomic: a full disk
+leaves the previous picture, not a truncated one.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 from torch import Tensor
 
+from alexnetc import atomic
 from alexnetc.backends.train import metrics
 
 CURVES = "curves.png"
@@ -25,6 +27,15 @@ def _pyplot() -> Any:
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(plt: Any, fig: Any, out: Path) -> Path:
+    """Write `fig` to `out` (its suffix picks the format) and free it, even when that fails."""
+    try:
+        atomic.write_with(out, lambda tmp: fig.savefig(tmp, dpi=110))
+    finally:
+        plt.close(fig)
+    return out
 
 
 def plot_curves(run_dir: Path) -> Path:
@@ -50,10 +61,7 @@ def plot_curves(run_dir: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
-    out = run_dir / CURVES
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, run_dir / CURVES)
 
 
 def plot_kernels(kernels: Tensor, towers: int, out: Path) -> Path:
@@ -80,9 +88,7 @@ def plot_kernels(kernels: Tensor, towers: int, out: Path) -> Path:
         ax.imshow(img.numpy() if img.shape[2] == 3 else img[:, :, 0].numpy(),
                   cmap="gray" if img.shape[2] != 3 else None, interpolation="nearest")
     fig.subplots_adjust(wspace=0.05, hspace=0.05)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(plt, fig, out)
 
 
 def write_figures(run_dir: Path, model: Any | None, net: Any | None) -> tuple[list[Path], str]:

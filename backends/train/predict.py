@@ -10,6 +10,7 @@ from PIL import UnidentifiedImageError
 
 from alexnetc.backends.train.data import IMAGE_SUFFIXES, DataError, load_image
 from alexnetc.backends.train.run import LoadedRun
+from alexnetc.filekind import special_file
 
 
 @dataclass(frozen=True)
@@ -20,11 +21,11 @@ class Prediction:
 
 def image_files(paths: list[Path]) -> list[Path]:
     """The images to predict: files as given, and for each folder the image files in it and
-    its subfolders, by name. A folder without any is a DataError."""
+    its subfolders, by name. A folder without any, or a named pipe, is a DataError."""
     out: list[Path] = []
     for path in paths:
         if not path.is_dir():
-            out.append(path)
+            out.append(image_file(path))
             continue
         found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
                        and p.is_file())
@@ -35,18 +36,27 @@ def image_files(paths: list[Path]) -> list[Path]:
     return out
 
 
+def image_file(path: Path) -> Path:
+    """`path`, unless it is no image file to open: a DataError naming what it is instead."""
+    if path.is_dir():
+        raise DataError(f"{path} is a folder, not an image")
+    if not path.exists():
+        raise DataError(f"no such image: {path}")
+    kind = special_file(path)
+    if kind is not None:
+        raise DataError(f"{path} is {kind}, not an image file")
+    return path
+
+
 @torch.no_grad()
 def predict(run: LoadedRun, paths: list[Path], k: int = 5, ten_crop: bool = False
             ) -> list[Prediction]:
     """The k most probable labels of each image (10-crop average of softmax if asked)."""
     out: list[Prediction] = []
     for path in paths:
-        if path.is_dir():
-            raise DataError(f"{path} is a folder, not an image")
-        if not path.exists():
-            raise DataError(f"no such image: {path}")
         try:
-            image = load_image(path, run.side, run.net.input.c)[None]  # 1 x C x S x S
+            image = load_image(image_file(path), run.side,
+                               run.net.input.c)[None]  # 1 x C x S x S
         except (OSError, ValueError, SyntaxError, UnidentifiedImageError) as e:
             raise DataError(f"cannot read image {path}: {e}") from None
         if ten_crop:

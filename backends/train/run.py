@@ -7,7 +7,9 @@ what makes a resumed run end with the same weights as one that was never stopped
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from alexnetc import atomic
 from alexnetc.backends.kernels.choose import eager_first
 from alexnetc.backends.train import checkpoint, distributed
 from alexnetc.backends.train.augment import Augmenter, PixelStats, pixel_stats
@@ -72,6 +75,9 @@ class Trainer:
     batch_in_epoch: int = 0  # batches of epoch `epoch` already trained on
     totals: Totals = field(default_factory=Totals)
     aug_rng: torch.Generator = field(default_factory=torch.Generator)
+    # (epoch, step, batch_in_epoch) of the checkpoint on disk: the one resumed from, then
+    # each one written; None while there is none. What a failed run reports as kept.
+    saved: tuple[int, int, int] | None = None
 
     @property
     def checkpoint_path(self) -> Path:
@@ -102,39 +108,73 @@ class Trainer:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimiser.load_state_dict(state["optimiser"])
-        self.schedule.load_state_dict(state["schedule"])
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
-        self.batch_in_epoch = int(state["batch_in_epoch"])
-        self.totals = Totals(**state["totals"])
-        self.aug_rng.set_state(state["aug_rng"])
-        checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
+        """Continue from `state`, which `start` has found to fit (checkpoint.ensure_fits)."""
+        with checkpoint.applying(self.checkpoint_path):
+            self.model.load_state_dict(state["model"])
+            self.optimiser.load_state_dict(state["optimiser"])
+            self.schedule.load_state_dict(state["schedule"])
+            self.epoch = int(state["epoch"])
+            self.step = int(state["step"])
+            self.batch_in_epoch = int(state["batch_in_epoch"])
+            self.totals = Totals(**state["totals"])
+            self.aug_rng.set_state(state["aug_rng"])
+            checkpoint.set_rng_state(state["rng"])  # last: building the model drew from it
+        self.saved = (self.epoch, self.step, self.batch_in_epoch)
 
     def save(self) -> None:
-        """Rank 0 writes; the replicas hold the same weights, so one file is the run."""
+        """Rank 0 writes; the replicas hold the same weights, so one file is the run. Every
+        rank checks that they are finite, so all stop together when they are not."""
+        state = self.snapshot()
         if self.dist.main:
-            checkpoint.save(self.checkpoint_path, self.snapshot())
+            checkpoint.save(self.checkpoint_path, state)
+        else:
+            checkpoint.ensure_finite(state)
+        self.saved = (self.epoch, self.step, self.batch_in_epoch)
 
 
-def _ignore_sigint(_: int) -> None:
-    """DataLoader workers leave Ctrl-C to the main process, which checkpoints and stops."""
-    import signal
+# Sent to a whole process group (a terminal's Ctrl-C, the agent of `--nproc` stopping its
+# processes), these reach the DataLoader workers too; the main process checkpoints and stops.
+_STOP = {signal.SIGINT, signal.SIGTERM}
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+@contextlib.contextmanager
+def _stop_signals_held() -> Iterator[None]:
+    """SIGINT/SIGTERM held back from this thread meanwhile: the DataLoader workers it starts
+    inherit the mask, so that none dies of a signal before `_leave_signals_to_main`."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
+
+
+def _leave_signals_to_main(_: int) -> None:
+    """DataLoader workers ignore SIGINT and SIGTERM (one held back meanwhile is dropped)."""
+    for s in _STOP:
+        signal.signal(s, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP)
 
 
 def batches(dataset: Dataset[Item], indices: Sequence[int], batch_size: int, workers: int,
             pin: bool = False) -> Iterator[Batch]:
-    """Batches of `dataset` in the given order; in-memory data skips the DataLoader."""
+    """Batches of `dataset` in the given order."""
+    steps = [list(indices[i:i + batch_size]) for i in range(0, len(indices), batch_size)]
+    return step_batches(dataset, steps, workers, pin)
+
+
+def step_batches(dataset: Dataset[Item], steps: Sequence[list[int]], workers: int,
+                 pin: bool = False) -> Iterator[Batch]:
+    """One batch per list of indices, an empty list giving an empty batch; in-memory data
+    skips the DataLoader."""
     if isinstance(dataset, TensorImages):
-        for i in range(0, len(indices), batch_size):
-            yield dataset.batch(torch.as_tensor(indices[i:i + batch_size], dtype=torch.long))
+        for idx in steps:
+            yield dataset.batch(torch.as_tensor(idx, dtype=torch.long))
         return
-    yield from DataLoader(dataset, batch_size=batch_size, sampler=list(indices),
-                          num_workers=workers, collate_fn=collate, pin_memory=pin,
-                          worker_init_fn=_ignore_sigint if workers else None)
+    loader = DataLoader(dataset, batch_sampler=steps, num_workers=workers, collate_fn=collate,
+                        pin_memory=pin, worker_init_fn=_leave_signals_to_main if workers else None)
+    with _stop_signals_held():
+        stream = iter(loader)  # starts the workers
+    yield from stream
 
 
 def training_stats(data: DataSet, cfg: TrainConfig, bad: BadImages) -> PixelStats:
@@ -169,6 +209,9 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
     data = open_data(cfg.data, data_side(net, cfg), net.input.c, net.output.c)
     bad = BadImages(len(data.train) + len(data.val), warn)
     model = build(net, recipe, distributed.rank_devices(d, net.towers, cfg.devices), cfg.seed)
+    if state is not None:  # refused before any of it is read: the stats below, then restore()
+        checkpoint.ensure_fits(Path(cfg.out) / checkpoint.FILE, state, cfg.spec, net, model,
+                               resuming=True)
     device = input_device(model)
     fmt = memory_format(device)
     model.to(memory_format=fmt)  # in place: the optimiser below sees these parameters
@@ -200,11 +243,11 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
 
 def write_run_files(tr: Trainer) -> None:
     """The spec and settings as readable files next to the checkpoint."""
-    tr.run_dir.mkdir(parents=True, exist_ok=True)
-    (tr.run_dir / "spec.net").write_text(tr.spec_text, encoding="utf-8")
+    atomic.make_folder(tr.run_dir)
+    atomic.write_text(tr.run_dir / "spec.net", tr.spec_text)
     info = {"config": tr.cfg.as_dict(), "classes": tr.data.classes, "data": tr.data.source,
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-    (tr.run_dir / "config.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic.write_text(tr.run_dir / "config.json", json.dumps(info, indent=2) + "\n")
 
 
 @dataclass
@@ -225,19 +268,23 @@ def load_run(run_dir: Path, devices: str | None = None) -> LoadedRun:
     """The network of RUN_DIR/checkpoint.pt, rebuilt from the spec text it carries."""
     if not run_dir.is_dir():
         raise checkpoint.CheckpointError(f"no such run folder: {run_dir}")
-    state = checkpoint.load(run_dir / checkpoint.FILE)
+    path = run_dir / checkpoint.FILE
+    state = checkpoint.load(path)
     result = check(state["spec_text"], str(run_dir / "spec.net"))
     if result.network is None or result.recipe is None:
-        raise checkpoint.CheckpointError(f"{run_dir / checkpoint.FILE}: its spec no longer "
-                                         "checks with this alexnetc")
-    cfg = TrainConfig.from_dict(state["config"]).override(devices=devices)
+        raise checkpoint.CheckpointError(f"{path}: its spec no longer checks with this alexnetc")
     net = result.network
+    with checkpoint.applying(path):
+        cfg = TrainConfig.from_dict(state["config"]).override(devices=devices)
     model = build(net, result.recipe, cfg.devices, cfg.seed)
+    checkpoint.ensure_fits(path, state, f"the spec it holds (network {net.name})", net, model)
     model.to(memory_format=memory_format(input_device(model)))  # as in training
-    model.load_state_dict(state["model"])
+    with checkpoint.applying(path):
+        model.load_state_dict(state["model"])
+        stats = PixelStats.from_dict(state["stats"])
+        classes, epoch = list(state["classes"]), int(state["epoch"])
     model.eval()
-    stats = PixelStats.from_dict(state["stats"])
     augment = Augmenter(stats, (net.input.h, net.input.w), flip=False, pca=0.0,
                         subtract_mean=cfg.mean, device=input_device(model))
-    return LoadedRun(cfg, net, result.recipe, model, augment, list(state["classes"]),
-                     data_side(net, cfg), int(state["epoch"]))
+    return LoadedRun(cfg, net, result.recipe, model, augment, classes, data_side(net, cfg),
+                     epoch)

@@ -6,6 +6,8 @@ import hashlib
 import json
 import subprocess
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +17,7 @@ from alexnetc.backends.lowering.export import load_metadata, onnx_missing
 from alexnetc.cli.main import main
 from alexnetc.compiler.pipeline import load
 
-from helpers import ROOT, SPECS
+from helpers import ROOT, SPECS, fill
 
 # Runs in a fresh interpreter where importing alexnetc fails: the artifact must not need it.
 LOAD_WITHOUT_ALEXNETC = """
@@ -92,6 +94,7 @@ def test_compile_onnx(tmp_path):
     assert main(["compile", str(SPECS / "lenet5.net"), "--onnx", "-o", str(out)]) == 0
     props = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(props["network"]) == "LeNet5" and "spec_sha256" in props
+    assert [p.name for p in tmp_path.iterdir()] == ["lenet5.onnx"]  # no OUT.data side file
 
 
 def test_compile_exports_a_runs_trained_weights(tmp_path, capsys):
@@ -150,3 +153,70 @@ def test_compile_output_folder_is_checked_before_torch_loads():
     assert r.returncode == 2
     assert r.stdout.strip() == "False"
     assert r.stderr == "alexnetc: error: no such folder for /nonexistent/x.pt2: /nonexistent\n"
+
+
+def test_compile_never_writes_over_its_input(tmp_path, capsys):
+    spec = tmp_path / "small.net"
+    spec.write_bytes((SPECS / "lenet5.net").read_bytes())
+    link = tmp_path / "link.pt2"
+    link.symlink_to(spec)
+    for out in (spec, link):
+        assert main(["compile", str(spec), "-o", str(out)]) == 2
+        assert f"-o {out} is the spec" in capsys.readouterr().err
+    assert spec.read_bytes() == (SPECS / "lenet5.net").read_bytes()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"weights")
+    assert main(["compile", str(spec), "--weights", str(run), "-o",
+                 str(run / "checkpoint.pt")]) == 2
+    assert "is the checkpoint of --weights" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("flags, out, fix", [
+    (["--onnx"], "x.pt2", "use -o x.onnx"),
+    ([], "x.onnx", "add --onnx, or use -o x.pt2"),
+    ([], "x", "use -o x.pt2"),
+])
+def test_compile_output_is_named_for_what_it_is(tmp_path, flags, out, fix, capsys):
+    """One artifact, with the suffix of its format: no ONNX under a .pt2 name."""
+    assert main(["compile", str(SPECS / "lenet5.net"), "-o", str(tmp_path / out), *flags]) == 2
+    assert fix.replace(" x", f" {tmp_path}/x") in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
+
+
+def test_compile_refuses_onnx_too_large_for_one_file(tmp_path, monkeypatch, capsys):
+    """Past 1.5 GiB torch.onnx keeps the weights in a side file: refused, not split."""
+    from alexnetc.backends.lowering import export
+
+    monkeypatch.setattr(export, "ONNX_MAX_BYTES", 100_000)  # LeNet-5: 61,706 float32 values
+    monkeypatch.setattr(export, "onnx_missing", lambda: [])
+    assert main(["compile", str(SPECS / "lenet5.net"), "--onnx", "-o",
+                 str(tmp_path / "x.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit in one ONNX file" in err and "without --onnx" in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_compile_on_a_full_disk_keeps_the_previous_file(small_disk):
+    """A clear error, not torch's C++ abort, and the old file as it was. (A subprocess: a
+    C++ abort would take pytest with it.)"""
+    out = small_disk / "lenet5.pt2"
+    out.write_bytes(b"the previous program")
+    fill(small_disk)
+    r = subprocess.run([sys.executable, "-m", "alexnetc", "compile", str(SPECS / "lenet5.net"),
+                        "-o", str(out)], capture_output=True, text=True, timeout=120,
+                       check=False)
+    assert r.returncode == 1, r.stderr
+    assert r.stderr == f"alexnetc: error: cannot write {out}: the disk is full\n"
+    assert out.read_bytes() == b"the previous program"
+    assert sorted(p.name for p in small_disk.iterdir()) == [".filler", ".filler-bytes",
+                                                            "lenet5.pt2"]
+
+
+def test_compile_into_a_read_only_folder(small_disk: Path,
+                                         remount_read_only: Callable[[], None], capsys):
+    remount_read_only()
+    out = small_disk / "lenet5.pt2"
+    assert main(["compile", str(SPECS / "lenet5.net"), "-o", str(out)]) == 1
+    assert f"cannot write {out}: the file system is read-only" in capsys.readouterr().err

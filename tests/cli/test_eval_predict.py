@@ -4,6 +4,7 @@ checks, top-5 error only where it means something, and folders of images."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -127,3 +128,104 @@ def test_predict_folder_without_images_is_an_error(run3: Path, tmp_path: Path,
     err = capsys.readouterr().err
     assert f"{tmp_path} is a folder with no images in it" in err
     assert "no such image" not in err
+
+
+def test_eval_flags_obey_the_settings_rule(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", str(tmp_path), "--batch-size", str(2**31)]) == 2
+    assert "--batch-size is 2,147,483,648, more than the limit" in capsys.readouterr().err
+    assert main(["eval", str(tmp_path), "--workers", "9" * 23]) == 2
+    assert "--workers must be at most" in capsys.readouterr().err
+
+
+def _misfit(state: dict, damage: str) -> None:
+    """Damage a checkpoint as a hand-written file or another version's might be."""
+    weights = state["model"]
+    if damage == "missing":
+        for name in [k for k in weights if k.startswith("fc2.")]:
+            del weights[name]
+    elif damage == "shape":
+        name = next(k for k in weights if k.startswith("conv1.") and k.endswith("weight"))
+        weights[name] = torch.zeros(3)
+    elif damage == "unexpected":
+        weights.update({f"extra{i}": torch.zeros(1) for i in range(5)})
+    elif damage in ("classes", "stats"):
+        del state[damage]
+    elif damage == "class count":
+        state["classes"] = ["a", "b", "c", "d"]
+
+
+MISFITS = {
+    "missing": "missing fc2.",
+    "shape": "has shape 3, not 8x3x5x5",
+    "unexpected": "unexpected extra0, extra1, extra2 and 2 more",
+    "classes": "its class names (classes) are missing",
+    "stats": "its pixel statistics (stats) are missing",
+    "class count": "it names 4 classes for the spec's 3 outputs",
+}
+
+
+@pytest.mark.parametrize("damage", MISFITS)
+@pytest.mark.parametrize("command", ["eval", "predict", "resume"])
+def test_checkpoint_that_does_not_fit_its_spec(command: str, damage: str, run3: Path,
+                                               tmp_path: Path, images: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    """Written by hand or by another version: one line naming what does not fit, exit 1."""
+    run = tmp_path / "run"
+    shutil.copytree(run3, run)
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    _misfit(state, damage)
+    torch.save(state, ckpt)
+    argv = {"eval": ["eval", str(run), "--workers", "0"],
+            "predict": ["predict", str(run), str(images / "a.png")],
+            "resume": ["train", str(run / "spec.net"), "--out", str(run), "--resume",
+                       "--workers", "0", "--devices", "cpu"]}[command]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    spec = run / "spec.net" if command == "resume" else "the spec it holds (network Tiny3)"
+    assert err.startswith(f"alexnetc: error: {ckpt} does not fit {spec}: ")
+    assert MISFITS[damage] in err and "internal error" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resume_refuses_velocities_of_other_shapes(run3: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run3, run)
+    ckpt = run / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    state["optimiser"]["state"][0]["velocity"] = torch.zeros(2)
+    torch.save(state, ckpt)
+    assert main(["train", str(run / "spec.net"), "--out", str(run), "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert "optimiser.state.0.velocity has shape 2, not 8x3x5x5" in err
+    assert "internal error" not in err
+
+
+@pytest.mark.timeout(60)  # before the fix, opening the pipe waited for a writer forever
+@pytest.mark.parametrize("command", ["eval", "predict", "resume"])
+def test_a_named_pipe_as_checkpoint_is_refused_unopened(command: str, run3: Path,
+                                                       tmp_path: Path, images: Path,
+                                                       capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run3, run)
+    ckpt = run / "checkpoint.pt"
+    ckpt.unlink()
+    os.mkfifo(ckpt)
+    argv = {"eval": ["eval", str(run)],
+            "predict": ["predict", str(run), str(images / "a.png")],
+            "resume": ["train", str(run / "spec.net"), "--out", str(run), "--resume"]}[command]
+    assert main(argv) == 1
+    assert f"{ckpt} is a named pipe, not a checkpoint file" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_a_named_pipe_as_image_is_refused_unopened(run3: Path, tmp_path: Path, images: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    assert main(["predict", str(run3), str(images / "a.png"), str(pipe)]) == 1
+    err = capsys.readouterr().err
+    assert f"{pipe} is a named pipe, not an image file" in err and "internal" not in err

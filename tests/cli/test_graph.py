@@ -11,7 +11,7 @@ import pytest
 from alexnetc.cli.main import main
 from alexnetc.compiler import draw
 
-from helpers import SPECS
+from helpers import SPECS, fill
 
 ALEXNET = str(SPECS / "alexnet.net")
 HAS_DOT = shutil.which("dot") is not None
@@ -100,3 +100,77 @@ def test_output_is_required(capsys: pytest.CaptureFixture[str]) -> None:
         main(["graph", ALEXNET])
     assert e.value.code == 2
     assert "-o/--output" in capsys.readouterr().err
+
+
+def _fake_dot(tmp_path: Path, script: str, mode: int = 0o755) -> Path:
+    exe = tmp_path / "bin" / "dot"
+    exe.parent.mkdir()
+    exe.write_text(script)
+    exe.chmod(mode)
+    return exe
+
+
+FAILING_DOT = """#!/bin/sh
+echo "Warning: something dot warns about first" >&2
+echo "Error: <stdin>: syntax error in line 6 near 'x'" >&2
+echo "String starting: <<TABLE" >&2
+exit 1
+"""
+
+
+@pytest.mark.parametrize("script, mode, said", [
+    (FAILING_DOT, 0o755, "Graphviz's `dot -Tsvg` failed: Error: <stdin>: syntax error in "
+                         "line 6 near 'x'\n"),
+    ("#!/bin/sh\nexit 3\n", 0o755, "Graphviz's `dot -Tsvg` failed: exit status 3\n"),
+    ("", 0o644, "could not run Graphviz's `dot` ("),
+], ids=["error-line", "silent", "not-executable"])
+def test_dot_that_fails_is_quoted_not_taken_for_missing(
+        script: str, mode: int, said: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    exe = _fake_dot(tmp_path, script, mode)
+    monkeypatch.setattr(draw, "dot_program", lambda: str(exe))
+    out = tmp_path / "alexnet.svg"
+    assert main(["graph", ALEXNET, "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("alexnetc: error: " + said)
+    assert f"nothing was written to {out}; `-o {tmp_path / 'alexnet.dot'}` writes" in err
+    assert "install" not in err and "Warning" not in err and "String starting" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bin"]  # no picture, no fallback
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
+def test_a_huge_stage_is_drawn_or_dot_says_why(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """Graphviz 2.43 refuses a label over 16,384 characters: 3,000 ops in one stage."""
+    spec = tmp_path / "huge.net"
+    spec.write_text("input 8x8x1\ns: " + "; ".join(["ReLU"] * 3000) + "\n")
+    out = tmp_path / "huge.svg"
+    code = main(["graph", str(spec), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert "install" not in err and "Traceback" not in err
+    if code != 0:
+        assert code == 1 and err.startswith("alexnetc: error: Graphviz's `dot -Tsvg` failed: ")
+        assert "`-o " in err and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["alexnet.dot", "alexnet.svg"])
+def test_a_full_disk_keeps_the_previous_picture(name: str, small_disk: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    if name.endswith(".svg") and not HAS_DOT:
+        pytest.skip("Graphviz's dot is not installed")
+    out = small_disk / name
+    out.write_text("the previous picture")
+    fill(small_disk)
+    assert main(["graph", ALEXNET, "-o", str(out)]) == 1
+    assert capsys.readouterr().err == f"alexnetc: error: cannot write {out}: the disk is full\n"
+    assert out.read_text() == "the previous picture"
+    assert sorted(p.name for p in small_disk.iterdir()) == [".filler", ".filler-bytes", name]
+
+
+def test_the_picture_never_replaces_the_spec(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "net.gv"
+    spec.write_text((SPECS / "lenet5.net").read_text())
+    assert main(["graph", str(spec), "-o", str(spec)]) == 2
+    assert "which this command reads" in capsys.readouterr().err
+    assert spec.read_text() == (SPECS / "lenet5.net").read_text()

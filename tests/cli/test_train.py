@@ -8,7 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,8 @@ from PIL import Image
 
 from alexnetc.backends.train import loop, metrics
 from alexnetc.cli.main import main
+
+from helpers import fill
 
 TINY = """\
 network Tiny
@@ -273,8 +275,8 @@ def test_resume_without_checkpoint(tmp_path: Path, capsys: pytest.CaptureFixture
 
 @pytest.mark.parametrize("flags, message", [
     (["--epochs", "0"], "--epochs must be at least 1"),
-    (["--lr", "-1"], "--lr must be a positive finite number"),
-    (["--lr", "inf"], "--lr must be a positive finite number"),
+    (["--lr", "-1"], "--lr must be at least 0"),
+    (["--lr", "inf"], "--lr must be a finite number"),
     (["--devices", "cuda:7"], "--devices"),
 ])
 def test_bad_flags_are_usage_errors(tmp_path: Path, flags: list[str], message: str,
@@ -398,3 +400,124 @@ def test_missing_run_folder_is_a_usage_error(argv: list[str], tmp_path: Path,
     cmd, *rest = argv
     assert main([cmd, str(tmp_path / "nope"), *rest]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+# Weights of std 1 on raw pixels: an ε of 3e38 sends them to inf in one step, 1e20 keeps them
+# finite but so large that the validation loss is NaN.
+BIG = "network Big\ninput 17x17x3\ntrain epochs=1\ninit std=1\nc: Conv(5,2) x8 + ReLU\nf: FC(10)\n"
+
+
+def test_weights_that_became_infinite_are_never_saved(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    s = tmp_path / "big.net"
+    s.write_text(BIG)
+    assert train(s, "--out", tmp_path / "r", "--lr", "3e38", "--max-steps", "1") == 1
+    err = capsys.readouterr().err
+    assert "the weights became non-finite (model.c.conv.towers.0.weight holds inf)" in err
+    assert "no checkpoint was written" in err and "internal error" not in err
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    # Over a good checkpoint: that one is kept, and the message says which it is.
+    run = tmp_path / "good"
+    assert train(s, "--out", run, "--lr", "1e-6", "--max-steps", "1") == 0
+    before = (run / "checkpoint.pt").read_bytes()
+    assert train(s, "--out", run, "--resume", "--lr", "3e38", "--max-steps", "2") == 1
+    err = capsys.readouterr().err
+    assert f"{run / 'checkpoint.pt'} (step 1, epoch 1 batch 1) is the last good checkpoint" in err
+    assert f"alexnetc train {s} --out {run} --resume --lr" in err
+    assert (run / "checkpoint.pt").read_bytes() == before
+    assert train(s, "--out", run, "--resume", "--lr", "1e-6", "--max-steps", "2") == 0
+
+
+def test_a_validation_loss_of_nan_is_not_checkpointed(tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """One step an epoch (a batch larger than the data), finite weights, NaN predictions."""
+    s = tmp_path / "big.net"
+    s.write_text(BIG)
+    run = tmp_path / "r"
+    assert train(s, "--out", run, "--lr", "1e20", "--batch-size", "2048") == 1
+    err = capsys.readouterr().err
+    assert "the validation loss became nan at the end of epoch 1" in err
+    assert "no checkpoint was written" in err and "internal error" not in err
+    assert not (run / "checkpoint.pt").exists()
+    assert metrics.read(run / "metrics.csv") == []  # no row for an epoch never saved
+
+
+def test_a_non_finite_checkpoint_on_disk_is_a_clear_error(
+        trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """As an older alexnetc wrote them: eval, predict and --resume refuse it in one line."""
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    state["model"]["fc7.fc.towers.1.bias"][0] = math.nan
+    torch.save(state, run / "checkpoint.pt")
+    Image.new("RGB", (20, 20), (9, 9, 9)).save(tmp_path / "a.png")
+    assert main(["eval", str(run)]) == 1
+    assert main(["predict", str(run), str(tmp_path / "a.png")]) == 1
+    assert train(run / "spec.net", "--out", run, "--resume", "--epochs", "3") == 1
+    err = capsys.readouterr().err
+    assert err.count(f"{run / 'checkpoint.pt'} cannot be used: model.fc7.fc.towers.1.bias "
+                     "holds NaN") == 3
+    assert "internal error" not in err
+
+
+def test_every_run_file_has_the_same_mode(trained: Path) -> None:
+    """Checkpoints are no more private than the rest: another user can evaluate the run."""
+    modes = {p.name: p.stat().st_mode for p in trained.iterdir() if p.is_file()}
+    assert modes["checkpoint.pt"] == modes["spec.net"] == modes["metrics.csv"]
+
+
+def test_out_naming_a_file_is_a_usage_error(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    for resume in ([], ["--resume"]):
+        assert train(spec(tmp_path), "--out", notes, *resume) == 2
+        assert f"--out {notes} is a file, not a run folder" in capsys.readouterr().err
+    assert notes.read_text() == "mine"
+
+
+def test_out_on_a_read_only_disk(small_disk: Path, remount_read_only: Callable[[], None],
+                                 tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    remount_read_only()
+    run = small_disk / "run"
+    assert train(spec(tmp_path), "--out", run, "--max-steps", "1") == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {run}: the file system is read-only" in err
+    assert "no checkpoint was written" in err and "internal error" not in err
+
+
+@pytest.mark.parametrize("damage", ["full", "read-only"])
+def test_a_disk_that_fails_mid_run_keeps_the_last_checkpoint(
+        small_disk: Path, remount_read_only: Callable[[], None], tmp_path: Path, damage: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    s, run = spec(tmp_path), small_disk / "run"
+    ckpt = run / "checkpoint.pt"
+    assert train(s, "--out", run, "--max-steps", "1") == 0
+    before = ckpt.read_bytes()
+    if damage == "full":
+        fill(small_disk)
+    else:
+        remount_read_only()
+    assert train(s, "--out", run, "--resume", "--max-steps", "2") == 1
+    err = capsys.readouterr().err
+    why = "the disk is full" if damage == "full" else "the file system is read-only"
+    assert f"cannot write {ckpt}: {why}" in err and "internal error" not in err
+    assert f"{ckpt} (step 1, epoch 1 batch 1) is the last good checkpoint" in err
+    assert f"continue from it with: alexnetc train {s} --out {run} --resume" in err
+    assert ckpt.read_bytes() == before
+    assert torch.load(ckpt, weights_only=True)["step"] == 1
+    assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "metrics.csv", "spec.net",
+                                               "config.json"}
+
+
+def test_plot_on_a_full_disk_keeps_the_old_pictures(
+        trained: Path, small_disk: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = small_disk / "run"
+    shutil.copytree(trained, run)
+    before = (run / "curves.png").read_bytes()
+    fill(small_disk)
+    assert main(["plot", str(run)]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot write {run / 'curves.png'}: the disk is full" in err
+    assert (run / "curves.png").read_bytes() == before
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]

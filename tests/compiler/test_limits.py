@@ -16,6 +16,7 @@ from alexnetc.compiler import errors
 from alexnetc.compiler.graph import free_stage_name, reserved_stage_name
 from alexnetc.compiler.ops import first_tiling_pad
 from alexnetc.compiler.pipeline import CheckResult, check
+from alexnetc.compiler.recipe import FLOAT32_MAX
 from alexnetc.compiler.shapes import INT32_MAX
 
 FAST = settings(max_examples=60, deadline=None)
@@ -197,12 +198,12 @@ FLOATS = st.floats(allow_nan=False) | st.sampled_from([0.0, 1.0, -0.0, 0.5, 1e-5
 @FAST
 @given(st.sampled_from([("train", "momentum", lambda v: 0 <= v < 1),
                         ("train", "lr_drop", lambda v: 0 < v <= 1),
-                        ("train", "lr", lambda v: 0 <= v < math.inf),
-                        ("train", "weight_decay", lambda v: 0 <= v < math.inf),
-                        ("train", "min_lr", lambda v: 0 <= v < math.inf),
-                        ("augment", "pca", lambda v: 0 <= v < math.inf),
-                        ("init", "std", lambda v: 0 <= v < math.inf),
-                        ("init", "bias", math.isfinite)]),
+                        ("train", "lr", lambda v: 0 <= v <= FLOAT32_MAX),
+                        ("train", "weight_decay", lambda v: 0 <= v <= FLOAT32_MAX),
+                        ("train", "min_lr", lambda v: 0 <= v <= FLOAT32_MAX),
+                        ("augment", "pca", lambda v: 0 <= v <= FLOAT32_MAX),
+                        ("init", "std", lambda v: 0 <= v <= FLOAT32_MAX),
+                        ("init", "bias", lambda v: abs(v) <= FLOAT32_MAX)]),
        FLOATS)
 def test_float_settings_ranges(setting: tuple, value: float) -> None:
     section, name, valid = setting

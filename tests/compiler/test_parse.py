@@ -235,3 +235,73 @@ def test_unicode_text_never_escapes(text: str) -> None:
             parse(spec)
         except SpecError as e:
             assert e.diagnostics and "error:" in str(e)
+
+
+# Blank lines are free: lines of only spaces or tabs, and indented comments, anywhere.
+
+BLANK_LINES = {
+    "between headers": "network T\n   \ninput 8x8x3\ns: Conv(3,1) x4 + ReLU; MaxPool(2,2)\n",
+    "a tab line": "network T\ninput 8x8x3\n\t\n \t \ns: Conv(3,1) x4 + ReLU; MaxPool(2,2)\n",
+    "between stages": "network T\ninput 8x8x3\ns: Conv(3,1) x4 + ReLU; MaxPool(2,2)\n  \n"
+                      "t: ReLU\n",
+    "after `+`": "network T\ninput 8x8x3\ns: Conv(3,1) x4 +\n   \n   ReLU; MaxPool(2,2)\n",
+    "comment after `+`": "network T\ninput 8x8x3\ns: Conv(3,1) x4 +\n   # tied\n   ReLU;"
+                         " MaxPool(2,2)\n",
+    "comment after `;`": "network T\ninput 8x8x3\ns: Conv(3,1) x4 + ReLU;\n\t# then pool\n"
+                         "  \n   MaxPool(2,2)\n",
+    "at the start": "  \n\t# spec\nnetwork T\ninput 8x8x3\ns: Conv(3,1) x4 + ReLU; MaxPool(2,2)\n",
+    "at the end": "network T\ninput 8x8x3\ns: Conv(3,1) x4 + ReLU; MaxPool(2,2)\n   \n  # end\n ",
+}
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["LF", "CRLF"])
+@pytest.mark.parametrize("text", BLANK_LINES.values(), ids=BLANK_LINES.keys())
+def test_lines_of_only_spaces_and_indented_comments_are_blank(text: str, crlf: bool) -> None:
+    net = parse(text.replace("\n", "\r\n") if crlf else text)
+    s = net.stages[0]
+    assert [o.name for o in s.ops] == ["Conv", "ReLU", "MaxPool"]
+    assert [o.joined for o in s.ops] == [False, True, False]
+    assert net.header("input") is not None and net.header("input").value == (8, 8, 3)
+
+
+def test_the_issues_spec_with_a_line_of_spaces_parses() -> None:
+    net = parse("network T\ninput 32x32x1\n   \nc1: FC(10)\n")
+    assert [s.name for s in net.stages] == ["c1"]
+
+
+def test_blank_lines_keep_later_locations() -> None:
+    net = parse("input 8x8x3\n  \n\t# c\ns: Conv(3,1) x4 +\n  \n    ReLU\n", "f.net")
+    conv, relu = net.stages[0].ops
+    assert (conv.loc.line, conv.loc.col) == (4, 4)
+    assert (relu.name_loc.line, relu.name_loc.col) == (6, 5)
+    d = syntax_error("input 8x8x3\n   \ns: Conv(3,1 x4\n")
+    assert (d.loc.line, d.loc.col) == (3, 13)
+
+
+# A rectangle where one number goes: the language has square windows only.
+
+@pytest.mark.parametrize("text, col, size, example", [
+    ("c: Conv(1x7,1) x4", 9, "1x7", "`Conv(7,1)`"),
+    ("c: Conv(3,2x1) x4", 11, "2x1", "`Conv(3,2)`"),
+    ("c: Conv(3,1, pad=1x3) x4 + ReLU", 18, "1x3", "`Conv(3,1, pad=3)`"),
+    ("c: MaxPool(3x3, 2)", 12, "3x3", "`MaxPool(3, 2)`"),
+    ("c: Conv (1x7, 1, pad = 0x3) x4", 10, "1x7", "`Conv (7, 1, pad = 3)`"),
+])
+def test_a_rectangular_window_is_named_as_such(text: str, col: int, size: str,
+                                                example: str) -> None:
+    d = syntax_error(f"input 8x8x3\n{text}\n")
+    assert (d.loc.line, d.loc.col, d.loc.end_col) == (2, col, col + len(size))
+    assert d.message == f"unexpected size '{size}'; expected one number"
+    assert "one whole number" in d.hint and "square kernels" in d.hint and example in d.hint
+    assert "closing `)`" not in d.hint
+
+
+def test_a_rectangle_in_a_setting_is_one_number() -> None:
+    d = syntax_error("input 8x8x3\naugment resize=256x256 flip=false  # both sides\nc: ReLU\n")
+    assert (d.loc.line, d.loc.col, d.loc.end_col) == (2, 16, 23)
+    assert "`augment resize=256 flip=false`" in d.hint and "one number" in d.hint
+
+
+def test_channels_glued_to_an_unclosed_argument_list_still_ask_for_the_paren() -> None:
+    d = syntax_error("input 8x8x3\nc: Conv(3,1x4 + ReLU\n")
+    assert "closing `)`" in d.hint

@@ -160,3 +160,24 @@ def test_epoch_order_is_a_seeded_permutation() -> None:
     assert sorted(a) == list(range(100))
     assert a == epoch_order(100, seed=1, epoch=0)
     assert a != epoch_order(100, seed=1, epoch=1) and a != epoch_order(100, seed=2, epoch=0)
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_split_with_no_readable_image_is_an_error_naming_it(tmp_path: Path,
+                                                              split: str) -> None:
+    """Found before training: a val split of none would validate on 0 images (an error of
+    NaN) to the end, a train split of none would never learn."""
+    root = make_folder(tmp_path / "data")
+    for p in (root / split).rglob("*.png"):
+        p.write_bytes(b"not an image")
+    with pytest.raises(DataError, match=rf"{root / split} has no readable image: none of its "
+                       rf"6 image files could be read \(the first: {root / split / 'cat'}/0"):
+        image_folder(root, 8, 3)
+
+
+def test_one_readable_image_is_enough_to_start(tmp_path: Path) -> None:
+    """The rest are BadImages' to count and warn about, as they are met."""
+    root = make_folder(tmp_path / "data")
+    for p in sorted((root / "val").rglob("*.png"))[:-1]:
+        p.write_bytes(b"not an image")
+    assert len(image_folder(root, 8, 3).val) == 6

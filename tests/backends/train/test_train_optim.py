@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -95,3 +96,22 @@ def test_plateau_divides_lr_when_validation_error_stops_improving() -> None:
     restored = PlateauSchedule(opt, 0.5, 0.1, 2, 1e-4)
     restored.load_state_dict(sched.state_dict())
     assert restored.state_dict() == sched.state_dict()
+
+
+def test_plateau_never_drops_on_a_nan_error() -> None:
+    """A NaN error (no image evaluated) says nothing about progress: no drop, no stale epoch."""
+    opt = PaperSGD([torch.nn.Parameter(torch.ones(1))], lr=0.01)
+    sched = PlateauSchedule(opt, 0.01, drop=0.1, patience=1, min_lr=1e-6)
+    assert [sched.step(e) for e in (0.5, math.nan, math.nan, 0.4)] == [False] * 4
+    assert sched.lr == 0.01 and sched.stale == 0 and sched.best == 0.4
+
+
+def test_a_decay_step_beyond_float32_blows_up_the_weights_not_the_step() -> None:
+    """ε and weight_decay each within float32 (the spec's rule), their product not: the step
+    saturates and the weights blow up, which the run reports as divergence, instead of torch
+    refusing the step as an internal error."""
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = PaperSGD([w], lr=1e30, momentum=0.9, weight_decay=1e30)
+    w.grad = torch.ones(3)
+    opt.step()
+    assert bool((w.abs() > 1e38).all())

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     weights = run_folder(args.weights) if args.weights else None
 
     from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
-    from alexnetc.backends.lowering.towers import parse_devices
+    from alexnetc.backends.lowering.placement import parse_devices
 
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)

@@ -23,8 +23,8 @@ from alexnetc.compiler.errors import Diagnostic, Severity
 from alexnetc.compiler.graph import Key
 from alexnetc.compiler.pipeline import CheckResult
 from alexnetc.compiler.progress import StageView, stage_views
+from alexnetc.compiler.records import Shape, TowerInfo
 from alexnetc.compiler.report import _n
-from alexnetc.compiler.shapes import Shape, TowerInfo
 
 FONT = "Helvetica,Arial,sans-serif"
 INK, MUTED = "#1f2933", "#7b8794"

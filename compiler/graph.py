@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import networkx as nx
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.ops import OpDef, Value, lookup
-from alexnetc.compiler.shapes import Counts, Fusion, Shape, TowerInfo
+from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
+from alexnetc.compiler.registry import OpDef, Value, lookup
 
 INPUT = "input"
 

@@ -32,9 +32,9 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _ops_registered() -> bool:
-    from . import ops
+    from . import library
 
-    return ops.REGISTERED
+    return library.REGISTERED
 
 
 def kernels_available(device: torch.device | str) -> bool:

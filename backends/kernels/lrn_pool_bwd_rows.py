@@ -1,4 +1,5 @@
-"""The "rows" backward kernel of relu → LRN → max-pool (ops.BWD_VARIANT "rows", or timed by "auto").
+"""The "rows" backward kernel of relu → LRN → max-pool (library.BWD_VARIANT "rows", or timed by
+"auto").
 
 Same math and contract as lrn_pool_bwd (read that docstring), different access pattern.  With
 a = relu(x), s_c = k + α Σ_{window(c)} a², g = dL/db (dL/dy routed to each pool window's saved

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from alexnetc.backends.lowering.fused import FusedChain, kernel_available
-from alexnetc.backends.lowering.ops import LOWERINGS, Build
-from alexnetc.backends.lowering.towers import (
+from alexnetc.backends.lowering.layers import LOWERINGS, Build
+from alexnetc.backends.lowering.placement import (
     Layout,
     all_gather,
     gather,
@@ -43,7 +43,7 @@ class Step:
     single: bool  # runs on tower 0 only (its input is not split over the towers)
 
 
-class Stage(nn.Module):
+class StageModule(nn.Module):
     """The ops of one spec stage; takes and returns one tensor per tower (or one, `SINGLE`)."""
 
     def __init__(self, name: str):
@@ -86,7 +86,7 @@ class AlexnetcModule(nn.Module):
             self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
         self._expect = (net.input.c, net.input.h, net.input.w)
 
-    def add_stage(self, stage: Stage) -> None:
+    def add_stage(self, stage: StageModule) -> None:
         if hasattr(self, stage.stage):  # the checker refuses these names; a last guard
             raise SpecError([reserved_name_error(
                 self.net.ast, stage.stage,
@@ -213,7 +213,7 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
     module.final_softmax = layers[-1].op.name == "Softmax"
     layout = Layout.REPLICATED
     for name, stage_layers in net.stages():
-        stage = Stage(name)
+        stage = StageModule(name)
         used: dict[str, int] = {}
         for group in _groups(stage_layers):
             head = group[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from alexnetc.backends.lowering.ops import Sharded
+from alexnetc.backends.lowering.layers import Sharded
 
 
 def whole_layers(model: nn.Module) -> dict[str, Sharded]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import Fusion
+from alexnetc.compiler.records import Fusion
 
 # Longest first: a chain is matched greedily from each ReLU.
 CHAINS: tuple[tuple[tuple[str, ...], str], ...] = (

@@ -12,7 +12,7 @@ from __future__ import annotations
 from alexnetc.compiler.errors import TOWERS
 from alexnetc.compiler.graph import INPUT, Key, topo_ops
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import FP32_BYTES, Counts, Shape, TowerInfo
+from alexnetc.compiler.records import FP32_BYTES, Counts, Shape, TowerInfo
 
 
 def run(ctx: Context) -> None:

@@ -20,9 +20,8 @@ from alexnetc.compiler.errors import (
     Diagnostics,
 )
 from alexnetc.compiler.graph import Key, free_stage_name, reserved_stage_name, topo_ops
-from alexnetc.compiler.ops import REQUIRED, OpDef, Param, Value, known_names, suggest
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import (
+from alexnetc.compiler.records import (
     INT32_MAX,
     LIMIT_TEXT,
     Shape,
@@ -30,6 +29,7 @@ from alexnetc.compiler.shapes import (
     show_int,
     show_value,
 )
+from alexnetc.compiler.registry import REQUIRED, OpDef, Param, Value, known_names, suggest
 
 
 def run(ctx: Context) -> None:

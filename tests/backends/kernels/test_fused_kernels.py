@@ -1,8 +1,8 @@
 """Triton kernels vs the float64 paper formula: CPU interpreter (default) and CUDA (gpu marker).
 
 Every test runs for both forward variants ("windows": lrn_pool, "rows": lrn_pool_rows; see
-ops.VARIANT), directly through the launchers and through the public op, and every backward test
-for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; ops.BWD_VARIANT).
+library.VARIANT), directly through the launchers and through the public op, and every backward test
+for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; library.BWD_VARIANT).
 
 Without CUDA, tests/conftest.py switches Triton's interpreter on before triton is imported (a GPU
 run compiles the kernels for real).  Every kernel launch writes
@@ -19,11 +19,11 @@ from alexnetc.backends.kernels import (
     PoolParams,
     choose,
     fused_relu_lrn_pool,
+    library,
     lrn_pool,
     lrn_pool_bwd,
     lrn_pool_bwd_rows,
     lrn_pool_rows,
-    ops,
     reference_relu_lrn_pool,
 )
 
@@ -35,14 +35,14 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 @pytest.fixture(params=["windows", "rows"])
 def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which forward kernel the launch helpers and the public op use."""
-    monkeypatch.setattr(ops, "VARIANT", request.param)
+    monkeypatch.setattr(library, "VARIANT", request.param)
     return request.param
 
 
 @pytest.fixture(params=["gather", "rows"])
 def bwd_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which backward kernel the launch helpers and the public op use."""
-    monkeypatch.setattr(ops, "BWD_VARIANT", request.param)
+    monkeypatch.setattr(library, "BWD_VARIANT", request.param)
     return request.param
 
 
@@ -266,7 +266,7 @@ def test_auto_variant_rule_where_nothing_is_timed(
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(mod, "launch_forward", spy)
-    monkeypatch.setattr(ops, "VARIANT", "auto")
+    monkeypatch.setattr(library, "VARIANT", "auto")
     x = torch.randn(1, 4, 9, 9, device=device)
     with torch.no_grad():
         fused_relu_lrn_pool(x, LRN_A, PoolParams(3, 2))

@@ -16,7 +16,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnetc.backends.lowering import (
     AlexnetcModule,
-    Stage,
+    StageModule,
     assemble,
     build_module,
     count_cross_bytes,
@@ -274,7 +274,7 @@ def test_every_stage_name_the_checker_accepts_lowers(name):
         assert all(d.loc.line == 2 for d in result.diagnostics)
         return
     model = build_module(result.network, devices=["cpu"])
-    assert model.stage_names == [name] and isinstance(getattr(model, name), Stage)
+    assert model.stage_names == [name] and isinstance(getattr(model, name), StageModule)
     assert list(model.state_dict()) == [] and model(torch.ones(1, 1, 2, 2)).shape == (1, 1, 2, 2)
 
 

@@ -8,10 +8,10 @@ import torch.nn.functional as F
 
 from alexnetc.backends.lowering import build_module
 from alexnetc.backends.lowering.fused import FusedChain, kernel_available, local_response_norm
-from alexnetc.backends.lowering.ops import LOWERINGS, conv_calls
-from alexnetc.compiler.ops import OPS
+from alexnetc.backends.lowering.layers import LOWERINGS, conv_calls
 from alexnetc.compiler.pipeline import check, load
 from alexnetc.compiler.recipe import Init, Recipe
+from alexnetc.compiler.registry import OPS
 
 from helpers import SPECS
 

@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from alexnetc.compiler.shapes import INT32_MAX, Counts, Shape
+from alexnetc.compiler.records import INT32_MAX, Counts, Shape
 
 Value = int | float | str
 Args = Mapping[str, Value]

@@ -22,8 +22,8 @@ Two backward kernels exist (same contract): ``BWD_VARIANT``, from the env var AL
 picks one: "gather" (lrn_pool_bwd, per-pixel loads of the covering windows' dy/argmax), "rows"
 (lrn_pool_bwd_rows, full-width bands) or "auto" (the default: timed like the forward; gather
 where nothing can be timed).
-Both are read at call time, so benchmarks and tests may reassign ``ops.VARIANT`` and
-``ops.BWD_VARIANT``.
+Both are read at call time, so benchmarks and tests may reassign ``library.VARIANT`` and
+``library.BWD_VARIANT``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """One torch lowering per registry op, keyed by the op's name (`LOWERINGS`).
 
 Every lowered op is an `nn.Module` whose ``forward(x, tower)`` runs on ONE tower's tensor:
-the stage module routes activations between towers (see `towers.py`) before calling it.
+the stage module routes activations between towers (see `placement.py`) before calling it.
 Conv and FC hold one parameter shard per tower (``towers.<t>.weight``, output channels
 [t·C/T, (t+1)·C/T)), so the state_dict is the same for every device map.
 """

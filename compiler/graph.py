@@ -10,12 +10,13 @@ import keyword
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
-from alexnetc.compiler.registry import OpDef, Value, lookup
+from alexnetc.compiler.registry import OpDef, lookup
 
 INPUT = "input"
 
@@ -26,7 +27,7 @@ class Key:
     CALL = "call"  # ast.OpCall          (build)
     STAGE = "stage"  # str               (build)
     OP = "op"  # OpDef | None            (build)
-    ARGS = "args"  # dict[str, Value]    (verify)
+    ARGS = "args"  # the op's argument record, e.g. ConvArgs (verify)
     IN_SHAPE = "in_shape"  # Shape       (shapes)
     SHAPE = "shape"  # Shape             (shapes)
     COUNTS = "counts"  # Counts          (counts)
@@ -120,8 +121,8 @@ class Layer:
     id: str
     stage: str
     call: ast.OpCall
-    op: OpDef
-    args: dict[str, Value]
+    op: OpDef[Any]
+    args: Any  # the op's argument record (`op.args_type`: ConvArgs, LRNArgs, ...)
     in_shape: Shape
     shape: Shape
     counts: Counts

@@ -1,36 +1,175 @@
-"""The op registry: one entry per op holds everything the passes need to know about it.
+"""The op registry: one entry per op holds everything the front half needs to know about it.
 
-Adding an op is one `OpDef` here (arguments, shape rule, counts, tower behaviour) plus
-its lowering in `alexnetc.backends.lowering`; the passes hold no per-op `if` chains.
+An op's arguments are a frozen dataclass (`ConvArgs`, `LRNArgs`, ...) whose fields say, once,
+how the language takes each one (`arg`: positional or not, bounds, doc; the field's type gives
+its kind: int, float, `float | None` for a value that defaults from elsewhere, a `Literal` of
+the allowed words). Binding a call (passes/verify.py) returns that record; every later stage
+reads its attributes. The `OpDef` holds the rest: the shape rule, the counts, how the op
+behaves across towers, whether `+` may tie it, its warnings and its fusion role.
+
+The passes, the report and the backends ask the `OpDef`; none of them branches on an op's
+name or reads an argument by name. An op's backend side (its modules, its whole-layer
+tensors) is its entry in `alexnetc.backends.lowering.layers.LAYERS`, keyed by the op's name.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Mapping
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
 
+from alexnetc.compiler.errors import TOWERS
 from alexnetc.compiler.records import INT32_MAX, Counts, Shape
 
-Value = int | float | str
-Args = Mapping[str, Value]
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover - the type checker runs on 3.11+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda f: f
 
-REQUIRED = object()
+Value = int | float | str
+Reads = Literal["tower", "all", "gather"]
+
+REQUIRED: Any = object()  # the default of an argument a call must give
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """How the language takes one argument (the field's metadata; see `arg`)."""
+
+    positional: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+
+_SPEC = "alexnetc"  # the metadata key of an ArgSpec
+
+
+def arg(default: Any = REQUIRED, *, positional: bool = False, minimum: float | None = None,
+        maximum: float | None = None, doc: str = "") -> Any:
+    """A field of an op's argument record, with its description for the language.
+
+    No `default`: the call must give it. `None` as the default of a `float | None` field: the
+    value comes from elsewhere (the spec's `init` line for `bias=` and `std=`)."""
+    spec = {_SPEC: ArgSpec(positional, minimum, maximum, doc)}
+    if default is REQUIRED:
+        return field(metadata=spec)
+    return field(default=default, metadata=spec)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(arg,))
+def op_args(cls: type) -> type:
+    """Make `cls` an op's argument record: a frozen dataclass whose fields are `arg`s."""
+    return dataclass(frozen=True)(cls)
 
 
 @dataclass(frozen=True)
 class Param:
-    """One argument: positional ones may also be given by name."""
+    """One argument as the language sees it (derived from the record's field)."""
 
     name: str
-    kind: type | tuple[str, ...]  # int, float, or a tuple of allowed words
+    kind: type | tuple[str, ...]  # int, float, or the allowed words
     default: object = REQUIRED
     positional: bool = False
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
 
+
+_PARAMS: dict[type, tuple[Param, ...]] = {}
+
+
+def params_of(args_type: type) -> tuple[Param, ...]:
+    """The language's view of an argument record: its fields, kinds, defaults and bounds."""
+    known = _PARAMS.get(args_type)
+    if known is None:
+        known = _PARAMS[args_type] = _params(args_type)
+    return known
+
+
+def _params(args_type: type) -> tuple[Param, ...]:
+    hints = typing.get_type_hints(args_type)
+    out = []
+    for f in dataclasses.fields(args_type):
+        spec = f.metadata.get(_SPEC)
+        if not isinstance(spec, ArgSpec):
+            raise TypeError(f"{args_type.__name__}.{f.name} is not declared with arg()")
+        default = REQUIRED if f.default is dataclasses.MISSING else f.default
+        out.append(Param(f.name, _kind(args_type, f.name, hints[f.name], default), default,
+                         spec.positional, spec.minimum, spec.maximum, spec.doc))
+    return tuple(out)
+
+
+def _kind(owner: type, name: str, hint: Any, default: object) -> type | tuple[str, ...]:
+    if typing.get_origin(hint) is Literal:
+        return tuple(str(w) for w in typing.get_args(hint))
+    if hint in (int, float):
+        return typing.cast(type, hint)
+    if isinstance(hint, types.UnionType) and set(hint.__args__) == {float, type(None)} \
+            and default is None:
+        return float  # given, or None until the init line fills it in
+    raise TypeError(f"{owner.__name__}.{name}: arguments are int, float, `float | None` "
+                    f"(default None) or a Literal of words, not {hint}")
+
+
+def as_dict(args: Any) -> dict[str, Value]:
+    """An argument record as plain data (JSON): the values set, in declaration order."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+            if getattr(args, f.name) is not None}
+
+
+@op_args
+class NoArgs:
+    """The arguments of an op that takes none."""
+
+
+@op_args
+class WindowArgs:
+    size: int = arg(positional=True, minimum=1, doc="window size (square)")
+    stride: int = arg(positional=True, minimum=1, doc="step between windows")
+    pad: int = arg(0, minimum=0, doc="zero padding on every side")
+    remainder: Literal["error", "drop"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, or drop the edge")
+
+
+@op_args
+class ConvArgs(WindowArgs):
+    groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
+    bias: float | None = arg(None, doc="initial bias (default: the init section's bias)")
+    std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
+
+
+@op_args
+class FCArgs:
+    out: int = arg(positional=True, minimum=1, doc="output features")
+    bias: float | None = arg(None, doc="initial bias (default: the init section's bias)")
+    std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
+
+
+@op_args
+class LRNArgs:
+    size: int = arg(positional=True, minimum=1, doc="channels in the window (odd)")
+    k: float = arg(2.0, doc="additive offset")
+    alpha: float = arg(1e-4, minimum=0.0,
+                       doc="scale of the sum of squares (NOT divided by size, unlike PyTorch)")
+    beta: float = arg(0.75, minimum=0.0, doc="exponent")
+
+
+@op_args
+class DropoutArgs:
+    p: float = arg(0.5, positional=True, minimum=0.0, maximum=1.0, doc="drop probability")
+
+
+# --- the definition of an op -------------------------------------------------------------------
 
 class ShapeProblem(Exception):
     """Raised by a shape rule; the shapes pass turns it into a located diagnostic.
@@ -48,16 +187,74 @@ class ShapeProblem(Exception):
 
 
 @dataclass(frozen=True)
-class OpDef:
+class OpWarning:
+    """Something legal but probably unintended about one use of an op (located at the call)."""
+
+    kind: str
+    message: str
+    hint: str
+
+
+A = TypeVar("A")
+
+
+def _same_shape(in_shape: Shape, args: object, channels: int | None) -> Shape:
+    return in_shape
+
+
+def _same_bytes(i: Shape, o: Shape, args: object) -> Counts:
+    return Counts(activation_bytes=o.elements * 4)
+
+
+def _own_tower(args: object, towers: int) -> Reads:
+    return "tower"
+
+
+def _no_warnings(args: object, in_shape: Shape, out_shape: Shape,
+                 shares: int) -> Sequence[OpWarning]:
+    return ()
+
+
+@dataclass(frozen=True)
+class OpDef(Generic[A]):
+    """Everything the front half knows about one op.
+
+    - `args_type`: its argument record; `params` (the language's view) derive from it.
+    - `example`: a small valid use (on an 8x8x4 input, with 2 towers), which the registry's
+      tests check, count, lower and export.
+    - `infer`, `count`: the shape rule (raising `ShapeProblem`) and the counts per image.
+    - `takes_channels`: written with `xC`; `channels_hint` says what to write instead when a
+      channel count is given to an op that takes none.
+    - towers: `splits_maps` (each tower holds C/T of its output maps: its parameters split
+      with them), `reads(args, towers)` ("tower": its own maps, "all": every tower's, an
+      all-gather; "gather": collected on the first tower).
+    - `tie`: `+` may tie it to the op before (activations, Softmax).
+    - `final`: as the network's last op it is left out of forward: folded into the loss for
+      training and applied by predict (Softmax).
+    - `warnings(args, in_shape, out_shape, shares)`: op-specific warnings, `shares` being the
+      number of tower shares its input is split into (1: whole).
+    - `fusion_role`: what the fusion pass may chain it as (relu, lrn, maxpool).
+    """
+
     name: str
-    category: str  # conv, fc, activation, norm, pool, dropout, softmax
     doc: str
-    params: tuple[Param, ...] = ()
+    args_type: type[A]
+    example: str
+    infer: Callable[[Shape, A, int | None], Shape] = _same_shape
+    count: Callable[[Shape, Shape, A], Counts] = _same_bytes
     takes_channels: bool = False
-    infer: Callable[[Shape, Args, int | None], Shape] = field(default=lambda s, a, c: s)
-    count: Callable[[Shape, Shape, Args], Counts] = field(default=lambda i, o, a: Counts())
+    channels_hint: str = ""
+    splits_maps: bool = False
+    reads: Callable[[A, int], Reads] = _own_tower
+    tie: bool = False
+    final: bool = False
+    warnings: Callable[[A, Shape, Shape, int], Sequence[OpWarning]] = _no_warnings
+    fusion_role: str | None = None
     aliases: tuple[str, ...] = ()
-    fusion_role: str | None = None  # relu, lrn, maxpool: what the fusion pass can chain
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return params_of(self.args_type)
 
     def param(self, name: str) -> Param | None:
         return next((p for p in self.params if p.name == name), None)
@@ -65,6 +262,10 @@ class OpDef:
     @property
     def positional(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.positional)
+
+    def bind(self, values: dict[str, Value]) -> A:
+        """The argument record of checked values (defaults filled in by the record)."""
+        return self.args_type(**values)
 
     def signature(self) -> str:
         parts = [p.name for p in self.positional]
@@ -75,8 +276,13 @@ class OpDef:
         sig = f"{self.name}({', '.join(parts)})" if parts else self.name
         return sig + (" xC" if self.takes_channels else "")
 
+    def stray_channels_hint(self) -> str:
+        return self.channels_hint or f"{self.name} keeps its input's channels"
 
-def _window_out(size: int, stride: int, pad: int, length: int, args: Args, axis: str,
+
+# --- shape rules and counts --------------------------------------------------------------------
+
+def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, axis: str,
                 what: str) -> int:
     """Output length of a sliding window; uneven tiling is an error unless remainder=drop."""
     span = length + 2 * pad - size
@@ -88,7 +294,7 @@ def _window_out(size: int, stride: int, pad: int, length: int, args: Args, axis:
             "size",
         )
     dropped = span % stride
-    if dropped and args.get("remainder", "error") != "drop":
+    if dropped and remainder != "drop":
         # input lengths that tile: the next larger and smaller, within PyTorch's sizes
         fits = [n for n in (length + (stride - dropped), length - dropped)
                 if size - 2 * pad <= n <= INT32_MAX]
@@ -127,22 +333,21 @@ def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | Non
     return p if p <= size // 2 else None
 
 
-def _spatial(in_shape: Shape, args: Args, what: str) -> tuple[int, int]:
+def _spatial(in_shape: Shape, args: WindowArgs, what: str) -> tuple[int, int]:
     if in_shape.flat:
         raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
                            f"{in_shape.c} features", "put convolutions and pools before any FC")
-    size, stride, pad = int(args["size"]), int(args["stride"]), int(args.get("pad", 0))
-    if pad > size // 2:
-        raise ShapeProblem(f"padding {pad} is more than half the window {size}",
-                           f"use pad ≤ {size // 2}", "pad")
-    h = _window_out(size, stride, pad, in_shape.h, args, "height", what)
-    w = _window_out(size, stride, pad, in_shape.w, args, "width", what)
+    if args.pad > args.size // 2:
+        raise ShapeProblem(f"padding {args.pad} is more than half the window {args.size}",
+                           f"use pad ≤ {args.size // 2}", "pad")
+    h = _window_out(args.size, args.stride, args.pad, in_shape.h, args.remainder, "height", what)
+    w = _window_out(args.size, args.stride, args.pad, in_shape.w, args.remainder, "width", what)
     return h, w
 
 
-def _conv_infer(in_shape: Shape, args: Args, channels: int | None) -> Shape:
+def _conv_infer(in_shape: Shape, args: ConvArgs, channels: int | None) -> Shape:
     assert channels is not None
-    groups = int(args["groups"])
+    groups = args.groups
     if in_shape.flat:
         raise ShapeProblem(f"Conv needs HxWxC maps, but its input is a flat vector of "
                            f"{in_shape.c} features", "put convolutions before any FC")
@@ -153,102 +358,106 @@ def _conv_infer(in_shape: Shape, args: Args, channels: int | None) -> Shape:
         raise ShapeProblem(f"groups={groups} does not divide the {channels} output channels",
                            f"use a multiple of {groups} output channels, e.g. "
                            f"x{channels + groups - channels % groups}", "groups")
-    h, w = _spatial(in_shape, args, f"Conv({args['size']},{args['stride']})")
+    h, w = _spatial(in_shape, args, f"Conv({args.size},{args.stride})")
     return Shape(h, w, channels)
 
 
-def _conv_count(i: Shape, o: Shape, args: Args) -> Counts:
-    per_out = int(args["size"]) ** 2 * (i.c // int(args["groups"]))
+def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
+    per_out = args.size ** 2 * (i.c // args.groups)
     weights = per_out * o.c
     return Counts(weights, o.c, o.elements, o.elements * per_out, o.elements * 4)
 
 
-def _fc_infer(in_shape: Shape, args: Args, channels: int | None) -> Shape:
-    return Shape(1, 1, int(args["out"]), flat=True)
+def _conv_reads(args: ConvArgs, towers: int) -> Reads:
+    return "tower" if args.groups % towers == 0 else "all"
 
 
-def _fc_count(i: Shape, o: Shape, args: Args) -> Counts:
+def _fc_infer(in_shape: Shape, args: FCArgs, channels: int | None) -> Shape:
+    return Shape(1, 1, args.out, flat=True)
+
+
+def _fc_count(i: Shape, o: Shape, args: FCArgs) -> Counts:
     return Counts(i.elements * o.c, o.c, o.c, i.elements * o.c, o.c * 4)
 
 
-def _pool_infer(in_shape: Shape, args: Args, channels: int | None) -> Shape:
-    h, w = _spatial(in_shape, args, f"pool({args['size']},{args['stride']})")
+def _pool_infer(in_shape: Shape, args: WindowArgs, channels: int | None) -> Shape:
+    h, w = _spatial(in_shape, args, f"pool({args.size},{args.stride})")
     return Shape(h, w, in_shape.c)
 
 
-def _lrn_infer(in_shape: Shape, args: Args, channels: int | None) -> Shape:
-    if int(args["size"]) % 2 == 0:
-        raise ShapeProblem(f"ResNorm window {args['size']} is even; it must be centred on "
-                           "each channel", f"use an odd size such as {int(args['size']) + 1}",
-                           "size")
+def _lrn_infer(in_shape: Shape, args: LRNArgs, channels: int | None) -> Shape:
+    if args.size % 2 == 0:
+        raise ShapeProblem(f"ResNorm window {args.size} is even; it must be centred on "
+                           "each channel", f"use an odd size such as {args.size + 1}", "size")
     return in_shape
 
 
-def _same_bytes(i: Shape, o: Shape, args: Args) -> Counts:
-    return Counts(activation_bytes=o.elements * 4)
+def _lrn_warnings(args: LRNArgs, in_shape: Shape, out_shape: Shape,
+                  shares: int) -> Sequence[OpWarning]:
+    """The window never crosses a tower's edge, so one wider than a tower's maps is clipped."""
+    maps = out_shape.c // shares
+    if args.size <= maps:
+        return ()
+    where = f"a tower's {maps}" if shares > 1 else f"the {maps}"
+    return (OpWarning(TOWERS, f"the ResNorm window of {args.size} channels is wider than "
+                      f"{where} maps", "the window is clipped at the "
+                      + ("tower's edge" if shares > 1 else "first and last map")),)
 
 
-_INIT = (
-    Param("bias", float, None, doc="initial bias (default: the init section's bias)"),
-    Param("std", float, None, minimum=0.0, doc="std of the N(0, std) initial weights"),
-)
-_WINDOW = (
-    Param("size", int, positional=True, minimum=1, doc="window size (square)"),
-    Param("stride", int, positional=True, minimum=1, doc="step between windows"),
-    Param("pad", int, 0, minimum=0, doc="zero padding on every side"),
-    Param("remainder", ("error", "drop"), "error",
-          doc="what to do when the windows do not tile the input: error, or drop the edge"),
-)
-
-OPS: dict[str, OpDef] = {}
+def _all_towers(args: object, towers: int) -> Reads:
+    return "all"
 
 
-def _register(op: OpDef) -> None:
+def _gather(args: object, towers: int) -> Reads:
+    return "gather"
+
+
+# --- the ops ----------------------------------------------------------------------------------
+
+OPS: dict[str, OpDef[Any]] = {}
+
+
+def register(op: OpDef[Any]) -> OpDef[Any]:
+    """Add an op under its name and aliases (each name once)."""
     for name in (op.name, *op.aliases):
+        if name in OPS:
+            raise ValueError(f"op name {name!r} is registered twice")
         OPS[name] = op
+    params_of(op.args_type)  # a malformed record fails here, at import, not in a user's check
+    return op
 
 
-_register(OpDef(
-    "Conv", "conv", "2-D convolution, `Conv(size, stride) xC`",
-    params=(*_WINDOW, Param("groups", int, 1, minimum=1,
-                            doc="channel groups; groups=towers keeps each tower to itself"),
-            *_INIT),
-    takes_channels=True, infer=_conv_infer, count=_conv_count,
+register(OpDef(
+    "Conv", "2-D convolution, `Conv(size, stride) xC`", ConvArgs, "Conv(3,1, pad=1) x4",
+    infer=_conv_infer, count=_conv_count, takes_channels=True, splits_maps=True,
+    reads=_conv_reads,
 ))
-_register(OpDef(
-    "FC", "fc", "fully connected layer, `FC(out)`; flattens HxWxC first",
-    params=(Param("out", int, positional=True, minimum=1, doc="output features"), *_INIT),
-    infer=_fc_infer, count=_fc_count, aliases=("Linear",),
+register(OpDef(
+    "FC", "fully connected layer, `FC(out)`; flattens HxWxC first", FCArgs, "FC(4)",
+    infer=_fc_infer, count=_fc_count, channels_hint="FC gives its size as FC(out)",
+    splits_maps=True, reads=_all_towers, aliases=("Linear",),
 ))
-_register(OpDef("ReLU", "activation", "max(0, x)", count=_same_bytes, fusion_role="relu"))
-_register(OpDef("Tanh", "activation", "tanh(x)", count=_same_bytes))
-_register(OpDef("Sigmoid", "activation", "1 / (1 + exp(-x))", count=_same_bytes))
-_register(OpDef(
-    "ResNorm", "norm",
+register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu"))
+register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
+register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True))
+register(OpDef(
+    "ResNorm",
     "local response normalisation across channels, paper convention: "
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
-    params=(Param("size", int, positional=True, minimum=1, doc="channels in the window (odd)"),
-            Param("k", float, 2.0, doc="additive offset"),
-            Param("alpha", float, 1e-4, minimum=0.0,
-                  doc="scale of the sum of squares (NOT divided by size, unlike PyTorch)"),
-            Param("beta", float, 0.75, minimum=0.0, doc="exponent")),
-    infer=_lrn_infer, count=_same_bytes, aliases=("LRN",), fusion_role="lrn",
+    LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
+    aliases=("LRN",),
 ))
-_register(OpDef("MaxPool", "pool", "max over each window", params=_WINDOW,
-                infer=_pool_infer, count=_same_bytes, fusion_role="maxpool"))
-_register(OpDef("AvgPool", "pool", "mean over each window", params=_WINDOW,
-                infer=_pool_infer, count=_same_bytes))
-_register(OpDef(
-    "Dropout", "dropout", "zero each activation with probability p while training",
-    params=(Param("p", float, 0.5, positional=True, minimum=0.0, maximum=1.0,
-                  doc="drop probability"),),
-    count=_same_bytes,
-))
-_register(OpDef("Softmax", "softmax", "probabilities over the classes; folded into the loss "
-                "for training", count=_same_bytes))
+register(OpDef("MaxPool", "max over each window", WindowArgs, "MaxPool(2,2)",
+               infer=_pool_infer, fusion_role="maxpool"))
+register(OpDef("AvgPool", "mean over each window", WindowArgs, "AvgPool(3,1, pad=1)",
+               infer=_pool_infer))
+register(OpDef("Dropout", "zero each activation with probability p while training",
+               DropoutArgs, "Dropout(0.5)"))
+register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",
+               NoArgs, "Softmax", reads=_gather, tie=True, final=True))
 
 
-def lookup(name: str) -> OpDef | None:
+def lookup(name: str) -> OpDef[Any] | None:
     return OPS.get(name)
 
 
@@ -263,3 +472,8 @@ def suggest(name: str) -> str | None:
 
 def known_names() -> list[str]:
     return sorted({op.name for op in OPS.values()})
+
+
+def definitions() -> list[OpDef[Any]]:
+    """Every registered op once (aliases folded), in registration order."""
+    return list({id(op): op for op in OPS.values()}.values())

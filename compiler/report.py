@@ -14,6 +14,7 @@ from alexnetc.compiler.errors import Diagnostic
 from alexnetc.compiler.graph import CheckedNetwork, Key, Layer
 from alexnetc.compiler.pipeline import CheckResult
 from alexnetc.compiler.progress import stage_views
+from alexnetc.compiler.registry import as_dict
 
 READS = {"tower": "own", "all": "both", "gather": "gather"}
 
@@ -26,7 +27,7 @@ def _tower(layer: Layer) -> str:
     t = layer.tower
     if t.towers == 1:
         return ""
-    split = f"{t.towers}×{t.channels_per_tower}" if layer.op.category in ("conv", "fc") else ""
+    split = f"{t.towers}×{t.channels_per_tower}" if layer.op.splits_maps else ""
     reads = READS[t.reads] if t.reads != "tower" or split else ""
     moved = f"({t.cross_bytes:,} B)" if t.cross_bytes else ""
     return " ".join(p for p in (split, reads, moved) if p)
@@ -161,7 +162,7 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
         "towers": net.towers,
         "layers": [{
             "id": layer.id, "stage": layer.stage, "op": layer.op.name, "text": layer.call.text(),
-            "args": layer.args, "output": list(layer.shape.dims()),
+            "args": as_dict(layer.args), "output": list(layer.shape.dims()),
             "params": layer.counts.params, "weights": layer.counts.weights,
             "biases": layer.counts.biases, "neurons": layer.counts.neurons,
             "macs": layer.counts.macs, "activation_bytes": layer.counts.activation_bytes,

@@ -1,23 +1,34 @@
-"""One torch lowering per registry op, keyed by the op's name (`LOWERINGS`).
+"""The backend side of every op, in one table keyed by the registry's op names (`LAYERS`).
 
-Every lowered op is an `nn.Module` whose ``forward(x, tower)`` runs on ONE tower's tensor:
-the stage module routes activations between towers (see `placement.py`) before calling it.
-Conv and FC hold one parameter shard per tower (``towers.<t>.weight``, output channels
-[t·C/T, (t+1)·C/T)), so the state_dict is the same for every device map.
+Each entry builds the op's `nn.Module` from its checked layer (the typed argument record in
+`layer.args`, the shapes, the towers pass's `TowerInfo`) and, for the ops a fused kernel
+chains, gives its part of the chain's parameters. Ops with parameters or buffers build a
+`Sharded` module: one shard per tower (``towers.<t>.weight``, output channels
+[t·C/T, (t+1)·C/T)), so the state_dict is the same for every device map, and the module
+joins the shards into the whole layer's tensors (`whole_tensors`) for export and
+`canonical_state_dict`.
+
+Every lowered op is an `nn.Module` whose ``forward(x, tower)`` runs on ONE tower's tensor
+(the stage module routes activations between towers first, see `placement.py`) and whose
+``whole(x)`` runs every tower's maps at once (all towers on one device).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexnetc.backends.lowering.fused import local_response_norm, towerwise
+from alexnetc.backends.kernels.params import LRNParams, PoolParams
+from alexnetc.backends.kernels.reference import local_response_norm, lrn_per_tower
+from alexnetc.backends.lowering.fused import FusedChain
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
+from alexnetc.compiler.registry import ConvArgs, DropoutArgs, FCArgs, LRNArgs, WindowArgs
 
 
 @dataclass
@@ -34,14 +45,82 @@ class Build:
         """Whole-layer N(0, std) weights drawn on the CPU, so no device map changes them."""
         return torch.empty(shape).normal_(0.0, std, generator=self.generator)
 
-    def init_of(self, layer: Layer) -> tuple[float, float]:
-        std = layer.args.get("std")
-        bias = layer.args.get("bias")
-        return (float(self.init.std if std is None else std),
-                float(self.init.bias if bias is None else bias))
+    def init_of(self, args: ConvArgs | FCArgs) -> tuple[float, float]:
+        """(std, bias) of a layer: its own `std=`/`bias=`, else the spec's `init` line."""
+        return (float(self.init.std if args.std is None else args.std),
+                float(self.init.bias if args.bias is None else args.bias))
 
 
-# --- layers with weights ----------------------------------------------------------------------
+# --- layers with parameters -------------------------------------------------------------------
+
+class Sharded(nn.Module):
+    """A layer with parameters or buffers: one shard per tower, each on its tower's device.
+
+    Every shard holds the same tensors (by name), each its tower's part of the whole layer's
+    tensor, cut along `join_dims[name]`: 0 (the output channels) for a name not listed;
+    None for a tensor every shard holds whole (equal on every tower). `whole_tensors` joins
+    them, `load_whole_tensors` cuts them back; a subclass's `whole` runs the layer as one op
+    when every tower shares a device: the shards joined are exactly the spec's layer (a
+    grouped conv keeps its groups), so one cuDNN/GEMM call replaces T smaller ones and the
+    gathers vanish.
+    """
+
+    join_dims: ClassVar[Mapping[str, int | None]] = {}
+
+    def __init__(self, shards: list[nn.Module]):
+        super().__init__()
+        self.towers = nn.ModuleList(shards)
+
+    def forward(self, x: Tensor, tower: int) -> Tensor:
+        return self.towers[tower](x)
+
+    def whole(self, x: Tensor) -> Tensor:  # every tower's input on one device
+        raise NotImplementedError(f"{type(self).__name__} does not run as one op")
+
+    def joined(self, name: str) -> Tensor:
+        """The whole layer's tensor `name`, built from the live shards (autograd flows)."""
+        parts = [getattr(s, name) for s in self.towers]
+        dim = self.join_dims.get(name, 0)
+        return parts[0] if dim is None else torch.cat(parts, dim)
+
+    def tensor_names(self) -> list[str]:
+        """The names of the layer's parameters and persistent buffers (each shard's)."""
+        return list(self.towers[0].state_dict())
+
+    def whole_tensors(self, device: torch.device | str | None = None) -> dict[str, Tensor]:
+        """Every parameter and persistent buffer of the layer, whole, by name (on `device`,
+        default: where the shards are)."""
+        states = [s.state_dict() for s in self.towers]
+        out: dict[str, Tensor] = {}
+        for name in states[0]:
+            parts = [st[name] if device is None else st[name].to(device) for st in states]
+            dim = self.join_dims.get(name, 0)
+            out[name] = parts[0] if dim is None else torch.cat(parts, dim)
+        return out
+
+    def load_whole_tensors(self, tensors: Mapping[str, Tensor], where: str = "") -> None:
+        """Cut whole-layer tensors (one per name of `whole_tensors`) into the shards."""
+        states = [s.state_dict(keep_vars=True) for s in self.towers]
+        for name, whole in tensors.items():
+            shards = [st[name] for st in states]
+            dim = self.join_dims.get(name, 0)
+            if dim is None:
+                if whole.shape != shards[0].shape:
+                    raise ValueError(f"{where}{name}: shape {tuple(whole.shape)} is not "
+                                     f"{tuple(shards[0].shape)}")
+                parts = [whole] * len(shards)
+            else:
+                sizes = [p.shape[dim] for p in shards]
+                fits = whole.dim() == shards[0].dim() and whole.shape[dim] == sum(sizes) and all(
+                    whole.shape[d] == shards[0].shape[d] for d in range(whole.dim()) if d != dim)
+                if not fits:
+                    raise ValueError(f"{where}{name}: shape {tuple(whole.shape)} does not fit "
+                                     f"{len(shards)} shards of {tuple(shards[0].shape)}")
+                parts = list(whole.split(sizes, dim))
+            with torch.no_grad():
+                for p, part in zip(shards, parts, strict=True):
+                    p.copy_(part)
+
 
 @dataclass(frozen=True)
 class ConvCall:
@@ -92,44 +171,30 @@ def conv_calls(c_in: int, c_out: int, groups: int, towers: int, t: int,
     return [ConvCall(a - lo, b - lo, j * ig, (j + 1) * ig, 1) for a, b, j in segs]
 
 
-class Sharded(nn.Module):
-    """A layer with weights: one shard per tower, each on its tower's device.
+class ShardedConv(Sharded):
+    """A convolution's tower shards; whole: the spec's (grouped) conv in one call."""
 
-    `whole` runs the layer as one op when every tower shares a device: the shards
-    concatenated along the output channels are exactly the spec's layer (a grouped conv keeps
-    its groups), so one cuDNN/GEMM call replaces T smaller ones and the gathers vanish.
-    """
+    def __init__(self, shards: list[nn.Module], stride: int, pad: int, groups: int):
+        super().__init__(shards)
+        self.stride, self.pad, self.groups = stride, pad, groups
 
-    def __init__(self, shards: list[nn.Module], conv: tuple[int, int, int] | None = None):
-        super().__init__()
-        self.towers = nn.ModuleList(shards)
-        self.conv = conv  # (stride, pad, groups) of the whole conv; None: an FC layer
-
-    def forward(self, x: Tensor, tower: int) -> Tensor:
-        return self.towers[tower](x)
-
-    def whole(self, x: Tensor) -> Tensor:  # N x Cin x H x W (or N x Fin): every tower's input
-        params = [dict(s.named_parameters()) for s in self.towers]
-        weight = torch.cat([p["weight"] for p in params])  # C x Cin/g x k x k  (or F x Fin)
-        bias = torch.cat([p["bias"] for p in params])  # C
-        if self.conv is None:
-            return F.linear(x.flatten(1), weight, bias)  # N x F
-        stride, pad, groups = self.conv
-        return F.conv2d(x, weight, bias, stride, pad, 1, groups)  # N x C x H' x W'
+    def whole(self, x: Tensor) -> Tensor:  # N x Cin x H x W
+        return F.conv2d(x, self.joined("weight"), self.joined("bias"), self.stride, self.pad,
+                        1, self.groups)  # N x C x H' x W'
 
 
 def lower_conv(layer: Layer, b: Build) -> nn.Module:
-    a, t = layer.args, b.towers
-    c_in, c_out, groups = layer.in_shape.c, layer.shape.c, int(a["groups"])
-    k = int(a["size"])
-    std, bias = b.init_of(layer)
-    weight = b.normal((c_out, c_in // groups, k, k), std)  # C x Cin/g x k x k
-    own = layer.tower.reads == "tower"
+    a: ConvArgs = layer.args
+    t = b.towers
+    c_in, c_out = layer.in_shape.c, layer.shape.c
+    std, bias = b.init_of(a)
+    weight = b.normal((c_out, c_in // a.groups, a.size, a.size), std)  # C x Cin/g x k x k
+    own = layer.tower.shares == t  # its input arrives split: each tower reads its own share
     shards: list[nn.Module] = [
-        ConvShard(w.clone().to(d), torch.full((c_out // t,), bias, device=d), int(a["stride"]),
-                  int(a.get("pad", 0)), conv_calls(c_in, c_out, groups, t, i, own))
+        ConvShard(w.clone().to(d), torch.full((c_out // t,), bias, device=d), a.stride, a.pad,
+                  conv_calls(c_in, c_out, a.groups, t, i, own))
         for i, (w, d) in enumerate(zip(weight.chunk(t, dim=0), b.devices, strict=True))]
-    return Sharded(shards, (int(a["stride"]), int(a.get("pad", 0)), groups))
+    return ShardedConv(shards, a.stride, a.pad, a.groups)
 
 
 class FCShard(nn.Module):
@@ -144,16 +209,24 @@ class FCShard(nn.Module):
         return F.linear(x.flatten(1), self.weight, self.bias)  # N x F/T
 
 
+class ShardedFC(Sharded):
+    """A fully connected layer's tower shards; whole: one GEMM."""
+
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W or N x Fin
+        return F.linear(x.flatten(1), self.joined("weight"), self.joined("bias"))  # N x F
+
+
 def lower_fc(layer: Layer, b: Build) -> nn.Module:
+    a: FCArgs = layer.args
     t, n_out = b.towers, layer.shape.c
-    std, bias = b.init_of(layer)
+    std, bias = b.init_of(a)
     weight = b.normal((n_out, layer.in_shape.elements), std)  # F x Fin
-    return Sharded([FCShard(w.clone().to(b.devices[i]),
-                            torch.full((n_out // t,), bias, device=b.devices[i]))
-                    for i, w in enumerate(weight.chunk(t, dim=0))])
+    return ShardedFC([FCShard(w.clone().to(b.devices[i]),
+                              torch.full((n_out // t,), bias, device=b.devices[i]))
+                      for i, w in enumerate(weight.chunk(t, dim=0))])
 
 
-# --- ops without weights ----------------------------------------------------------------------
+# --- ops without parameters -------------------------------------------------------------------
 
 class WholeIsForward:
     """Ops that treat every channel alike run the same on one tower or on all of them."""
@@ -175,21 +248,23 @@ class Elementwise(WholeIsForward, nn.Module):
 
 
 class ResNorm(nn.Module):
-    """LRN on one tower's channels (paper convention, see `local_response_norm`)."""
+    """LRN on one tower's channels (paper convention, see `local_response_norm`); `shares`:
+    into how many tower shares its input is split (1: the whole maps)."""
 
-    def __init__(self, size: int, alpha: float, beta: float, k: float, towers: int = 1):
+    def __init__(self, lrn: LRNParams, shares: int = 1):
         super().__init__()
-        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
-        self.towers = towers
+        self.lrn = lrn
+        self.shares = shares
 
-    def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C/T x H x W
-        return local_response_norm(x, self.size, self.alpha, self.beta, self.k)
+    def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C/T x H x W (or N x C)
+        return local_response_norm(x, self.lrn.size, self.lrn.alpha, self.lrn.beta, self.lrn.k)
 
     def whole(self, x: Tensor) -> Tensor:  # N x C x H x W: every tower's maps
-        return towerwise(self.forward, x, self.towers)  # N x C x H x W
+        return lrn_per_tower(x, self.lrn, self.shares)  # N x C x H x W
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k} (paper)"
+        lrn = self.lrn
+        return f"size={lrn.size}, alpha={lrn.alpha}, beta={lrn.beta}, k={lrn.k} (paper)"
 
 
 class Pool(WholeIsForward, nn.Module):
@@ -232,27 +307,73 @@ class Softmax(WholeIsForward, nn.Module):
         return x if self.final else torch.softmax(x, dim=1)
 
 
-def _window(layer: Layer) -> tuple[int, int, int]:
-    a = layer.args
-    return int(a["size"]), int(a["stride"]), int(a.get("pad", 0))
+def _lrn(args: LRNArgs) -> LRNParams:
+    return LRNParams(args.size, args.alpha, args.beta, args.k)
 
 
-def _lrn(layer: Layer) -> tuple[int, float, float, float]:
-    a = layer.args
-    return int(a["size"]), float(a["alpha"]), float(a["beta"]), float(a["k"])
+def _pool(args: WindowArgs) -> PoolParams:
+    return PoolParams(args.size, args.stride, args.pad)
 
 
-Lowering = Callable[[Layer, Build], nn.Module]
+def _pool_layer(kind: str) -> Callable[[Layer, Build], nn.Module]:
+    def build(layer: Layer, b: Build) -> nn.Module:
+        a: WindowArgs = layer.args
+        return Pool(kind, a.size, a.stride, a.pad)
+    return build
 
-LOWERINGS: dict[str, Lowering] = {
-    "Conv": lower_conv,
-    "FC": lower_fc,
-    "ReLU": lambda layer, b: Elementwise(torch.relu, "relu"),
-    "Tanh": lambda layer, b: Elementwise(torch.tanh, "tanh"),
-    "Sigmoid": lambda layer, b: Elementwise(torch.sigmoid, "sigmoid"),
-    "ResNorm": lambda layer, b: ResNorm(*_lrn(layer), towers=b.towers),
-    "MaxPool": lambda layer, b: Pool("max", *_window(layer)),
-    "AvgPool": lambda layer, b: Pool("avg", *_window(layer)),
-    "Dropout": lambda layer, b: Dropout(float(layer.args["p"])),
-    "Softmax": lambda layer, b: Softmax(final=layer.id == b.last),
+
+def _dropout(args: DropoutArgs) -> nn.Module:
+    return Dropout(args.p)
+
+
+# --- the table --------------------------------------------------------------------------------
+
+Chained: TypeAlias = LRNParams | PoolParams | None
+
+
+@dataclass(frozen=True)
+class LayerBackend:
+    """The backend side of one op.
+
+    `build`: the op's module for one checked layer. `chained`: for an op the fusion pass may
+    chain (a `fusion_role` in the registry), its part of the fused kernel's parameters from
+    its argument record (None: nothing to pass, as for the chain's ReLU).
+    """
+
+    build: Callable[[Layer, Build], nn.Module]
+    chained: Callable[[Any], Chained] | None = None
+
+
+LAYERS: dict[str, LayerBackend] = {
+    "Conv": LayerBackend(lower_conv),
+    "FC": LayerBackend(lower_fc),
+    "ReLU": LayerBackend(lambda layer, b: Elementwise(torch.relu, "relu"),
+                         chained=lambda args: None),
+    "Tanh": LayerBackend(lambda layer, b: Elementwise(torch.tanh, "tanh")),
+    "Sigmoid": LayerBackend(lambda layer, b: Elementwise(torch.sigmoid, "sigmoid")),
+    "ResNorm": LayerBackend(lambda layer, b: ResNorm(_lrn(layer.args), layer.tower.shares),
+                            chained=_lrn),
+    "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),
+    "AvgPool": LayerBackend(_pool_layer("avg")),
+    "Dropout": LayerBackend(lambda layer, b: _dropout(layer.args)),
+    "Softmax": LayerBackend(lambda layer, b: Softmax(final=layer.id == b.last)),
 }
+
+
+def build_layer(layer: Layer, b: Build) -> nn.Module:
+    """The module of one layer, from its op's entry."""
+    return LAYERS[layer.op.name].build(layer, b)
+
+
+def build_chain(layers: list[Layer], use_kernel: bool) -> FusedChain:
+    """One fused chain's module: each member's part of the kernel's parameters from its entry."""
+    parts = []
+    for layer in layers:
+        chained = LAYERS[layer.op.name].chained
+        assert chained is not None, f"{layer.op.name} has a fusion role but no chained part"
+        parts.append(chained(layer.args))
+    head = layers[0]
+    return FusedChain(head.fusion.kernel if head.fusion else "",
+                      next((p for p in parts if isinstance(p, LRNParams)), None),
+                      next((p for p in parts if isinstance(p, PoolParams)), None),
+                      use_kernel, head.tower.shares)

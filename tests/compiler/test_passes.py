@@ -46,7 +46,7 @@ def test_alexnet_per_layer_params(alexnet) -> None:
 
 def test_alexnet_towers(alexnet) -> None:
     reads = {layer.stage: layer.tower.reads for layer in alexnet.layers()
-             if layer.op.category in ("conv", "fc")}
+             if layer.op.splits_maps}
     assert reads == {"conv1": "all", "conv2": "tower", "conv3": "all", "conv4": "tower",
                      "conv5": "tower", "fc6": "all", "fc7": "all", "fc8": "all"}
     cross = {layer.id: layer.tower.cross_bytes for layer in alexnet.layers()

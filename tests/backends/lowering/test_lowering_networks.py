@@ -85,18 +85,17 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 sh = next(shards).towers
                 w = torch.cat([s.weight.cpu() for s in sh])
                 b = torch.cat([s.bias.cpu() for s in sh])
-                x = (F.conv2d(x, w, b, int(a["stride"]), int(a["pad"]), 1, int(a["groups"]))
+                x = (F.conv2d(x, w, b, a.stride, a.pad, 1, a.groups)
                      if op == "Conv" else F.linear(x.flatten(1), w, b))
                 split = True
             elif op in ("ReLU", "Tanh", "Sigmoid"):
                 x = {"ReLU": torch.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid}[op](x)
             elif op == "ResNorm":
                 parts = x.chunk(towers, 1) if split or x.shape[1] % towers == 0 else (x,)
-                x = torch.cat([_paper_lrn(p, int(a["size"]), float(a["alpha"]),
-                                          float(a["beta"]), float(a["k"])) for p in parts], 1)
+                x = torch.cat([_paper_lrn(p, a.size, a.alpha, a.beta, a.k) for p in parts], 1)
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
-                x = pool(x, int(a["size"]), int(a["stride"]), int(a["pad"]))
+                x = pool(x, a.size, a.stride, a.pad)
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
     return x

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnetc.backends.lowering import build_module
-from alexnetc.backends.lowering.fused import FusedChain, kernel_available, local_response_norm
-from alexnetc.backends.lowering.layers import LOWERINGS, conv_calls
+from alexnetc.backends.kernels.params import LRNParams, PoolParams
+from alexnetc.backends.kernels.reference import local_response_norm
+from alexnetc.backends.lowering import (
+    build_module,
+    canonical_state_dict,
+    load_canonical_state_dict,
+)
+from alexnetc.backends.lowering.fused import FusedChain, kernel_available
+from alexnetc.backends.lowering.layers import LAYERS, Sharded, conv_calls
 from alexnetc.compiler.pipeline import check, load
 from alexnetc.compiler.recipe import Init, Recipe
 from alexnetc.compiler.registry import OPS
@@ -38,7 +47,7 @@ def paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -
 
 
 def test_every_registry_op_has_a_lowering():
-    assert {op.name for op in OPS.values()} <= set(LOWERINGS)
+    assert {op.name for op in OPS.values()} <= set(LAYERS)
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 4, 5), (3, 6)])
@@ -61,7 +70,8 @@ def test_lrn_matches_kernels_reference_when_present():
     ref = pytest.importorskip("alexnetc.backends.kernels.reference")
     params = pytest.importorskip("alexnetc.backends.kernels.params")
     x = torch.randn(2, 8, 9, 9) * 3
-    chain = FusedChain("relu_lrn_pool", (5, 1e-3, 0.75, 2.0), (3, 2, 0), use_kernel=False)
+    chain = FusedChain("relu_lrn_pool", LRNParams(5, 1e-3, 0.75, 2.0), PoolParams(3, 2, 0),
+                       use_kernel=False)
     want = ref.reference_relu_lrn_pool(x, params.LRNParams(5, 1e-3, 0.75, 2.0),
                                        params.PoolParams(3, 2, 0), towers=1)
     torch.testing.assert_close(chain(x), want)
@@ -176,3 +186,36 @@ def test_fused_chain_is_one_op_and_fused_true_needs_the_kernels(alexnet):
     if not kernel_available("cpu"):  # the kernels' tests may turn on the Triton interpreter
         with pytest.raises(ValueError, match="fused=True"):
             build_module(net, recipe, devices=["cpu"], fused=True)
+
+
+class _StatShard(torch.nn.Module):
+    """A shard with a parameter, running statistics and a counter (as a BatchNorm would)."""
+
+    def __init__(self, t: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((2, 3), float(t)))
+        self.register_buffer("running_mean", torch.full((2,), 10.0 + t))
+        self.register_buffer("steps", torch.tensor(7))
+        self.register_buffer("scratch", torch.zeros(5), persistent=False)
+
+
+class _StatLayer(Sharded):
+    join_dims: ClassVar[Mapping[str, int | None]] = {"steps": None}  # equal on every tower
+
+
+def test_whole_layer_tensors_are_every_parameter_and_buffer():
+    model = torch.nn.ModuleDict({"bn": _StatLayer([_StatShard(0), _StatShard(1)])})
+    whole = canonical_state_dict(model)
+    assert set(whole) == {"bn.weight", "bn.running_mean", "bn.steps"}
+    assert whole["bn.weight"].shape == (4, 3) and whole["bn.running_mean"].tolist() == [
+        10, 10, 11, 11]
+    assert whole["bn.steps"].item() == 7
+    changed = {k: v + 1 for k, v in whole.items()}
+    load_canonical_state_dict(model, changed)
+    for key, value in canonical_state_dict(model).items():
+        assert torch.equal(value, changed[key]), key
+    with pytest.raises(ValueError, match="does not fit"):
+        load_canonical_state_dict(model, {**changed, "bn.running_mean": torch.zeros(3)})
+    model["stray"] = torch.nn.Linear(2, 2)  # a tensor no Sharded layer accounts for
+    with pytest.raises(TypeError, match=r"stray\.bias, stray\.weight belong to no Sharded"):
+        canonical_state_dict(model)

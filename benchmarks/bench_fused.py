@@ -144,7 +144,7 @@ def time_parts(x: torch.Tensor, dy: torch.Tensor) -> dict[str, float]:
     """µs of each kernel launched alone into preallocated buffers (no autograd, no allocation):
     both forwards writing the argmax as training does, and both backwards.  fwd+bwd above is
     roughly one of the first two plus one of the last two; what is left is the op overhead."""
-    flat = (LRN.size, LRN.alpha, LRN.beta, LRN.k, POOL.size, POOL.stride, POOL.pad, 1)
+    flat = (LRN, POOL, 1)  # the launchers' parameters: LRN, pool, towers
     y, idx = torch.empty_like(dy), torch.empty_like(dy, dtype=torch.int8)
     dx = torch.empty_like(x)
     lrn_pool.launch_forward(x, y, idx, *flat)  # the argmax both backwards read

@@ -56,9 +56,7 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
     g = ctx.graph
     stages = stage_views(net, g, result.diagnostics)
     towers = ctx.towers
-    header = net.header("network")
-    name = (result.network.name if result.network else
-            str(header.value) if header else Path(net.file).stem)
+    name = net.name
 
     fig = nx.DiGraph()
     fig.graph.update(name=name, towers=towers, rows=[], ok=result.ok, dot={

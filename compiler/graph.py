@@ -15,6 +15,7 @@ from typing import Any
 import networkx as nx
 
 from alexnetc.compiler import ast
+from alexnetc.compiler.errors import RESERVED, Diagnostic
 from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
 from alexnetc.compiler.registry import OpDef, lookup
 
@@ -60,7 +61,6 @@ ALEXNETC_MODULE_ATTRIBUTES = frozenset({
     "add_stage", "check_input", "devices", "final_softmax", "merged", "net", "predict",
     "stage_names",
 })
-_HEADER_WORDS = frozenset({"network", "input", "towers", "train", "augment", "init"})
 
 
 def reserved_stage_name(name: str) -> str | None:
@@ -82,11 +82,25 @@ def free_stage_name(name: str, taken: AbstractSet[str]) -> str:
     if not base[0].isalpha():
         base = f"stage_{base}"
     candidate, i = base, 0
-    while (candidate == name or candidate in taken or candidate in _HEADER_WORDS
+    while (candidate == name or candidate in taken or candidate in ast.KEYWORDS
            or reserved_stage_name(candidate) is not None):
         i += 1
         candidate = f"{base}_{i}"
     return candidate
+
+
+def reserved_name_error(net: ast.Network, name: str, message: str,
+                        taken: set[str] | None = None) -> Diagnostic:
+    """A located error for a stage name the lowered module cannot take (with a free name).
+
+    The verify pass reports it; the lowering raises it too (in a `SpecError`) should a name
+    ever slip past the checker.
+    """
+    stage = next((s for s in net.stages if s.name == name), None)
+    taken = {s.name for s in net.stages} if taken is None else taken
+    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
+                      f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
+                      "becomes an attribute of the PyTorch module, as `model.conv1`)")
 
 
 def node_id(stage: str, index: int) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -84,9 +83,8 @@ def partial_table(result: CheckResult) -> Table | None:
     ctx = result.partial
     if result.ast is None or ctx is None or ctx.input is None:
         return None
-    header = result.ast.header("network")
-    name = str(header.value) if header else Path(result.ast.file).stem
-    t = Table(title=f"{name}: input {ctx.input}", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(title=f"{result.ast.name}: input {ctx.input}", box=box.SIMPLE_HEAD,
+              title_justify="left")
     t.add_column("stage")
     t.add_column("op")
     t.add_column("output", justify="right", no_wrap=True)

@@ -26,8 +26,7 @@ from alexnetc.backends.lowering.placement import (
     resolve_devices,
 )
 from alexnetc.compiler.errors import SpecError
-from alexnetc.compiler.graph import CheckedNetwork, Layer
-from alexnetc.compiler.passes.verify import reserved_name_error
+from alexnetc.compiler.graph import CheckedNetwork, Layer, reserved_name_error
 from alexnetc.compiler.recipe import Recipe
 
 

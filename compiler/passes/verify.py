@@ -11,13 +11,12 @@ from alexnetc.compiler.errors import (
     DUPLICATE,
     INPUT,
     LIMIT,
-    RESERVED,
     STRUCTURE,
     UNKNOWN_OP,
     Diagnostic,
     Diagnostics,
 )
-from alexnetc.compiler.graph import Key, free_stage_name, reserved_stage_name, topo_ops
+from alexnetc.compiler.graph import Key, reserved_name_error, reserved_stage_name, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import (
     INT32_MAX,
@@ -134,19 +133,6 @@ def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
         if why is not None:
             diags.items.append(reserved_name_error(net, s.name, f"stage name '{s.name}' is "
                                                    f"reserved: {why}", names))
-
-
-def reserved_name_error(net: ast.Network, name: str, message: str,
-                        taken: set[str] | None = None) -> Diagnostic:
-    """A located error for a stage name the lowered module cannot take (with a free name).
-
-    The lowering raises it too (in a `SpecError`) should a name ever slip past this pass.
-    """
-    stage = next((s for s in net.stages if s.name == name), None)
-    taken = {s.name for s in net.stages} if taken is None else taken
-    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
-                      f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
-                      "becomes an attribute of the PyTorch module, as `model.conv1`)")
 
 
 def bind(op: OpDef[A], call: ast.OpCall, diags: Diagnostics) -> A | None:

@@ -235,3 +235,20 @@ def test_unicode_text_never_escapes(text: str) -> None:
             parse(spec)
         except SpecError as e:
             assert e.diagnostics and "error:" in str(e)
+
+
+def test_the_keyword_list_is_the_grammars() -> None:
+    """ast.KEYWORDS is the one list the parser's hints and the stage-name rules use: it must
+    be the grammar's header keywords and SECTION words, and the recipe's sections."""
+    import re
+
+    from alexnetc.compiler.recipe import Recipe
+    from alexnetc.grammar import grammar_text
+
+    text = grammar_text()
+    headers = re.findall(r'^(\w+): "(\w+)"', text, re.MULTILINE)
+    assert [word for rule, word in headers if rule == word] == list(ast.HEADERS)
+    sections = re.search(r"^SECTION\.\d+: /\(\?:([\w|]+)\)", text, re.MULTILINE)
+    assert sections is not None and tuple(sections.group(1).split("|")) == ast.SECTIONS
+    assert tuple(f for f in Recipe.__dataclass_fields__) == ast.SECTIONS
+    assert ast.KEYWORDS == ast.HEADERS + ast.SECTIONS

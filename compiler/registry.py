@@ -165,6 +165,11 @@ class LRNArgs:
 
 
 @op_args
+class LeakyReLUArgs:
+    slope: float = arg(0.01, positional=True, minimum=0.0, doc="slope·x for x < 0")
+
+
+@op_args
 class DropoutArgs:
     p: float = arg(0.5, positional=True, minimum=0.0, maximum=1.0, doc="drop probability")
 
@@ -440,6 +445,8 @@ register(OpDef(
 register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu"))
 register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
 register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True))
+register(OpDef("LeakyReLU", "x for x ≥ 0, slope·x below", LeakyReLUArgs, "LeakyReLU(0.1)",
+               tie=True))
 register(OpDef(
     "ResNorm",
     "local response normalisation across channels, paper convention: "

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, ClassVar, TypeAlias
 
 import torch
@@ -28,7 +29,14 @@ from alexnetc.backends.kernels.reference import local_response_norm, lrn_per_tow
 from alexnetc.backends.lowering.fused import FusedChain
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
-from alexnetc.compiler.registry import ConvArgs, DropoutArgs, FCArgs, LRNArgs, WindowArgs
+from alexnetc.compiler.registry import (
+    ConvArgs,
+    DropoutArgs,
+    FCArgs,
+    LeakyReLUArgs,
+    LRNArgs,
+    WindowArgs,
+)
 
 
 @dataclass
@@ -326,6 +334,11 @@ def _dropout(args: DropoutArgs) -> nn.Module:
     return Dropout(args.p)
 
 
+def _leaky_relu(args: LeakyReLUArgs) -> nn.Module:
+    return Elementwise(partial(F.leaky_relu, negative_slope=args.slope),
+                       f"leaky_relu, slope={args.slope}")
+
+
 # --- the table --------------------------------------------------------------------------------
 
 Chained: TypeAlias = LRNParams | PoolParams | None
@@ -351,6 +364,7 @@ LAYERS: dict[str, LayerBackend] = {
                          chained=lambda args: None),
     "Tanh": LayerBackend(lambda layer, b: Elementwise(torch.tanh, "tanh")),
     "Sigmoid": LayerBackend(lambda layer, b: Elementwise(torch.sigmoid, "sigmoid")),
+    "LeakyReLU": LayerBackend(lambda layer, b: _leaky_relu(layer.args)),
     "ResNorm": LayerBackend(lambda layer, b: ResNorm(_lrn(layer.args), layer.tower.shares),
                             chained=_lrn),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),

@@ -16,6 +16,7 @@ from alexnetc.backends.lowering import (
     canonical_state_dict,
     load_canonical_state_dict,
 )
+from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
 from alexnetc.backends.lowering.fused import FusedChain, kernel_available
 from alexnetc.backends.lowering.layers import LAYERS, Sharded, conv_calls
 from alexnetc.compiler.pipeline import check, load
@@ -219,3 +220,25 @@ def test_whole_layer_tensors_are_every_parameter_and_buffer():
     model["stray"] = torch.nn.Linear(2, 2)  # a tensor no Sharded layer accounts for
     with pytest.raises(TypeError, match=r"stray\.bias, stray\.weight belong to no Sharded"):
         canonical_state_dict(model)
+
+
+def test_leaky_relu_is_torchs_and_exports(tmp_path):
+    net = _net("input 4x4x2\na: Conv(1,1) x2 + LeakyReLU(0.2)\nb: LeakyReLU\n")
+    assert [layer.args.slope for layer in net.layers() if layer.name == "LeakyReLU"] == [
+        0.2, 0.01]
+    m = build_module(net, devices=["cpu"], seed=4).eval()
+    x = torch.randn(3, 2, 4, 4)
+    conv = m.a.conv
+    want = F.leaky_relu(F.leaky_relu(F.conv2d(x, conv.joined("weight"), conv.joined("bias")),
+                                     0.2))  # b: the default slope, PyTorch's 0.01
+    torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    slopes = [a.f for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+              if n.op_type == "LeakyRelu" for a in n.attribute if a.name == "alpha"]
+    assert slopes == pytest.approx([0.2, 0.01])

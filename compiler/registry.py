@@ -409,6 +409,11 @@ def _lrn_warnings(args: LRNArgs, in_shape: Shape, out_shape: Shape,
                       + ("tower's edge" if shares > 1 else "first and last map")),)
 
 
+def _per_channel_count(i: Shape, o: Shape, args: object) -> Counts:
+    """One parameter per channel (or per feature of a flat vector)."""
+    return Counts(weights=o.c, activation_bytes=o.elements * 4)
+
+
 def _all_towers(args: object, towers: int) -> Reads:
     return "all"
 
@@ -447,6 +452,9 @@ register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
 register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True))
 register(OpDef("LeakyReLU", "x for x ≥ 0, slope·x below", LeakyReLUArgs, "LeakyReLU(0.1)",
                tie=True))
+register(OpDef("ReLU6", "min(max(0, x), 6)", NoArgs, "ReLU6", tie=True))
+register(OpDef("PReLU", "x for x ≥ 0, a·x below, one learnt a per channel (initially 0.25)",
+               NoArgs, "PReLU", count=_per_channel_count, splits_maps=True, tie=True))
 register(OpDef(
     "ResNorm",
     "local response normalisation across channels, paper convention: "

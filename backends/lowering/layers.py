@@ -234,6 +234,33 @@ def lower_fc(layer: Layer, b: Build) -> nn.Module:
                       for i, w in enumerate(weight.chunk(t, dim=0))])
 
 
+class PReLUShard(nn.Module):
+    """One tower's slopes: a learnt slope per channel of its share."""
+
+    def __init__(self, weight: Tensor):
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # C/T
+
+    def forward(self, x: Tensor) -> Tensor:  # N x C/T x H x W or N x C/T
+        return F.prelu(x, self.weight)
+
+
+class ShardedPReLU(Sharded):
+    """PReLU's slopes live with their channels, so each tower holds its share's."""
+
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W or N x C
+        return F.prelu(x, self.joined("weight"))
+
+
+PRELU_INIT = 0.25  # torch.nn.PReLU's initial slope
+
+
+def lower_prelu(layer: Layer, b: Build) -> nn.Module:
+    per = layer.shape.c // b.towers
+    return ShardedPReLU([PReLUShard(torch.full((per,), PRELU_INIT, device=d))
+                         for d in b.devices])
+
+
 # --- ops without parameters -------------------------------------------------------------------
 
 class WholeIsForward:
@@ -365,6 +392,8 @@ LAYERS: dict[str, LayerBackend] = {
     "Tanh": LayerBackend(lambda layer, b: Elementwise(torch.tanh, "tanh")),
     "Sigmoid": LayerBackend(lambda layer, b: Elementwise(torch.sigmoid, "sigmoid")),
     "LeakyReLU": LayerBackend(lambda layer, b: _leaky_relu(layer.args)),
+    "ReLU6": LayerBackend(lambda layer, b: Elementwise(F.relu6, "relu6")),
+    "PReLU": LayerBackend(lower_prelu),
     "ResNorm": LayerBackend(lambda layer, b: ResNorm(_lrn(layer.args), layer.tower.shares),
                             chained=_lrn),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),

@@ -242,3 +242,34 @@ def test_leaky_relu_is_torchs_and_exports(tmp_path):
     slopes = [a.f for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
               if n.op_type == "LeakyRelu" for a in n.attribute if a.name == "alpha"]
     assert slopes == pytest.approx([0.2, 0.01])
+
+
+def test_relu6_and_prelu_are_torchs_per_tower_and_export(tmp_path):
+    net = _net("input 4x4x2\ntowers 2\na: Conv(1,1) x4 + PReLU; ReLU6\nf: FC(6) + PReLU\n")
+    conv_params, fc_params = 2 * 4 + 4, 4 * 4 * 4 * 6 + 6
+    assert net.total().params == conv_params + 4 + fc_params + 6  # one slope per channel
+    x = torch.randn(3, 2, 4, 4) * 8  # past ReLU6's cap
+    for merge in (False, True):
+        m = build_module(net, devices=["cpu"] if merge else ["cpu", "cpu"], seed=5,
+                         merge=merge).eval()
+        state = canonical_state_dict(m)
+        assert torch.equal(state["a.prelu.weight"], torch.full((4,), 0.25))  # torch's init
+        state["a.prelu.weight"] = torch.tensor([0.1, -0.2, 0.3, 0.4])
+        state["f.prelu.weight"] = torch.linspace(-1, 1, 6)
+        load_canonical_state_dict(m, state)
+        a = F.relu6(F.prelu(F.conv2d(x, state["a.conv.weight"], state["a.conv.bias"]),
+                            state["a.prelu.weight"]))
+        want = F.prelu(F.linear(a.flatten(1), state["f.fc.weight"], state["f.fc.bias"]),
+                       state["f.prelu.weight"])
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    assert sum(p.numel() for p in m.parameters()) == net.total().params
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    kinds = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert kinds.count("PRelu") == 2 and "Clip" in kinds

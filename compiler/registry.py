@@ -83,6 +83,7 @@ class Param:
     minimum: float | None = None
     maximum: float | None = None
     doc: str = ""
+    words: tuple[str, ...] = ()  # words a number argument also takes (`bias=false`)
 
 
 _PARAMS: dict[type, tuple[Param, ...]] = {}
@@ -104,8 +105,9 @@ def _params(args_type: type) -> tuple[Param, ...]:
         if not isinstance(spec, ArgSpec):
             raise TypeError(f"{args_type.__name__}.{f.name} is not declared with arg()")
         default = REQUIRED if f.default is dataclasses.MISSING else f.default
-        out.append(Param(f.name, _kind(args_type, f.name, hints[f.name], default), default,
-                         spec.positional, spec.minimum, spec.maximum, spec.doc))
+        hint = hints[f.name]
+        out.append(Param(f.name, _kind(args_type, f.name, hint, default), default,
+                         spec.positional, spec.minimum, spec.maximum, spec.doc, _words(hint)))
     return tuple(out)
 
 
@@ -114,11 +116,21 @@ def _kind(owner: type, name: str, hint: Any, default: object) -> type | tuple[st
         return tuple(str(w) for w in typing.get_args(hint))
     if hint in (int, float):
         return typing.cast(type, hint)
-    if isinstance(hint, types.UnionType) and set(hint.__args__) == {float, type(None)} \
-            and default is None:
-        return float  # given, or None until the init line fills it in
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and default is None and {
+            a for a in typing.get_args(hint) if typing.get_origin(a) is not Literal} == {
+            float, type(None)}:
+        return float  # given (a number or one of its words), or None until the init line
     raise TypeError(f"{owner.__name__}.{name}: arguments are int, float, `float | None` "
-                    f"(default None) or a Literal of words, not {hint}")
+                    f"(default None, optionally `| Literal[...]` of words it also takes) or a "
+                    f"Literal of words, not {hint}")
+
+
+def _words(hint: Any) -> tuple[str, ...]:
+    """The words a `float | Literal[...] | None` argument takes besides numbers."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return ()
+    return tuple(str(w) for a in typing.get_args(hint) if typing.get_origin(a) is Literal
+                 for w in typing.get_args(a))
 
 
 def as_dict(args: Any) -> dict[str, Value]:
@@ -144,14 +156,16 @@ class WindowArgs:
 @op_args
 class ConvArgs(WindowArgs):
     groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
-    bias: float | None = arg(None, doc="initial bias (default: the init section's bias)")
+    bias: float | Literal["false"] | None = arg(
+        None, doc="initial bias (default: the init section's bias); false: no bias at all")
     std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
 
 
 @op_args
 class FCArgs:
     out: int = arg(positional=True, minimum=1, doc="output features")
-    bias: float | None = arg(None, doc="initial bias (default: the init section's bias)")
+    bias: float | Literal["false"] | None = arg(
+        None, doc="initial bias (default: the init section's bias); false: no bias at all")
     std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
 
 
@@ -370,7 +384,8 @@ def _conv_infer(in_shape: Shape, args: ConvArgs, channels: int | None) -> Shape:
 def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
     per_out = args.size ** 2 * (i.c // args.groups)
     weights = per_out * o.c
-    return Counts(weights, o.c, o.elements, o.elements * per_out, o.elements * 4)
+    biases = 0 if args.bias == "false" else o.c
+    return Counts(weights, biases, o.elements, o.elements * per_out, o.elements * 4)
 
 
 def _conv_reads(args: ConvArgs, towers: int) -> Reads:
@@ -382,7 +397,8 @@ def _fc_infer(in_shape: Shape, args: FCArgs, channels: int | None) -> Shape:
 
 
 def _fc_count(i: Shape, o: Shape, args: FCArgs) -> Counts:
-    return Counts(i.elements * o.c, o.c, o.c, i.elements * o.c, o.c * 4)
+    biases = 0 if args.bias == "false" else o.c
+    return Counts(i.elements * o.c, biases, o.c, i.elements * o.c, o.c * 4)
 
 
 def _pool_infer(in_shape: Shape, args: WindowArgs, channels: int | None) -> Shape:

@@ -53,10 +53,20 @@ class Build:
         """Whole-layer N(0, std) weights drawn on the CPU, so no device map changes them."""
         return torch.empty(shape).normal_(0.0, std, generator=self.generator)
 
-    def init_of(self, args: ConvArgs | FCArgs) -> tuple[float, float]:
-        """(std, bias) of a layer: its own `std=`/`bias=`, else the spec's `init` line."""
+    def init_of(self, args: ConvArgs | FCArgs) -> tuple[float, float | None]:
+        """(std, bias) of a layer: its own `std=`/`bias=`, else the spec's `init` line; bias
+        None for `bias=false`, a layer without one."""
+        bias = self.init.bias if args.bias is None else args.bias
         return (float(self.init.std if args.std is None else args.std),
-                float(self.init.bias if args.bias is None else args.bias))
+                None if bias == "false" else float(bias))
+
+    def bias(self, n: int, value: float | None, device: torch.device) -> Tensor | None:
+        return None if value is None else torch.full((n,), value, device=device)
+
+
+def _parameter(t: Tensor | None) -> nn.Parameter | None:
+    """A parameter, or None so that a layer without a bias has no `bias` tensor at all."""
+    return None if t is None else nn.Parameter(t)
 
 
 # --- layers with parameters -------------------------------------------------------------------
@@ -87,7 +97,15 @@ class Sharded(nn.Module):
 
     def joined(self, name: str) -> Tensor:
         """The whole layer's tensor `name`, built from the live shards (autograd flows)."""
+        joined = self.joined_if_any(name)
+        assert joined is not None, f"{type(self).__name__} has no {name}"
+        return joined
+
+    def joined_if_any(self, name: str) -> Tensor | None:
+        """`joined`, or None for a tensor the layer may lack (a bias with `bias=false`)."""
         parts = [getattr(s, name) for s in self.towers]
+        if parts[0] is None:
+            return None
         dim = self.join_dims.get(name, 0)
         return parts[0] if dim is None else torch.cat(parts, dim)
 
@@ -144,16 +162,18 @@ class ConvCall:
 class ConvShard(nn.Module):
     """One tower's output channels of a (grouped) convolution."""
 
-    def __init__(self, weight: Tensor, bias: Tensor, stride: int, pad: int,
+    def __init__(self, weight: Tensor, bias: Tensor | None, stride: int, pad: int,
                  calls: list[ConvCall]):
         super().__init__()
         self.weight = nn.Parameter(weight)  # C/T x Cin/g x k x k
-        self.bias = nn.Parameter(bias)  # C/T
+        self.bias = _parameter(bias)  # C/T
         self.stride, self.pad, self.calls = stride, pad, calls
 
     def forward(self, x: Tensor) -> Tensor:  # N x Cin' x H x W
+        b = self.bias
         outs = [F.conv2d(x[:, c.in_lo:c.in_hi], self.weight[c.out_lo:c.out_hi],
-                         self.bias[c.out_lo:c.out_hi], self.stride, self.pad, 1, c.groups)
+                         None if b is None else b[c.out_lo:c.out_hi], self.stride, self.pad, 1,
+                         c.groups)
                 for c in self.calls]  # [N x c x H' x W']
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # N x C/T x H' x W'
 
@@ -187,7 +207,7 @@ class ShardedConv(Sharded):
         self.stride, self.pad, self.groups = stride, pad, groups
 
     def whole(self, x: Tensor) -> Tensor:  # N x Cin x H x W
-        return F.conv2d(x, self.joined("weight"), self.joined("bias"), self.stride, self.pad,
+        return F.conv2d(x, self.joined("weight"), self.joined_if_any("bias"), self.stride, self.pad,
                         1, self.groups)  # N x C x H' x W'
 
 
@@ -199,7 +219,7 @@ def lower_conv(layer: Layer, b: Build) -> nn.Module:
     weight = b.normal((c_out, c_in // a.groups, a.size, a.size), std)  # C x Cin/g x k x k
     own = layer.tower.shares == t  # its input arrives split: each tower reads its own share
     shards: list[nn.Module] = [
-        ConvShard(w.clone().to(d), torch.full((c_out // t,), bias, device=d), a.stride, a.pad,
+        ConvShard(w.clone().to(d), b.bias(c_out // t, bias, d), a.stride, a.pad,
                   conv_calls(c_in, c_out, a.groups, t, i, own))
         for i, (w, d) in enumerate(zip(weight.chunk(t, dim=0), b.devices, strict=True))]
     return ShardedConv(shards, a.stride, a.pad, a.groups)
@@ -208,10 +228,10 @@ def lower_conv(layer: Layer, b: Build) -> nn.Module:
 class FCShard(nn.Module):
     """One tower's output features of a fully connected layer; flattens C, H, W first."""
 
-    def __init__(self, weight: Tensor, bias: Tensor):
+    def __init__(self, weight: Tensor, bias: Tensor | None):
         super().__init__()
         self.weight = nn.Parameter(weight)  # F/T x Fin
-        self.bias = nn.Parameter(bias)  # F/T
+        self.bias = _parameter(bias)  # F/T
 
     def forward(self, x: Tensor) -> Tensor:  # N x C x H x W or N x Fin
         return F.linear(x.flatten(1), self.weight, self.bias)  # N x F/T
@@ -221,7 +241,7 @@ class ShardedFC(Sharded):
     """A fully connected layer's tower shards; whole: one GEMM."""
 
     def whole(self, x: Tensor) -> Tensor:  # N x C x H x W or N x Fin
-        return F.linear(x.flatten(1), self.joined("weight"), self.joined("bias"))  # N x F
+        return F.linear(x.flatten(1), self.joined("weight"), self.joined_if_any("bias"))  # N x F
 
 
 def lower_fc(layer: Layer, b: Build) -> nn.Module:
@@ -229,8 +249,7 @@ def lower_fc(layer: Layer, b: Build) -> nn.Module:
     t, n_out = b.towers, layer.shape.c
     std, bias = b.init_of(a)
     weight = b.normal((n_out, layer.in_shape.elements), std)  # F x Fin
-    return ShardedFC([FCShard(w.clone().to(b.devices[i]),
-                              torch.full((n_out // t,), bias, device=b.devices[i]))
+    return ShardedFC([FCShard(w.clone().to(b.devices[i]), b.bias(n_out // t, bias, b.devices[i]))
                       for i, w in enumerate(weight.chunk(t, dim=0))])
 
 

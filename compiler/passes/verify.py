@@ -231,6 +231,8 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
             return v
         return Diagnostic(ARGUMENT, arg.loc, f"{where} must be one of {', '.join(param.kind)}, "
                           f"got {v}", f"e.g. {param.name}={param.kind[-1]}")
+    if isinstance(v, str) and v in param.words:
+        return v
     example = param.default if param.default not in (REQUIRED, None) else 1
     if param.kind is int:
         if not isinstance(v, int):
@@ -238,8 +240,10 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
             return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a whole number, got {v}",
                               f"e.g. {param.name}={whole}")
     elif not isinstance(v, int | float):
-        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a number, got '{v}'",
-                          f"e.g. {param.name}={example}")
+        words = "".join(f" or {w}" for w in param.words)
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a number{words}, got '{v}'",
+                          f"e.g. {param.name}={example}"
+                          + "".join(f" or {param.name}={w}" for w in param.words))
     else:
         shown = show_int(v) if isinstance(v, int) else str(v)
         try:

@@ -137,6 +137,7 @@ def test_arguments_are_described_once_by_their_record() -> None:
     assert kinds["remainder"] == ("error", "drop") and kinds["size"] is int
     bias = conv.param("bias")
     assert kinds["bias"] is float and bias is not None and bias.default is None
+    assert bias.words == ("false",)  # bias=false: no bias parameter
     assert OPS["Linear"] is OPS["FC"] and OPS["LRN"] is OPS["ResNorm"]
 
 

@@ -273,3 +273,33 @@ def test_relu6_and_prelu_are_torchs_per_tower_and_export(tmp_path):
     export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
     kinds = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
     assert kinds.count("PRelu") == 2 and "Clip" in kinds
+
+
+def test_bias_false_leaves_no_bias_parameter(tmp_path):
+    net = _net("input 6x6x4\ntowers 2\ninit std=0.1\n"
+               "a: Conv(3,1, groups=2, bias=false) x6 + ReLU\nb: Conv(1,1, bias=0.5) x2\n"
+               "f: FC(4, bias=false)\n")
+    a_weights, b_params, f_weights = 3 * 3 * 2 * 6, 6 * 2 + 2, 4 * 4 * 2 * 4
+    assert net.total().params == a_weights + b_params + f_weights
+    assert net.total().biases == 2
+    x = torch.randn(2, 4, 6, 6)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=1).eval()
+        state = canonical_state_dict(m)
+        assert sorted(state) == ["a.conv.weight", "b.conv.bias", "b.conv.weight", "f.fc.weight"]
+        assert torch.equal(state["b.conv.bias"], torch.full((2,), 0.5))
+        assert sum(p.numel() for p in m.parameters()) == net.total().params
+        want = F.linear(F.conv2d(F.relu(F.conv2d(x, state["a.conv.weight"], None, 1, 0, 1, 2)),
+                                 state["b.conv.weight"], state["b.conv.bias"]).flatten(1),
+                        state["f.fc.weight"])
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [len(n.input) for n in graph.node if n.op_type == "Conv"] == [2, 3]  # a: no bias

@@ -154,6 +154,16 @@ class WindowArgs:
 
 
 @op_args
+class PoolArgs:
+    size: int = arg(positional=True, minimum=1, doc="window size (square)")
+    stride: int = arg(positional=True, minimum=1, doc="step between windows")
+    pad: int = arg(0, minimum=0, doc="zero padding on every side")
+    remainder: Literal["error", "drop", "ceil"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, drop the edge, "
+        "or ceil: one more window over it (Caffe's pools, PyTorch's ceil_mode)")
+
+
+@op_args
 class ConvArgs(WindowArgs):
     groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
     bias: float | Literal["false"] | None = arg(
@@ -252,7 +262,8 @@ class OpDef(Generic[A]):
       training and applied by predict (Softmax).
     - `warnings(args, in_shape, out_shape, shares)`: op-specific warnings, `shares` being the
       number of tower shares its input is split into (1: whole).
-    - `fusion_role`: what the fusion pass may chain it as (relu, lrn, maxpool).
+    - `fusion_role`: what the fusion pass may chain it as (relu, lrn, maxpool);
+      `fuses(args)`: whether this use of it may be chained (the kernel's limits).
     """
 
     name: str
@@ -269,6 +280,7 @@ class OpDef(Generic[A]):
     final: bool = False
     warnings: Callable[[A, Shape, Shape, int], Sequence[OpWarning]] = _no_warnings
     fusion_role: str | None = None
+    fuses: Callable[[A], bool] = lambda args: True
     aliases: tuple[str, ...] = ()
 
     @property
@@ -302,8 +314,9 @@ class OpDef(Generic[A]):
 # --- shape rules and counts --------------------------------------------------------------------
 
 def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, axis: str,
-                what: str) -> int:
-    """Output length of a sliding window; uneven tiling is an error unless remainder=drop."""
+                what: str, can_ceil: bool = False) -> int:
+    """Output length of a sliding window; uneven tiling is an error unless remainder=drop
+    (floor) or, for pools, remainder=ceil."""
     span = length + 2 * pad - size
     if span < 0:
         raise ShapeProblem(
@@ -313,6 +326,11 @@ def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, a
             "size",
         )
     dropped = span % stride
+    if dropped and remainder == "ceil":
+        out = span // stride + 2
+        # PyTorch's (and Caffe's) rule: the last window starts inside the input or its left
+        # padding, never wholly in the right padding
+        return out - 1 if (out - 1) * stride >= length + pad else out
     if dropped and remainder != "drop":
         # input lengths that tile: the next larger and smaller, within PyTorch's sizes
         fits = [n for n in (length + (stride - dropped), length - dropped)
@@ -324,7 +342,8 @@ def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, a
         tiling_pad = first_tiling_pad(length, size, stride, pad)
         if tiling_pad is not None:
             options.append(f"pad={tiling_pad}")
-        options.append("remainder=drop to floor as PyTorch does")
+        options.append("remainder=drop to floor as PyTorch does"
+                       + (" (remainder=ceil: one more window, as Caffe)" if can_ceil else ""))
         raise ShapeProblem(
             f"{what} does not tile its {length}-pixel {axis}: ({length} + 2·{pad} − {size}) = "
             f"{span} is not a multiple of stride {stride}, so {dropped} "
@@ -352,15 +371,18 @@ def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | Non
     return p if p <= size // 2 else None
 
 
-def _spatial(in_shape: Shape, args: WindowArgs, what: str) -> tuple[int, int]:
+def _spatial(in_shape: Shape, args: WindowArgs | PoolArgs, what: str) -> tuple[int, int]:
     if in_shape.flat:
         raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
                            f"{in_shape.c} features", "put convolutions and pools before any FC")
     if args.pad > args.size // 2:
         raise ShapeProblem(f"padding {args.pad} is more than half the window {args.size}",
                            f"use pad ≤ {args.size // 2}", "pad")
-    h = _window_out(args.size, args.stride, args.pad, in_shape.h, args.remainder, "height", what)
-    w = _window_out(args.size, args.stride, args.pad, in_shape.w, args.remainder, "width", what)
+    can_ceil = isinstance(args, PoolArgs)
+    h = _window_out(args.size, args.stride, args.pad, in_shape.h, args.remainder, "height", what,
+                    can_ceil)
+    w = _window_out(args.size, args.stride, args.pad, in_shape.w, args.remainder, "width", what,
+                    can_ceil)
     return h, w
 
 
@@ -401,7 +423,7 @@ def _fc_count(i: Shape, o: Shape, args: FCArgs) -> Counts:
     return Counts(i.elements * o.c, biases, o.c, i.elements * o.c, o.c * 4)
 
 
-def _pool_infer(in_shape: Shape, args: WindowArgs, channels: int | None) -> Shape:
+def _pool_infer(in_shape: Shape, args: PoolArgs, channels: int | None) -> Shape:
     h, w = _spatial(in_shape, args, f"pool({args.size},{args.stride})")
     return Shape(h, w, in_shape.c)
 
@@ -478,9 +500,10 @@ register(OpDef(
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
     aliases=("LRN",),
 ))
-register(OpDef("MaxPool", "max over each window", WindowArgs, "MaxPool(2,2)",
-               infer=_pool_infer, fusion_role="maxpool"))
-register(OpDef("AvgPool", "mean over each window", WindowArgs, "AvgPool(3,1, pad=1)",
+register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
+               infer=_pool_infer, fusion_role="maxpool",
+               fuses=lambda args: args.remainder != "ceil"))  # the kernel floors
+register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
                infer=_pool_infer))
 register(OpDef("Dropout", "zero each activation with probability p while training",
                DropoutArgs, "Dropout(0.5)"))

@@ -35,7 +35,7 @@ from alexnetc.compiler.registry import (
     FCArgs,
     LeakyReLUArgs,
     LRNArgs,
-    WindowArgs,
+    PoolArgs,
 )
 
 
@@ -322,23 +322,28 @@ class ResNorm(nn.Module):
 
 
 class Pool(WholeIsForward, nn.Module):
-    """Max or average pooling in floor mode (what both `remainder=` settings compute).
+    """Max or average pooling in floor mode (`remainder=error` and `drop`) or ceil mode.
 
     AvgPool counts the zero padding in each window's mean (count_include_pad=True, torch's
-    default and ONNX's AveragePool default), so every window divides by size².
+    default and ONNX's AveragePool default), so every window inside the padded input divides
+    by size²; in ceil mode a last window running past the padding divides by the part of it
+    that lies inside, as torch and ONNX do.
     """
 
-    def __init__(self, kind: str, size: int, stride: int, pad: int):
+    def __init__(self, kind: str, size: int, stride: int, pad: int, ceil: bool = False):
         super().__init__()
-        self.kind, self.size, self.stride, self.pad = kind, size, stride, pad
+        self.kind, self.size, self.stride, self.pad, self.ceil = kind, size, stride, pad, ceil
 
     def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C x H x W
         if self.kind == "max":
-            return F.max_pool2d(x, self.size, self.stride, self.pad)  # N x C x H' x W'
-        return F.avg_pool2d(x, self.size, self.stride, self.pad)  # N x C x H' x W'
+            return F.max_pool2d(x, self.size, self.stride, self.pad,
+                                ceil_mode=self.ceil)  # N x C x H' x W'
+        return F.avg_pool2d(x, self.size, self.stride, self.pad,
+                            ceil_mode=self.ceil)  # N x C x H' x W'
 
     def extra_repr(self) -> str:
-        return f"{self.kind}, size={self.size}, stride={self.stride}, pad={self.pad}"
+        return (f"{self.kind}, size={self.size}, stride={self.stride}, pad={self.pad}"
+                + (", ceil" if self.ceil else ""))
 
 
 class Dropout(WholeIsForward, nn.Module):
@@ -365,14 +370,14 @@ def _lrn(args: LRNArgs) -> LRNParams:
     return LRNParams(args.size, args.alpha, args.beta, args.k)
 
 
-def _pool(args: WindowArgs) -> PoolParams:
+def _pool(args: PoolArgs) -> PoolParams:
     return PoolParams(args.size, args.stride, args.pad)
 
 
 def _pool_layer(kind: str) -> Callable[[Layer, Build], nn.Module]:
     def build(layer: Layer, b: Build) -> nn.Module:
-        a: WindowArgs = layer.args
-        return Pool(kind, a.size, a.stride, a.pad)
+        a: PoolArgs = layer.args
+        return Pool(kind, a.size, a.stride, a.pad, a.remainder == "ceil")
     return build
 
 

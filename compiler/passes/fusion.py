@@ -44,6 +44,7 @@ def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | No
             continue
         stage = g.nodes[window[0]][Key.STAGE]
         if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
+               and g.nodes[n][Key.OP].fuses(g.nodes[n][Key.ARGS])
                for n, r in zip(window, roles, strict=True)):
             return window, kernel
     return None

@@ -168,6 +168,33 @@ def test_remainder_drop_floors_like_pytorch(check_text) -> None:
     assert str(result.network.output) == "54x54x4"  # floor((224 - 11) / 4) + 1
 
 
+def test_remainder_ceil_adds_the_edge_window(check_text) -> None:
+    # ceil((54 − 3) / 2) + 1 = 27: Caffe's pools; the last window starts inside the input
+    result = check_text("input 54x54x3\np: MaxPool(3,2, remainder=ceil); "
+                        "AvgPool(3,2, remainder=ceil)\n")
+    assert result.network is not None
+    assert [str(la.shape) for la in result.network.layers()] == ["27x27x3", "13x13x3"]
+    # 5 + 2·1 − 2 = 5 leaves a remainder: ceil(5 / 2) + 1 = 4 windows, but the 4th would
+    # start at 6 ≥ 5 + 1, wholly in the right padding, so 3 (PyTorch's rule)
+    result = check_text("input 5x5x1\np: MaxPool(2,2, pad=1, remainder=ceil)\n")
+    assert result.network is not None and str(result.network.output) == "3x3x1"
+    bad = check_text("input 9x9x3\nc: Conv(3,2, remainder=ceil) x4\n")
+    assert kinds(bad) == [errors.ARGUMENT]  # convolutions floor or tile
+
+
+def test_zfnet_sizes_with_ceil_pools() -> None:
+    result = check_file(SPECS / "zfnet.net")
+    assert result.network is not None
+    sides = [la.shape.h for la in result.network.layers()
+             if la.name in ("Conv", "MaxPool") and la.stage in ("conv1", "conv2", "conv5")]
+    # conv1 ⌊(224 + 2 − 7) / 2⌋ + 1 = 110, pool ⌈(110 − 3) / 2⌉ + 1 = 55, conv2
+    # (55 − 5) / 2 + 1 = 26, pool ⌈(26 − 3) / 2⌉ + 1 = 13, conv5 13, pool (13 − 3) / 2 + 1 = 6
+    assert sides == [110, 55, 26, 13, 13, 6]
+    # the fused kernel floors, so a ceil pool is left out of conv1's chain
+    kernels = {la.stage: la.fusion.kernel for la in result.network.layers() if la.fusion}
+    assert kernels["conv1"] == "relu_lrn" and kernels["conv5"] == "relu_pool"
+
+
 def test_missing_input_and_empty_spec(check_text) -> None:
     assert kinds(check_text("s: ReLU\n")) == [errors.INPUT]
     assert kinds(check_text("")) == [errors.STRUCTURE]

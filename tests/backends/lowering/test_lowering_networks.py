@@ -84,7 +84,7 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
             if op in ("Conv", "FC"):
                 sh = next(shards).towers
                 w = torch.cat([s.weight.cpu() for s in sh])
-                b = torch.cat([s.bias.cpu() for s in sh])
+                b = None if sh[0].bias is None else torch.cat([s.bias.cpu() for s in sh])
                 x = (F.conv2d(x, w, b, a.stride, a.pad, 1, a.groups)
                      if op == "Conv" else F.linear(x.flatten(1), w, b))
                 split = True
@@ -95,7 +95,7 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 x = torch.cat([_paper_lrn(p, a.size, a.alpha, a.beta, a.k) for p in parts], 1)
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
-                x = pool(x, a.size, a.stride, a.pad)
+                x = pool(x, a.size, a.stride, a.pad, ceil_mode=a.remainder == "ceil")
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
     return x

@@ -303,3 +303,35 @@ def test_bias_false_leaves_no_bias_parameter(tmp_path):
     export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
     graph = onnx.load(str(tmp_path / "m.onnx")).graph
     assert [len(n.input) for n in graph.node if n.op_type == "Conv"] == [2, 3]  # a: no bias
+
+
+def test_ceil_pools_are_torchs_ceil_mode_and_export(tmp_path):
+    for n in range(3, 12):
+        for size, stride, pad in ((3, 2, 0), (2, 2, 1), (3, 3, 1), (5, 3, 2)):
+            result = check(f"input {n}x{n}x1\np: MaxPool({size},{stride}, pad={pad}, "
+                           "remainder=ceil)\n")
+            if not result.ok:
+                assert n + 2 * pad < size  # only a window larger than the input fails
+                continue
+            want = F.max_pool2d(torch.zeros(1, 1, n, n), size, stride, pad, ceil_mode=True)
+            assert result.network.output.h == want.shape[-1], (n, size, stride, pad)
+    net = _net("input 10x10x2\np: MaxPool(3,2, remainder=ceil) -> 5x5x2\n"
+               "q: AvgPool(2,2, pad=1, remainder=ceil) -> 3x3x2\nf: FC(3)\n")
+    m = build_module(net, devices=["cpu"], seed=2).eval()
+    x = torch.randn(2, 2, 10, 10)
+    state = canonical_state_dict(m)
+    pooled = F.avg_pool2d(F.max_pool2d(x, 3, 2, ceil_mode=True), 2, 2, 1, ceil_mode=True)
+    want = F.linear(pooled.flatten(1), state["f.fc.weight"], state["f.fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    ceil = [a.i for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+            if n.op_type in ("MaxPool", "AveragePool") for a in n.attribute
+            if a.name == "ceil_mode"]
+    assert ceil == [1, 1]

@@ -178,6 +178,13 @@ class CheckedNetwork:
         last = list(self.layers())
         return last[-1].shape if last else self.input
 
+    @property
+    def class_vector(self) -> bool:
+        """A network ending in a 1x1xC map (global pooling, a 1x1 conv) classifies with it:
+        the lowered module gives N x C, as after an FC."""
+        out = self.output
+        return not out.flat and out.h == out.w == 1
+
     def total(self) -> Counts:
         t = Counts()
         for layer in self.layers():

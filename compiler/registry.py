@@ -194,6 +194,11 @@ class LeakyReLUArgs:
 
 
 @op_args
+class AdaptiveArgs:
+    size: int = arg(positional=True, minimum=1, doc="output side (square), whatever the input's")
+
+
+@op_args
 class DropoutArgs:
     p: float = arg(0.5, positional=True, minimum=0.0, maximum=1.0, doc="drop probability")
 
@@ -428,6 +433,22 @@ def _pool_infer(in_shape: Shape, args: PoolArgs, channels: int | None) -> Shape:
     return Shape(h, w, in_shape.c)
 
 
+def _maps(in_shape: Shape, what: str) -> None:
+    if in_shape.flat:
+        raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
+                           f"{in_shape.c} features", "put it before any FC")
+
+
+def _global_infer(in_shape: Shape, args: NoArgs, channels: int | None) -> Shape:
+    _maps(in_shape, "GlobalAvgPool")
+    return Shape(1, 1, in_shape.c)
+
+
+def _adaptive_infer(in_shape: Shape, args: AdaptiveArgs, channels: int | None) -> Shape:
+    _maps(in_shape, f"AdaptiveAvgPool({args.size})")
+    return Shape(args.size, args.size, in_shape.c)
+
+
 def _lrn_infer(in_shape: Shape, args: LRNArgs, channels: int | None) -> Shape:
     if args.size % 2 == 0:
         raise ShapeProblem(f"ResNorm window {args.size} is even; it must be centred on "
@@ -505,6 +526,10 @@ register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
                fuses=lambda args: args.remainder != "ceil"))  # the kernel floors
 register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
                infer=_pool_infer))
+register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,
+               "GlobalAvgPool", infer=_global_infer))
+register(OpDef("AdaptiveAvgPool", "average pooling to size x size maps, whatever the input's",
+               AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer))
 register(OpDef("Dropout", "zero each activation with probability p while training",
                DropoutArgs, "Dropout(0.5)"))
 register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",

@@ -346,6 +346,20 @@ class Pool(WholeIsForward, nn.Module):
                 + (", ceil" if self.ceil else ""))
 
 
+class AdaptiveAvgPool(WholeIsForward, nn.Module):
+    """Average pooling to size x size maps; size 1 is global average pooling."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C x H x W
+        return F.adaptive_avg_pool2d(x, self.size)  # N x C x size x size
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 class Dropout(WholeIsForward, nn.Module):
     def __init__(self, p: float):
         super().__init__()
@@ -422,6 +436,8 @@ LAYERS: dict[str, LayerBackend] = {
                             chained=_lrn),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),
     "AvgPool": LayerBackend(_pool_layer("avg")),
+    "GlobalAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(1)),
+    "AdaptiveAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(layer.args.size)),
     "Dropout": LayerBackend(lambda layer, b: _dropout(layer.args)),
     "Softmax": LayerBackend(lambda layer, b: Softmax(final=layer.id == b.last)),
 }

@@ -109,7 +109,7 @@ class AlexnetcModule(nn.Module):
         if self.merged:
             for name in self.stage_names:
                 x = getattr(self, name).whole(x)  # N x C' x H' x W' (or N x F)
-            return x  # N x classes
+            return x.flatten(1) if self.net.class_vector else x  # N x classes
         devices = self.devices
         xs = [x.to(d) for d in devices]  # T x [N x C x H x W]: the image given to every tower
         layout = Layout.REPLICATED
@@ -117,7 +117,8 @@ class AlexnetcModule(nn.Module):
             stage = getattr(self, name)
             xs = stage(xs, devices)  # T x [N x C/T x H' x W'] or [N x C x H' x W']
             layout = stage.layout
-        return gather(xs, layout, devices, "output")[0]  # N x classes on devices[0]
+        y = gather(xs, layout, devices, "output")[0]  # N x classes (x 1 x 1) on devices[0]
+        return y.flatten(1) if self.net.class_vector else y
 
     def predict(self, x: Tensor) -> Tensor:
         """Probabilities: forward then the spec's final Softmax (forward's output if none)."""

@@ -398,3 +398,14 @@ def test_missing_run_folder_is_a_usage_error(argv: list[str], tmp_path: Path,
     cmd, *rest = argv
     assert main([cmd, str(tmp_path / "nope"), *rest]) == 2
     assert "no such run folder" in capsys.readouterr().err
+
+
+def test_a_network_ending_in_a_1x1_map_trains(tmp_path: Path) -> None:
+    """Global pooling to 1x1x10 is the class vector: the loss takes it as N x 10."""
+    s = tmp_path / "gap.net"
+    s.write_text("network Gap\ninput 17x17x3\ntrain batch=16, epochs=1\n"
+                 "conv1: Conv(3,2) x8 + ReLU; MaxPool(2,2, remainder=ceil) -> 4x4x8\n"
+                 "conv2: Conv(1,1) x10; GlobalAvgPool -> 1x1x10\n")
+    assert train(s, "--out", tmp_path / "r", "--max-steps", "3") == 0
+    s.write_text(s.read_text().replace("GlobalAvgPool", "AvgPool(4,1)"))
+    assert train(s, "--out", tmp_path / "a", "--max-steps", "2") == 0

@@ -96,9 +96,11 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
                 x = pool(x, a.size, a.stride, a.pad, ceil_mode=a.remainder == "ceil")
+            elif op in ("AdaptiveAvgPool", "GlobalAvgPool"):
+                x = F.adaptive_avg_pool2d(x, a.size if op == "AdaptiveAvgPool" else 1)
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
-    return x
+    return x.flatten(1) if net.class_vector else x
 
 
 def _paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:

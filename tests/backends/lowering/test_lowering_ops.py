@@ -335,3 +335,42 @@ def test_ceil_pools_are_torchs_ceil_mode_and_export(tmp_path):
             if n.op_type in ("MaxPool", "AveragePool") for a in n.attribute
             if a.name == "ceil_mode"]
     assert ceil == [1, 1]
+
+
+def test_global_and_adaptive_pools_are_torchs_and_export(tmp_path):
+    net = _net("input 9x9x2\ntowers 2\na: Conv(3,1) x4 + ReLU; AdaptiveAvgPool(3) -> 3x3x4\n"
+               "g: Conv(1,1) x6; GlobalAvgPool -> 1x1x6\n")
+    assert net.class_vector  # a final 1x1xC map is the class vector: N x C
+    x = torch.randn(2, 2, 9, 9)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=3).eval()
+        state = canonical_state_dict(m)
+        a = F.adaptive_avg_pool2d(F.relu(F.conv2d(x, state["a.conv.weight"],
+                                                  state["a.conv.bias"])), 3)
+        g = F.conv2d(a, state["g.conv.weight"], state["g.conv.bias"]).mean((2, 3))
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), g)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), g)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert "ReduceMean" in [n.op_type for n in graph.node]  # the global pool
+    assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [6]
+
+
+def test_torchvision_alexnet_with_its_adaptive_pool_at_any_input():
+    text = (SPECS / "alexnet-torchvision.net").read_text()
+    assert "AdaptiveAvgPool(6)" in text
+    for side in (224, 256):
+        net = _net(text.replace("input 224x224x3", f"input {side}x{side}x3")
+                   .replace("  -> 27x27x64", "").replace("  -> 13x13x192", "")
+                   .replace("  -> 6x6x256", ""))
+        convs = (11 * 11 * 3 + 1) * 64 + (5 * 5 * 64 + 1) * 192 + (3 * 3 * 192 + 1) * 384 \
+            + (3 * 3 * 384 + 1) * 256 + (3 * 3 * 256 + 1) * 256
+        fcs = (6 * 6 * 256 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000
+        assert net.total().params == convs + fcs == 61_100_840
+        assert [la.shape.h for la in net.layers() if la.name == "AdaptiveAvgPool"] == [6]

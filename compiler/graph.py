@@ -190,7 +190,8 @@ class CheckedNetwork:
         for layer in self.layers():
             c = layer.counts
             t = Counts(t.weights + c.weights, t.biases + c.biases, t.neurons + c.neurons,
-                       t.macs + c.macs, t.activation_bytes + c.activation_bytes)
+                       t.macs + c.macs, t.activation_bytes + c.activation_bytes,
+                       t.buffers + c.buffers)
         return t
 
     def cross_tower_bytes(self) -> int:

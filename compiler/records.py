@@ -62,6 +62,9 @@ class Counts:
     neurons: int = 0
     macs: int = 0
     activation_bytes: int = 0
+    # state that is not learnt (a BatchNorm's running statistics): saved and exported with the
+    # weights, but not in the parameter count the papers publish
+    buffers: int = 0
 
     @property
     def params(self) -> int:

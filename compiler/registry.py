@@ -199,6 +199,13 @@ class AdaptiveArgs:
 
 
 @op_args
+class BatchNormArgs:
+    eps: float = arg(1e-5, minimum=0.0, doc="added to the variance before its square root")
+    momentum: float = arg(0.1, minimum=0.0, maximum=1.0,
+                          doc="weight of each batch in the running statistics")
+
+
+@op_args
 class DropoutArgs:
     p: float = arg(0.5, positional=True, minimum=0.0, maximum=1.0, doc="drop probability")
 
@@ -473,6 +480,12 @@ def _per_channel_count(i: Shape, o: Shape, args: object) -> Counts:
     return Counts(weights=o.c, activation_bytes=o.elements * 4)
 
 
+def _batch_norm_count(i: Shape, o: Shape, args: BatchNormArgs) -> Counts:
+    """A scale and a shift per channel; a running mean and variance per channel and the
+    batch counter are buffers."""
+    return Counts(weights=o.c, biases=o.c, activation_bytes=o.elements * 4, buffers=2 * o.c + 1)
+
+
 def _all_towers(args: object, towers: int) -> Reads:
     return "all"
 
@@ -520,6 +533,11 @@ register(OpDef(
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
     aliases=("LRN",),
+))
+register(OpDef(
+    "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "
+    "BatchNorm2d/1d; with towers each tower normalises its own channels",
+    BatchNormArgs, "BatchNorm(momentum=0.2)", count=_batch_norm_count, splits_maps=True,
 ))
 register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
                infer=_pool_infer, fusion_role="maxpool",

@@ -43,12 +43,14 @@ def table(net: CheckedNetwork) -> Table:
                                                          else ""),
               box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     total = net.total()
+    buffers = total.buffers > 0  # a column only for networks that hold any
     rows = []
     for name, layers in net.stages():
         for i, layer in enumerate(layers):
             row = [name if i == 0 else "", ("+ " if layer.call.joined else "") + layer.call.text(),
-                   str(layer.shape), _n(layer.counts.params), _n(layer.counts.neurons),
-                   _n(layer.counts.macs)]
+                   str(layer.shape), _n(layer.counts.params),
+                   *([_n(layer.counts.buffers)] if buffers else []),
+                   _n(layer.counts.neurons), _n(layer.counts.macs)]
             if towers:
                 row.append(_tower(layer))
             row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
@@ -63,11 +65,15 @@ def table(net: CheckedNetwork) -> Table:
     t.add_column("op")
     number(2, "output", str(net.output))
     number(3, "params", f"{total.params:,}")
-    number(4, "neurons", f"{total.neurons:,}")
-    number(5, "mult-adds", f"{total.macs:,}")
+    k = 4
+    if buffers:
+        number(k, "buffers", f"{total.buffers:,}")
+        k += 1
+    number(k, "neurons", f"{total.neurons:,}")
+    number(k + 1, "mult-adds", f"{total.macs:,}")
     if towers:
         footer = f"{net.cross_tower_bytes():,} B cross"
-        words = [w for row, _ in rows for w in row[6].split()] + footer.split()
+        words = [w for row, _ in rows for w in row[k + 2].split()] + footer.split()
         t.add_column("towers", footer=footer, min_width=max(len(w) for w in words))
     t.add_column("fused")
     for row, last in rows:
@@ -106,7 +112,9 @@ def summary_lines(net: CheckedNetwork) -> list[str]:
     """Facts under the table: memory and, with towers, what each device holds and sends."""
     total = net.total()
     lines = [f"activations: {total.activation_bytes / 2**20:.2f} MiB per image (fp32, every op's "
-             f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"]
+             f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"
+             + (f"; {total.buffers:,} buffer values (running statistics, saved with the "
+                "weights, not counted as parameters)" if total.buffers else "")]
     if net.towers > 1:
         per = sum(layer.tower.params_per_tower for layer in net.layers())
         act = sum(layer.tower.activation_bytes_per_tower for layer in net.layers())
@@ -162,7 +170,8 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
             "id": layer.id, "stage": layer.stage, "op": layer.op.name, "text": layer.call.text(),
             "args": as_dict(layer.args), "output": list(layer.shape.dims()),
             "params": layer.counts.params, "weights": layer.counts.weights,
-            "biases": layer.counts.biases, "neurons": layer.counts.neurons,
+            "biases": layer.counts.biases, "buffers": layer.counts.buffers,
+            "neurons": layer.counts.neurons,
             "macs": layer.counts.macs, "activation_bytes": layer.counts.activation_bytes,
             "tower": {"channels_per_tower": layer.tower.channels_per_tower,
                       "reads": layer.tower.reads, "cross_bytes": layer.tower.cross_bytes,
@@ -171,6 +180,7 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
             "line": layer.call.loc.line, "col": layer.call.loc.col,
         } for layer in net.layers()],
         "total": {"params": total.params, "weights": total.weights, "biases": total.biases,
+                  "buffers": total.buffers,
                   "neurons": total.neurons, "macs": total.macs,
                   "activation_bytes": total.activation_bytes,
                   "cross_tower_bytes": net.cross_tower_bytes()},

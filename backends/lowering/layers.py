@@ -30,6 +30,7 @@ from alexnetc.backends.lowering.fused import FusedChain
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
 from alexnetc.compiler.registry import (
+    BatchNormArgs,
     ConvArgs,
     DropoutArgs,
     FCArgs,
@@ -280,6 +281,61 @@ def lower_prelu(layer: Layer, b: Build) -> nn.Module:
                          for d in b.devices])
 
 
+class BatchNormShard(nn.Module):
+    """One tower's channels of a batch normalisation: torch.nn.BatchNorm's tensors, by its
+    names, so the exported state_dict reads as PyTorch's."""
+
+    running_mean: Tensor
+    running_var: Tensor
+    num_batches_tracked: Tensor
+
+    def __init__(self, channels: int, eps: float, momentum: float, device: torch.device):
+        super().__init__()
+        self.eps, self.momentum = eps, momentum
+        self.weight = nn.Parameter(torch.ones(channels, device=device))  # C/T
+        self.bias = nn.Parameter(torch.zeros(channels, device=device))  # C/T
+        self.register_buffer("running_mean", torch.zeros(channels, device=device))  # C/T
+        self.register_buffer("running_var", torch.ones(channels, device=device))  # C/T
+        self.register_buffer("num_batches_tracked", torch.tensor(0, device=device))
+
+    def forward(self, x: Tensor) -> Tensor:  # N x C/T x H x W or N x C/T
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)
+
+
+class ShardedBatchNorm(Sharded):
+    """Each tower normalises its own channels; a channel's statistics are its own, so this
+    is the whole layer's batch norm, with every shard's running statistics kept.
+
+    Training, `whole` runs each shard on its channels' view: F.batch_norm updates the running
+    statistics it is given in place, and a joined copy of them would be thrown away. In eval
+    mode nothing is updated, so one call on the joined tensors is exact (one ONNX node)."""
+
+    join_dims: ClassVar[Mapping[str, int | None]] = {"num_batches_tracked": None}
+
+    def __init__(self, shards: list[nn.Module], eps: float, momentum: float):
+        super().__init__(shards)
+        self.eps, self.momentum = eps, momentum
+
+    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W or N x C
+        if len(self.towers) == 1:
+            return self.towers[0](x)
+        if not self.training:
+            return F.batch_norm(x, self.joined("running_mean"), self.joined("running_var"),
+                                self.joined("weight"), self.joined("bias"), False,
+                                self.momentum, self.eps)
+        parts = x.chunk(len(self.towers), dim=1)  # T x [N x C/T (x H x W)]
+        return torch.cat([s(p) for s, p in zip(self.towers, parts, strict=True)], dim=1)
+
+
+def lower_batch_norm(layer: Layer, b: Build) -> nn.Module:
+    a: BatchNormArgs = layer.args
+    return ShardedBatchNorm([BatchNormShard(layer.shape.c // b.towers, a.eps, a.momentum, d)
+                             for d in b.devices], a.eps, a.momentum)
+
+
 # --- ops without parameters -------------------------------------------------------------------
 
 class WholeIsForward:
@@ -434,6 +490,7 @@ LAYERS: dict[str, LayerBackend] = {
     "PReLU": LayerBackend(lower_prelu),
     "ResNorm": LayerBackend(lambda layer, b: ResNorm(_lrn(layer.args), layer.tower.shares),
                             chained=_lrn),
+    "BatchNorm": LayerBackend(lower_batch_norm),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),
     "AvgPool": LayerBackend(_pool_layer("avg")),
     "GlobalAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(1)),

@@ -214,3 +214,22 @@ def test_lrn_window_wider_than_the_maps_warns_without_towers(check_text) -> None
     assert [d.message for d in result.diagnostics] == [
         "the ResNorm window of 9 channels is wider than the 4 maps"]
     assert not check_text("input 8x8x3\nc: Conv(3,1) x4 + ReLU; ResNorm(3)\n").diagnostics
+
+
+def test_batch_norm_buffers_are_counted_apart(check_text) -> None:
+    from alexnetc.compiler.report import as_json, report_text
+
+    result = check_text("input 8x8x3\ntowers 2\nc: Conv(3,1, pad=1, bias=false) x4; BatchNorm "
+                        "+ ReLU\nf: FC(6); BatchNorm(eps=1e-3)\n")
+    net = result.network
+    assert net is not None
+    conv, fc = 3 * 3 * 3 * 4, 8 * 8 * 4 * 6 + 6
+    assert net.total().params == conv + 2 * 4 + fc + 2 * 6  # a scale and a shift per channel
+    assert net.total().buffers == (2 * 4 + 1) + (2 * 6 + 1)  # mean, variance, batch counter
+    data = as_json(net, result.diagnostics, None)
+    assert data["total"]["buffers"] == 22 and data["total"]["params"] == net.total().params
+    assert [la["buffers"] for la in data["layers"] if la["op"] == "BatchNorm"] == [9, 13]
+    text = report_text(net)
+    assert "buffers" in text and "22 buffer values" in text
+    plain = check_text("input 8x8x3\nc: Conv(3,1) x4\n").network
+    assert plain is not None and "buffers" not in report_text(plain)  # no column without any

@@ -90,7 +90,8 @@ def test_every_op_checks_counts_lowers_and_exports(op: OpDef[object], tmp_path) 
     assert tuple(y.shape[1:]) == ((shape.c,) if net.class_vector or shape.flat
                                   else (shape.c, shape.h, shape.w))
     assert sum(p.numel() for p in towers.parameters()) == net.total().params
-    assert sum(t.numel() for t in canonical_state_dict(towers).values()) == net.total().params
+    whole = canonical_state_dict(towers)  # parameters and buffers (running statistics), whole
+    assert sum(t.numel() for t in whole.values()) == net.total().params + net.total().buffers
     merged = build_module(net, devices=["cpu"], seed=0).eval()
     with torch.no_grad():
         torch.testing.assert_close(merged(x), y)

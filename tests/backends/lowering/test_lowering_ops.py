@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import ClassVar
 
 import pytest
@@ -374,3 +375,54 @@ def test_torchvision_alexnet_with_its_adaptive_pool_at_any_input():
         fcs = (6 * 6 * 256 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000
         assert net.total().params == convs + fcs == 61_100_840
         assert [la.shape.h for la in net.layers() if la.name == "AdaptiveAvgPool"] == [6]
+
+
+def _plain_batch_norm_net(x, state, bn2, bn1):
+    a = F.relu(bn2(F.conv2d(x, state["a.conv.weight"], None, 1, 1)))
+    return bn1(F.linear(a.flatten(1), state["f.fc.weight"]))
+
+
+def test_batch_norm_is_torchs_per_tower_in_train_and_eval_and_exports(tmp_path):
+    net = _net("input 6x6x4\ntowers 2\na: Conv(3,1, pad=1, bias=false) x4; BatchNorm + ReLU\n"
+               "f: FC(6, bias=false); BatchNorm(eps=1e-3, momentum=0.2)\n")
+    assert net.total().params == 3 * 3 * 4 * 4 + 2 * 4 + 6 * 6 * 4 * 6 + 2 * 6
+    assert net.total().buffers == (2 * 4 + 1) + (2 * 6 + 1)  # mean, variance, batch counter
+    g = torch.Generator().manual_seed(0)
+    x, x2 = torch.randn(5, 4, 6, 6, generator=g), torch.randn(5, 4, 6, 6, generator=g)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=6).train()
+        state = canonical_state_dict(m)
+        assert {k for k in state if k.startswith("a.batchnorm.")} == {
+            f"a.batchnorm.{n}" for n in ("weight", "bias", "running_mean", "running_var",
+                                         "num_batches_tracked")}
+        state["a.batchnorm.weight"] = torch.tensor([1.0, 0.5, 2.0, -1.0])
+        state["f.batchnorm.bias"] = torch.linspace(-1, 1, 6)
+        load_canonical_state_dict(m, state)
+        bn2, bn1 = torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(6, eps=1e-3, momentum=0.2)
+        bn2.load_state_dict({k[len("a.batchnorm."):]: v for k, v in state.items()
+                             if k.startswith("a.batchnorm.")})
+        bn1.load_state_dict({k[len("f.batchnorm."):]: v for k, v in state.items()
+                             if k.startswith("f.batchnorm.")})
+        plain = partial(_plain_batch_norm_net, state=state, bn2=bn2, bn1=bn1)
+
+        for batch in (x, x2):  # train mode: batch statistics, running statistics updated
+            torch.testing.assert_close(m(batch), plain(batch))
+        after = canonical_state_dict(m)
+        for name, bn in (("a", bn2), ("f", bn1)):  # every tower shard's statistics kept
+            torch.testing.assert_close(after[f"{name}.batchnorm.running_mean"], bn.running_mean)
+            torch.testing.assert_close(after[f"{name}.batchnorm.running_var"], bn.running_var)
+            assert after[f"{name}.batchnorm.num_batches_tracked"] == 2
+        m.eval(), bn2.eval(), bn1.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), plain(x))
+    want = plain(x).detach()
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)  # the exporter folds BN in
+    (got,) = ReferenceEvaluator(onnx.load(str(tmp_path / "m.onnx"))).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)

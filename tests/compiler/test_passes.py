@@ -233,3 +233,19 @@ def test_batch_norm_buffers_are_counted_apart(check_text) -> None:
     assert "buffers" in text and "22 buffer values" in text
     plain = check_text("input 8x8x3\nc: Conv(3,1) x4\n").network
     assert plain is not None and "buffers" not in report_text(plain)  # no column without any
+
+
+def test_nin_sizes_and_params() -> None:
+    result = check_file(SPECS / "nin.net")
+    net = result.network
+    assert net is not None
+    first = [la.shape.h for la in net.layers() if la.name in ("Conv", "MaxPool")][::4]
+    # conv1 ⌊(224 − 11) / 4⌋ + 1 = 54; ceil pools ⌈(54 − 3) / 2⌉ + 1 = 27, ⌈(27 − 3) / 2⌉ + 1
+    # = 13, ⌈(13 − 3) / 2⌉ + 1 = 6; global pooling to 1
+    assert first == [54, 27, 13, 6] and str(net.output) == "1x1x1000" and net.class_vector
+
+    def mlpconv(c_in: int, k: int, c: int, last: int) -> int:
+        return (k * k * c_in + 1) * c + (c + 1) * c + (c + 1) * last
+
+    assert net.total().params == (mlpconv(3, 11, 96, 96) + mlpconv(96, 5, 256, 256)
+                                  + mlpconv(256, 3, 384, 384) + mlpconv(384, 3, 1024, 1000))

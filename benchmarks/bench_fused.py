@@ -1,8 +1,8 @@
 """Benchmark the fused ReLU → LRN → MaxPool kernel against eager PyTorch and torch.compile.
 
 Run on one GPU:  python benchmarks/bench_fused.py [--out FILE] [--only conv1:fp32 ...] [--warm]
-Times both forward kernel variants (ops.VARIANT: "windows" and "rows") side by side, each
-with the "gather" backward, and with the "rows" backward (ops.BWD_VARIANT, columns
+Times both forward kernel variants (library.VARIANT: "windows" and "rows") side by side, each
+with the "gather" backward, and with the "rows" backward (library.BWD_VARIANT, columns
 "windows+rows-bwd" and "rows+rows-bwd"), and the default "auto" (each call signature times the
 variants once and keeps the fastest: what a user gets); a variant that fails to compile or run
 prints its error and the rest of the table still runs.
@@ -35,11 +35,11 @@ from alexnetc.backends.kernels import (
     PoolParams,
     fused_relu_lrn_pool,
     kernels_available,
+    library,
     lrn_pool,
     lrn_pool_bwd,
     lrn_pool_bwd_rows,
     lrn_pool_rows,
-    ops,
     reference_relu_lrn_pool,
 )
 
@@ -47,8 +47,8 @@ LRN = LRNParams(5, 1e-4, 0.75, 2.0)  # AlexNet's
 POOL = PoolParams(3, 2)
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-# Timed side by side in one run: label -> (ops.VARIANT, ops.BWD_VARIANT).
-RUNS = ({v: (v, "gather") for v in ops.VARIANTS}
+# Timed side by side in one run: label -> (library.VARIANT, library.BWD_VARIANT).
+RUNS = ({v: (v, "gather") for v in library.VARIANTS}
         | {"windows+rows-bwd": ("windows", "rows"), "rows+rows-bwd": ("rows", "rows")}
         | {"auto": ("auto", "auto")})  # auto: what a user gets, the variants timed per call
 VARIANTS = tuple(RUNS)
@@ -127,8 +127,8 @@ def time_variant(
     dtype: torch.dtype,
 ) -> tuple[float, float, float, float, float]:
     """(fwd ms, fwd+bwd ms, fwd err, grad err, near-tie fraction) of one RUNS entry."""
-    before = ops.VARIANT, ops.BWD_VARIANT
-    ops.VARIANT, ops.BWD_VARIANT = RUNS[variant]
+    before = library.VARIANT, library.BWD_VARIANT
+    library.VARIANT, library.BWD_VARIANT = RUNS[variant]
     try:
         with torch.no_grad():
             t_f = bench_ms(partial(fused_chain, x))
@@ -136,7 +136,7 @@ def time_variant(
         # after timing: the autotuner's cache key has no batch size, so let it tune on 128
         err_f, err_b, tied = check(shape, dtype)
     finally:
-        ops.VARIANT, ops.BWD_VARIANT = before
+        library.VARIANT, library.BWD_VARIANT = before
     return t_f, t_fb, err_f, err_b, tied
 
 
@@ -144,7 +144,7 @@ def time_parts(x: torch.Tensor, dy: torch.Tensor) -> dict[str, float]:
     """µs of each kernel launched alone into preallocated buffers (no autograd, no allocation):
     both forwards writing the argmax as training does, and both backwards.  fwd+bwd above is
     roughly one of the first two plus one of the last two; what is left is the op overhead."""
-    flat = (LRN.size, LRN.alpha, LRN.beta, LRN.k, POOL.size, POOL.stride, POOL.pad, 1)
+    flat = (LRN, POOL, 1)  # the launchers' parameters: LRN, pool, towers
     y, idx = torch.empty_like(dy), torch.empty_like(dy, dtype=torch.int8)
     dx = torch.empty_like(x)
     lrn_pool.launch_forward(x, y, idx, *flat)  # the argmax both backwards read
@@ -179,7 +179,7 @@ def warm(only: list[str] | None) -> None:
             runs = {v: fused_chain for v in VARIANTS}
             runs["torch.compile"] = torch.compile(eager_chain, dynamic=False)
             for label, fn in runs.items():
-                ops.VARIANT, ops.BWD_VARIANT = RUNS.get(label, RUNS["auto"])
+                library.VARIANT, library.BWD_VARIANT = RUNS.get(label, RUNS["auto"])
                 try:
                     with torch.no_grad():
                         fn(x)  # inference: the forward without the argmax
@@ -278,7 +278,7 @@ def main() -> None:
                 Path(args.out).write_text("\n".join([*lines, "", *parts_lines]) + "\n")
     lines += ["", *parts_lines, "",
         "floor = bytes / copy bandwidth; fwd moves x + y, fwd+bwd moves 3 x + 2 y "
-        "(x, y; again x, dy; dx).  Variants: ops.VARIANT (windows = lrn_pool, rows = "
+        "(x, y; again x, dy; dx).  Variants: library.VARIANT (windows = lrn_pool, rows = "
         "lrn_pool_rows forward) with the gather backward (lrn_pool_bwd); windows+rows-bwd and "
         "rows+rows-bwd: those forwards with the rows backward (lrn_pool_bwd_rows).  Errors: "
         "fused vs float64 reference, batch 4; gradient entries next to near-tied pool windows (see "

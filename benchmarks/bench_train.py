@@ -200,11 +200,11 @@ def main() -> None:
     try:
         lines += check_same_loss(16)
     except Exception as e:  # report, then measure the rest with the other kernel variant
-        from alexnetc.backends.kernels import ops
+        from alexnetc.backends.kernels import library
 
-        lines.append(f"same-loss check FAILED with the '{ops.VARIANT}' kernel: "
+        lines.append(f"same-loss check FAILED with the '{library.VARIANT}' kernel: "
                      f"{type(e).__name__}: {str(e)[:300]}")
-        ops.VARIANT = "windows" if ops.VARIANT == "rows" else "rows"
+        library.VARIANT = "windows" if library.VARIANT == "rows" else "rows"
         lines += check_same_loss(16)
     print("\n".join(lines), flush=True)
     rate = matmul_rate()
@@ -252,13 +252,14 @@ def main() -> None:
               "| configuration | images/s | vs (b) torch.compile | of compute floor |",
               "| --- | ---: | ---: | ---: |"]
     lines += [f"| {n} | {v:,.0f} | {v / base:.2f}x | {v / floor:.0%} |" for n, v in rows]
-    from alexnetc.backends.kernels import choose, ops
+    from alexnetc.backends.kernels import choose, library
 
     picks = ", ".join(f"{k[0]} {'x'.join(map(str, k[1]))} {str(k[3]).removeprefix('torch.')}"
                       f"{' argmax' if k[0] == 'fwd' and k[5] else ''}: {v}"
                       for k, v in choose.chosen().items())
     lines += ["", f"alexnetc / torch.compile: {best / base:.2f}x (LRN kernels: forward "
-              f"{ops.VARIANT}, backward {ops.BWD_VARIANT}; measured choices: {picks or 'none'})"]
+              f"{library.VARIANT}, backward {library.BWD_VARIANT}; "
+              f"measured choices: {picks or 'none'})"]
     text = "\n".join(lines + profiles)
     print(text)
     if args.out:

@@ -50,6 +50,8 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
 from alexnetc.backends.kernels import (
+    LRNParams,
+    PoolParams,
     lrn_pool,
     lrn_pool_bwd,
     lrn_pool_bwd_rows,
@@ -61,8 +63,8 @@ SMS, SCHEDULERS, CLOCK = 132, 4, 1.98e9  # H100/H200 SXM
 REGS_PER_SM, SMEM_PER_SM, WARPS_PER_SM = 65536, 228 * 1024, 64
 SHAPES = {"conv1": (128, 96, 55, 55), "conv2": (128, 256, 27, 27)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-LRN = (5, 1e-4, 0.75, 2.0)
-POOL = (3, 2, 0)
+LRN = LRNParams(5, 1e-4, 0.75, 2.0)
+POOL = PoolParams(3, 2, 0)
 TOWERS = 2
 OPTIONS = ("num_warps", "num_stages", "maxnreg")
 POINTER = {torch.float32: "*fp32", torch.bfloat16: "*bf16", torch.float16: "*fp16",
@@ -201,18 +203,17 @@ def cases(shape_name: str, dtype_name: str) -> Iterator[Case]:
     """Every (kernel, configuration) the autotuners would try on this block."""
     n, c, h, w = SHAPES[shape_name]
     dtype = DTYPES[dtype_name]
-    size, alpha, beta, k = LRN
-    ks, s, p = POOL
-    _, _, _, oh, ow = lrn_pool.pool_geometry(h, w, ks, s, p)
+    _, _, _, oh, ow = lrn_pool.pool_geometry(h, w, POOL)
     x, y = _meta((n, c, h, w), dtype), _meta((n, c, oh, ow), dtype)
     idx = _meta((n, c, oh, ow), torch.int8)
     cpt = c // TOWERS
-    lrn_args = (size, alpha, beta, k, ks, s, p, TOWERS)
-    iwp, _ = lrn_pool_rows.footprint(w, ks, s, p)
+    lrn_args = (LRN, POOL, TOWERS)
+    iwp, _ = lrn_pool_rows.footprint(w, POOL)
     forwards = {
         "windows": (lrn_pool.launch_forward, [_config_dict(cf) for cf in lrn_pool._FWD_CONFIGS]),
         "rows": (lrn_pool_rows.launch_forward,
-                 [_config_dict(cf) for cf in lrn_pool_rows._configs(ks, s, iwp)]),
+                 [_config_dict(cf)
+                  for cf in lrn_pool_rows._configs(POOL.size, POOL.stride, iwp)]),
     }
     for name, (launch_fn, configs) in forwards.items():
         for argmax in (False, True):
@@ -234,7 +235,7 @@ def cases(shape_name: str, dtype_name: str) -> Iterator[Case]:
             rec = Recorder()
             launch_fn(x, y, idx, x, *lrn_args, wrap=rec, config=cfg)
             (launch,) = rec.launches
-            steps = _steps(launch.programs, cpt, cfg["CB"], 2 * (size // 2) * 2)
+            steps = _steps(launch.programs, cpt, cfg["CB"], 2 * (LRN.size // 2) * 2)
             yield Case(name + "-bwd", shape_name, dtype_name, True, cfg, launch, steps)
 
 
@@ -274,7 +275,7 @@ def report(
                 nw = case.config["num_warps"]
                 warps = resident_warps(st.regs, st.shared, nw)
                 # An UNROLL config's loop body holds one ring period (2*HALF) of steps.
-                per_loop = 2 * (LRN[0] // 2) if case.config.get("UNROLL") else 1
+                per_loop = 2 * (LRN.size // 2) if case.config.get("UNROLL") else 1
                 per_step = st.instructions / per_loop
                 issue = case.steps * per_step * nw / (SMS * SCHEDULERS * CLOCK) * 1e6
                 asyncs = st.count("LDGSTS")

@@ -15,7 +15,7 @@ from alexnetc.compiler.errors import SpecError
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check_bytes
 from alexnetc.compiler.recipe import Recipe, flag_problem
-from alexnetc.compiler.shapes import show_int
+from alexnetc.compiler.records import show_int
 from alexnetc.filekind import special_file
 
 

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         onnx_missing,
         onnx_too_large,
     )
-    from alexnetc.backends.lowering.towers import parse_devices
+    from alexnetc.backends.lowering.placement import parse_devices
 
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from alexnetc.compiler.errors import SourceLoc
 
 Value = int | float | str
+
+# The words that start a header or settings line (the grammar's quoted keywords and its
+# SECTION terminal); a stage may not be named exactly one of them.
+HEADERS = ("network", "input", "towers")
+SECTIONS = ("train", "augment", "init")
+KEYWORDS = HEADERS + SECTIONS
 
 
 @dataclass(frozen=True)
@@ -94,3 +101,9 @@ class Network:
 
     def header(self, key: str) -> Header | None:
         return next((h for h in self.headers if h.key == key), None)
+
+    @property
+    def name(self) -> str:
+        """The network's name: its `network` line, else the file name without its suffix."""
+        header = self.header("network")
+        return str(header.value) if header else Path(self.file).stem

@@ -24,8 +24,8 @@ from alexnetc.compiler.errors import Diagnostic, Severity
 from alexnetc.compiler.graph import Key
 from alexnetc.compiler.pipeline import CheckResult
 from alexnetc.compiler.progress import StageView, stage_views
+from alexnetc.compiler.records import Shape, TowerInfo
 from alexnetc.compiler.report import _n
-from alexnetc.compiler.shapes import Shape, TowerInfo
 
 FONT = "Helvetica,Arial,sans-serif"
 INK, MUTED = "#1f2933", "#7b8794"
@@ -61,9 +61,7 @@ def figure(result: CheckResult, rankdir: str = "TB") -> nx.DiGraph:
     g = ctx.graph
     stages = stage_views(net, g, result.diagnostics)
     towers = ctx.towers
-    header = net.header("network")
-    name = (result.network.name if result.network else
-            str(header.value) if header else Path(net.file).stem)
+    name = net.name
 
     fig = nx.DiGraph()
     fig.graph.update(name=name, towers=towers, rows=[], ok=result.ok, dot={

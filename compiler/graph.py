@@ -10,12 +10,14 @@ import keyword
 from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.ops import OpDef, Value, lookup
-from alexnetc.compiler.shapes import Counts, Fusion, Shape, TowerInfo
+from alexnetc.compiler.errors import RESERVED, Diagnostic
+from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
+from alexnetc.compiler.registry import OpDef, lookup
 
 INPUT = "input"
 
@@ -26,7 +28,7 @@ class Key:
     CALL = "call"  # ast.OpCall          (build)
     STAGE = "stage"  # str               (build)
     OP = "op"  # OpDef | None            (build)
-    ARGS = "args"  # dict[str, Value]    (verify)
+    ARGS = "args"  # the op's argument record, e.g. ConvArgs (verify)
     IN_SHAPE = "in_shape"  # Shape       (shapes)
     SHAPE = "shape"  # Shape             (shapes)
     COUNTS = "counts"  # Counts          (counts)
@@ -59,7 +61,6 @@ ALEXNETC_MODULE_ATTRIBUTES = frozenset({
     "add_stage", "check_input", "devices", "final_softmax", "merged", "net", "predict",
     "stage_names",
 })
-_HEADER_WORDS = frozenset({"network", "input", "towers", "train", "augment", "init"})
 
 
 def reserved_stage_name(name: str) -> str | None:
@@ -81,11 +82,25 @@ def free_stage_name(name: str, taken: AbstractSet[str]) -> str:
     if not base[0].isalpha():
         base = f"stage_{base}"
     candidate, i = base, 0
-    while (candidate == name or candidate in taken or candidate in _HEADER_WORDS
+    while (candidate == name or candidate in taken or candidate in ast.KEYWORDS
            or reserved_stage_name(candidate) is not None):
         i += 1
         candidate = f"{base}_{i}"
     return candidate
+
+
+def reserved_name_error(net: ast.Network, name: str, message: str,
+                        taken: set[str] | None = None) -> Diagnostic:
+    """A located error for a stage name the lowered module cannot take (with a free name).
+
+    The verify pass reports it; the lowering raises it too (in a `SpecError`) should a name
+    ever slip past the checker.
+    """
+    stage = next((s for s in net.stages if s.name == name), None)
+    taken = {s.name for s in net.stages} if taken is None else taken
+    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
+                      f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
+                      "becomes an attribute of the PyTorch module, as `model.conv1`)")
 
 
 def node_id(stage: str, index: int) -> str:
@@ -120,8 +135,8 @@ class Layer:
     id: str
     stage: str
     call: ast.OpCall
-    op: OpDef
-    args: dict[str, Value]
+    op: OpDef[Any]
+    args: Any  # the op's argument record (`op.args_type`: ConvArgs, LRNArgs, ...)
     in_shape: Shape
     shape: Shape
     counts: Counts
@@ -163,12 +178,20 @@ class CheckedNetwork:
         last = list(self.layers())
         return last[-1].shape if last else self.input
 
+    @property
+    def class_vector(self) -> bool:
+        """A network ending in a 1x1xC map (global pooling, a 1x1 conv) classifies with it:
+        the lowered module gives N x C, as after an FC."""
+        out = self.output
+        return not out.flat and out.h == out.w == 1
+
     def total(self) -> Counts:
         t = Counts()
         for layer in self.layers():
             c = layer.counts
             t = Counts(t.weights + c.weights, t.biases + c.biases, t.neurons + c.neurons,
-                       t.macs + c.macs, t.activation_bytes + c.activation_bytes)
+                       t.macs + c.macs, t.activation_bytes + c.activation_bytes,
+                       t.buffers + c.buffers)
         return t
 
     def cross_tower_bytes(self) -> int:

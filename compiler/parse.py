@@ -19,9 +19,7 @@ MAX_SOURCE_BYTES = 1_000_000
 
 BOM = "\ufeff"  # a UTF-8 byte-order mark, which some Windows editors put at the start of a file
 
-# The words that start a header or settings line; a stage may not be named exactly one of them.
-KEYWORDS = ("network", "input", "towers", "train", "augment", "init")
-_SECTIONS = ("train", "augment", "init")
+KEYWORDS, _SECTIONS = ast.KEYWORDS, ast.SECTIONS
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")  # the grammar's NAME
 _TRAILING_SHAPE = re.compile(r"[ \t\f]*([0-9]+(?:[x×][0-9]+)*)[ \t\f]*(?:#.*)?\r?")
 

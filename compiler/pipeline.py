@@ -43,10 +43,8 @@ def check(text: str, file: str = "<spec>") -> CheckResult:
     items = diags.sorted()
     if diags.errors:
         return CheckResult(None, None, items, text, net, ctx)
-    name_header = net.header("network")
-    name = str(name_header.value) if name_header else Path(file).stem
     assert ctx.input is not None
-    checked = CheckedNetwork(net, ctx.graph, name, ctx.input, ctx.towers)
+    checked = CheckedNetwork(net, ctx.graph, net.name, ctx.input, ctx.towers)
     return CheckResult(checked, recipe, items, text, net, ctx)
 
 

@@ -13,7 +13,7 @@ import networkx as nx
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import Diagnostic, Severity
 from alexnetc.compiler.graph import Key, topo_ops
-from alexnetc.compiler.shapes import Shape
+from alexnetc.compiler.records import Shape
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import DUPLICATE, LIMIT, SETTING, Diagnostics
-from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_bound, show_int, show_value
+from alexnetc.compiler.records import INT32_MAX, LIMIT_TEXT, Shape, show_bound, show_int, show_value
 
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}

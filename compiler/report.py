@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -14,6 +13,7 @@ from alexnetc.compiler.errors import Diagnostic
 from alexnetc.compiler.graph import CheckedNetwork, Key, Layer
 from alexnetc.compiler.pipeline import CheckResult
 from alexnetc.compiler.progress import stage_views
+from alexnetc.compiler.registry import as_dict
 
 READS = {"tower": "own", "all": "both", "gather": "gather"}
 
@@ -26,7 +26,7 @@ def _tower(layer: Layer) -> str:
     t = layer.tower
     if t.towers == 1:
         return ""
-    split = f"{t.towers}×{t.channels_per_tower}" if layer.op.category in ("conv", "fc") else ""
+    split = f"{t.towers}×{t.channels_per_tower}" if layer.op.splits_maps else ""
     reads = READS[t.reads] if t.reads != "tower" or split else ""
     moved = f"({t.cross_bytes:,} B)" if t.cross_bytes else ""
     return " ".join(p for p in (split, reads, moved) if p)
@@ -43,12 +43,14 @@ def table(net: CheckedNetwork) -> Table:
                                                          else ""),
               box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     total = net.total()
+    buffers = total.buffers > 0  # a column only for networks that hold any
     rows = []
     for name, layers in net.stages():
         for i, layer in enumerate(layers):
             row = [name if i == 0 else "", ("+ " if layer.call.joined else "") + layer.call.text(),
-                   str(layer.shape), _n(layer.counts.params), _n(layer.counts.neurons),
-                   _n(layer.counts.macs)]
+                   str(layer.shape), _n(layer.counts.params),
+                   *([_n(layer.counts.buffers)] if buffers else []),
+                   _n(layer.counts.neurons), _n(layer.counts.macs)]
             if towers:
                 row.append(_tower(layer))
             row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
@@ -63,11 +65,15 @@ def table(net: CheckedNetwork) -> Table:
     t.add_column("op")
     number(2, "output", str(net.output))
     number(3, "params", f"{total.params:,}")
-    number(4, "neurons", f"{total.neurons:,}")
-    number(5, "mult-adds", f"{total.macs:,}")
+    k = 4
+    if buffers:
+        number(k, "buffers", f"{total.buffers:,}")
+        k += 1
+    number(k, "neurons", f"{total.neurons:,}")
+    number(k + 1, "mult-adds", f"{total.macs:,}")
     if towers:
         footer = f"{net.cross_tower_bytes():,} B cross"
-        words = [w for row, _ in rows for w in row[6].split()] + footer.split()
+        words = [w for row, _ in rows for w in row[k + 2].split()] + footer.split()
         t.add_column("towers", footer=footer, min_width=max(len(w) for w in words))
     t.add_column("fused")
     for row, last in rows:
@@ -83,9 +89,8 @@ def partial_table(result: CheckResult) -> Table | None:
     ctx = result.partial
     if result.ast is None or ctx is None or ctx.input is None:
         return None
-    header = result.ast.header("network")
-    name = str(header.value) if header else Path(result.ast.file).stem
-    t = Table(title=f"{name}: input {ctx.input}", box=box.SIMPLE_HEAD, title_justify="left")
+    t = Table(title=f"{result.ast.name}: input {ctx.input}", box=box.SIMPLE_HEAD,
+              title_justify="left")
     t.add_column("stage")
     t.add_column("op")
     t.add_column("output", justify="right", no_wrap=True)
@@ -107,7 +112,9 @@ def summary_lines(net: CheckedNetwork) -> list[str]:
     """Facts under the table: memory and, with towers, what each device holds and sends."""
     total = net.total()
     lines = [f"activations: {total.activation_bytes / 2**20:.2f} MiB per image (fp32, every op's "
-             f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"]
+             f"output); parameters: {total.params * 4 / 2**20:.1f} MiB (fp32)"
+             + (f"; {total.buffers:,} buffer values (running statistics, saved with the "
+                "weights, not counted as parameters)" if total.buffers else "")]
     if net.towers > 1:
         per = sum(layer.tower.params_per_tower for layer in net.layers())
         act = sum(layer.tower.activation_bytes_per_tower for layer in net.layers())
@@ -161,9 +168,10 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
         "towers": net.towers,
         "layers": [{
             "id": layer.id, "stage": layer.stage, "op": layer.op.name, "text": layer.call.text(),
-            "args": layer.args, "output": list(layer.shape.dims()),
+            "args": as_dict(layer.args), "output": list(layer.shape.dims()),
             "params": layer.counts.params, "weights": layer.counts.weights,
-            "biases": layer.counts.biases, "neurons": layer.counts.neurons,
+            "biases": layer.counts.biases, "buffers": layer.counts.buffers,
+            "neurons": layer.counts.neurons,
             "macs": layer.counts.macs, "activation_bytes": layer.counts.activation_bytes,
             "tower": {"channels_per_tower": layer.tower.channels_per_tower,
                       "reads": layer.tower.reads, "cross_bytes": layer.tower.cross_bytes,
@@ -172,6 +180,7 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
             "line": layer.call.loc.line, "col": layer.call.loc.col,
         } for layer in net.layers()],
         "total": {"params": total.params, "weights": total.weights, "biases": total.biases,
+                  "buffers": total.buffers,
                   "neurons": total.neurons, "macs": total.macs,
                   "activation_bytes": total.activation_bytes,
                   "cross_tower_bytes": net.cross_tower_bytes()},

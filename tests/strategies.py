@@ -20,6 +20,7 @@ class SpecCase:
     input: tuple[int, int, int]
     stage_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
     params: int = 0
+    buffers: int = 0
     macs: int = 0
     neurons: int = 0
 
@@ -28,9 +29,18 @@ def _out(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 
+def _ceil_out(n: int, k: int, s: int, p: int) -> int:
+    """Caffe's pooled length: windows until one covers the end, none starting past the input
+    and its left padding."""
+    out = -(-(n + 2 * p - k) // s) + 1
+    return out - 1 if (out - 1) * s >= n + p else out
+
+
 @st.composite
 def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> SpecCase:
-    """A small AlexNet-family spec: conv blocks (Conv+ReLU, optional ResNorm and pool), FCs."""
+    """A small AlexNet-family spec: conv blocks (Conv, optionally without bias and with a
+    BatchNorm, + ReLU or PReLU, optional ResNorm and pool, floor or ceil), an optional global
+    or adaptive pool, FCs."""
     towers = draw(st.sampled_from([1, 1, 2]))
     h = draw(st.integers(6, max_size))
     w = draw(st.sampled_from([h, draw(st.integers(6, max_size))]))
@@ -53,11 +63,20 @@ def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> S
             kwargs.append(f"groups={groups}")
         if drop:
             kwargs.append("remainder=drop")
+        norm = draw(st.booleans())
+        if norm:
+            kwargs.append("bias=false")
         args = ", ".join([str(k), str(stride), *kwargs])
-        ops = [f"Conv({args}) x{out_c} + ReLU"]
+        act = draw(st.sampled_from(["ReLU", "PReLU"]))
+        ops = [f"Conv({args}) x{out_c}" + ("; BatchNorm" if norm else "") + f" + {act}"]
         h, w = _out(h, k, stride, pad), _out(w, k, stride, pad)
         per_out = k * k * (c // groups)
-        case.params += per_out * out_c + out_c
+        case.params += per_out * out_c + (0 if norm else out_c)
+        if norm:  # a scale and a shift per channel; a mean, a variance and the batch counter
+            case.params += 2 * out_c
+            case.buffers += 2 * out_c + 1
+        if act == "PReLU":
+            case.params += out_c
         case.macs += h * w * out_c * per_out
         case.neurons += h * w * out_c
         c = out_c
@@ -68,11 +87,20 @@ def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> S
             pk = draw(st.integers(2, min(3, h, w)))
             ps = draw(st.integers(1, 2))
             pdrop = ((h - pk) % ps) or ((w - pk) % ps)
-            ops.append(f"MaxPool({pk},{ps}{', remainder=drop' if pdrop else ''})")
-            h, w = _out(h, pk, ps, 0), _out(w, pk, ps, 0)
+            ceil = bool(pdrop) and draw(st.booleans())
+            remainder = ", remainder=ceil" if ceil else ", remainder=drop" if pdrop else ""
+            ops.append(f"MaxPool({pk},{ps}{remainder})")
+            pooled = _ceil_out if ceil else _out
+            h, w = pooled(h, pk, ps, 0), pooled(w, pk, ps, 0)
         name = f"conv{i + 1}"
         case.stage_shapes[name] = (h, w, c)
         lines.append(f"{name}: " + "; ".join(ops) + f" -> {h}x{w}x{c}")
+    pool = draw(st.sampled_from(["", "", "GlobalAvgPool", "AdaptiveAvgPool"]))
+    if pool:
+        h = w = 1 if pool == "GlobalAvgPool" else draw(st.integers(1, 3))
+        call = pool if pool == "GlobalAvgPool" else f"{pool}({h})"
+        lines.append(f"pool: {call} -> {h}x{w}x{c}")
+        case.stage_shapes["pool"] = (h, w, c)
     features = h * w * c
     n_fc = draw(st.integers(0, 2))
     for j in range(n_fc):

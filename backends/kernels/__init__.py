@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from . import choose, lrn_pool
-from .params import LRNParams, PoolParams
+from .params import LRNParams, PoolParams, to_scalars
 from .reference import check_towers, reference_relu_lrn_pool
 
 __all__ = [
@@ -32,9 +32,9 @@ _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _ops_registered() -> bool:
-    from . import ops
+    from . import library
 
-    return ops.REGISTERED
+    return library.REGISTERED
 
 
 def kernels_available(device: torch.device | str) -> bool:
@@ -70,16 +70,5 @@ def fused_relu_lrn_pool(
     if not (kernels_available(x.device) and _kernel_supports(x, lrn, pool)):
         return reference_relu_lrn_pool(x, lrn, pool, towers)
     save_idx = pool is not None and torch.is_grad_enabled() and x.requires_grad
-    y, _ = torch.ops.alexnetc.relu_lrn_pool(
-        x,
-        lrn.size if lrn else 0,
-        lrn.alpha if lrn else 0.0,
-        lrn.beta if lrn else 0.0,
-        lrn.k if lrn else 1.0,
-        pool.size if pool else 0,
-        pool.stride if pool else 1,
-        pool.pad if pool else 0,
-        towers,
-        save_idx,
-    )
+    y, _ = torch.ops.alexnetc.relu_lrn_pool(x, *to_scalars(lrn, pool), towers, save_idx)
     return y

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .params import LRNParams, PoolParams
+
 try:
     import triton
     import triton.language as tl
@@ -251,25 +253,31 @@ def fast_math(x: Tensor) -> bool:
     return x.is_cuda and not INTERPRET and torch.version.hip is None
 
 
-def pool_geometry(
-    h: int, w: int, pool_size: int, pool_stride: int, pool_pad: int
-) -> tuple[int, int, int, int, int]:
+def pool_geometry(h: int, w: int, pool: PoolParams | None) -> tuple[int, int, int, int, int]:
     """(K, S, P, OH, OW); no pool is a 1x1/1 pool, which is the identity."""
-    if pool_size <= 0:
+    if pool is None:
         return 1, 1, 0, h, w
-    oh = (h + 2 * pool_pad - pool_size) // pool_stride + 1
-    ow = (w + 2 * pool_pad - pool_size) // pool_stride + 1
-    return pool_size, pool_stride, pool_pad, oh, ow
+    return pool.size, pool.stride, pool.pad, pool.out_size(h), pool.out_size(w)
+
+
+def lrn_scalars(lrn: LRNParams | None) -> tuple[float, float, float]:
+    """(alpha, beta, k) as every kernel takes them (unused without an LRN)."""
+    return (float(lrn.alpha), float(lrn.beta), float(lrn.k)) if lrn else (0.0, 0.0, 1.0)
+
+
+def lrn_consts(lrn: LRNParams | None) -> dict[str, Any]:
+    """The LRN's compile-time constants every kernel takes."""
+    return {"HALF": lrn.size // 2 if lrn else 0, "HAS_LRN": lrn is not None}
 
 
 def forward_launch(
-    x: Tensor, y: Tensor, idx: Tensor | None, lrn_size: int, alpha: float, beta: float,
-    k: float, pool_size: int, pool_stride: int, pool_pad: int, towers: int,
+    x: Tensor, y: Tensor, idx: Tensor | None, lrn: LRNParams | None, pool: PoolParams | None,
+    towers: int,
 ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     """Check y/idx against x's pooled shape; the arguments and constants every forward kernel
     takes (None when there is nothing to write)."""
     N, C, H, W = x.shape
-    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    K, S, P, OH, OW = pool_geometry(H, W, pool)
     if tuple(y.shape) != (N, C, OH, OW):
         raise ValueError(f"output shape {tuple(y.shape)} != {(N, C, OH, OW)}")
     if idx is not None and idx.stride() != y.stride():
@@ -280,10 +288,10 @@ def forward_launch(
         x, y, y if idx is None else idx,
         H, W, OH, OW, C // towers, towers,
         *x.stride(), *y.stride(),
-        float(alpha), float(beta), float(k),
+        *lrn_scalars(lrn),
     )  # fmt: skip
     consts: dict[str, Any] = {
-        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        **lrn_consts(lrn),
         "K": K, "S": S, "P": P, "SAVE_IDX": idx is not None, "FAST": fast_math(x),
     }  # fmt: skip
     return args, consts
@@ -293,24 +301,18 @@ def launch_forward(
     x: Tensor,
     y: Tensor,
     idx: Tensor | None,
-    lrn_size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    pool_size: int,
-    pool_stride: int,
-    pool_pad: int,
+    lrn: LRNParams | None,
+    pool: PoolParams | None,
     towers: int,
     wrap: Callable[[Any], Any] = _identity,
     config: dict[str, int] | None = None,
 ) -> None:
     """Write relu→LRN→pool of x (N,C,H,W) into y (N,C,OH,OW); idx (int8, y's strides) if given.
 
-    lrn_size == 0 / pool_size == 0 drop that stage.  ``wrap`` is torch.library.wrap_triton
-    inside the custom op; ``config`` forces a tile (tests use it to hit chunk/tile edges).
+    lrn / pool None drop that stage.  ``wrap`` is torch.library.wrap_triton inside the custom
+    op; ``config`` forces a tile (tests use it to hit chunk/tile edges).
     """
-    launch = forward_launch(x, y, idx, lrn_size, alpha, beta, k, pool_size, pool_stride,
-                            pool_pad, towers)
+    launch = forward_launch(x, y, idx, lrn, pool, towers)
     if launch is None:
         return
     args, consts = launch

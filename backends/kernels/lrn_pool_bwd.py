@@ -25,8 +25,11 @@ from .lrn_pool import (
     INTERPRET,
     _identity,
     fast_math,
+    lrn_consts,
+    lrn_scalars,
     pool_geometry,
 )
+from .params import LRNParams, PoolParams
 
 if HAVE_TRITON:
     import triton
@@ -218,23 +221,18 @@ def launch_backward(
     dy: Tensor,
     idx: Tensor | None,
     dx: Tensor,
-    lrn_size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    pool_size: int,
-    pool_stride: int,
-    pool_pad: int,
+    lrn: LRNParams | None,
+    pool: PoolParams | None,
     towers: int,
     wrap: Callable[[Any], Any] = _identity,
     config: dict[str, int] | None = None,
 ) -> None:
     """Write dL/dx into dx (x's shape, any strides) from dL/dy and the forward's int8 argmax."""
     N, C, H, W = x.shape
-    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    K, S, P, OH, OW = pool_geometry(H, W, pool)
     if tuple(dy.shape) != (N, C, OH, OW) or tuple(dx.shape) != tuple(x.shape):
         raise ValueError("dy/dx shapes do not match x and the pool geometry")
-    has_pool = pool_size > 0
+    has_pool = pool is not None
     if has_pool and (idx is None or idx.shape != dy.shape):
         raise ValueError("the pooled backward needs the forward's argmax")
     if has_pool and K > 2 * S:
@@ -247,10 +245,10 @@ def launch_backward(
         x, dy, idx_t, dx,
         H, W, OH, OW, cpt, towers,
         *x.stride(), *dy.stride(), *idx_t.stride(), *dx.stride(),
-        float(alpha), float(beta), float(k),
+        *lrn_scalars(lrn),
     )  # fmt: skip
     consts = {
-        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        **lrn_consts(lrn),
         "HAS_POOL": has_pool, "K": K, "S": S, "P": P, "FAST": fast_math(x),
     }  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""The "rows" backward kernel of relu → LRN → max-pool (ops.BWD_VARIANT "rows", or timed by "auto").
+"""The "rows" backward kernel of relu → LRN → max-pool (library.BWD_VARIANT "rows", or timed by
+"auto").
 
 Same math and contract as lrn_pool_bwd (read that docstring), different access pattern.  With
 a = relu(x), s_c = k + α Σ_{window(c)} a², g = dL/db (dL/dy routed to each pool window's saved
@@ -52,8 +53,11 @@ from .lrn_pool import (
     _identity,
     _next_pow2,
     fast_math,
+    lrn_consts,
+    lrn_scalars,
     pool_geometry,
 )
+from .params import LRNParams, PoolParams
 
 if HAVE_TRITON:
     import triton
@@ -64,8 +68,6 @@ if HAVE_TRITON:
 
 # Widest band (input columns) one program holds.
 MAX_IWP = 128
-# Band heights tried by the autotuner; BR * IWP is capped at 4096 elements.
-_BR_CHOICES = (8, 16, 32)
 # Tile used when not autotuning (interpreter); tests force others.
 DEFAULT_BWD_ROWS_CONFIG = {"BR": 8, "CB": 8, "num_warps": 4, "STAGES": 1, "UNROLL": 0}
 
@@ -240,9 +242,9 @@ if HAVE_TRITON:
         return _tuned_cache[iwp]
 
 
-def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
+def supported(x: Tensor, pool: PoolParams | None) -> bool:
     """Whether the rows backward handles this geometry (else lrn_pool_bwd runs)."""
-    if pool_size <= 0 or pool_size > 2 * pool_stride:
+    if pool is None or pool.size > 2 * pool.stride:
         return False
     return _next_pow2(x.shape[3]) <= MAX_IWP
 
@@ -252,13 +254,8 @@ def launch_backward(
     dy: Tensor,
     idx: Tensor | None,
     dx: Tensor,
-    lrn_size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    pool_size: int,
-    pool_stride: int,
-    pool_pad: int,
+    lrn: LRNParams | None,
+    pool: PoolParams | None,
     towers: int,
     wrap: Callable[[Any], Any] = _identity,
     config: dict[str, int] | None = None,
@@ -267,14 +264,11 @@ def launch_backward(
     "num_warps"} and optionally "STAGES", "UNROLL" (default 1, 0), "maxnreg" (tests: band and
     chunk edges, each loop form); unsupported geometries (see ``supported``) go to
     lrn_pool_bwd (with its default config)."""
-    if not supported(x, pool_size, pool_stride, pool_pad):
-        lrn_pool_bwd.launch_backward(
-            x, dy, idx, dx, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad,
-            towers, wrap=wrap,
-        )  # fmt: skip
+    if not supported(x, pool):
+        lrn_pool_bwd.launch_backward(x, dy, idx, dx, lrn, pool, towers, wrap=wrap)
         return
     N, C, H, W = x.shape
-    K, S, P, OH, OW = pool_geometry(H, W, pool_size, pool_stride, pool_pad)
+    K, S, P, OH, OW = pool_geometry(H, W, pool)
     if tuple(dy.shape) != (N, C, OH, OW) or tuple(dx.shape) != tuple(x.shape):
         raise ValueError("dy/dx shapes do not match x and the pool geometry")
     if idx is None or idx.shape != dy.shape:
@@ -292,10 +286,10 @@ def launch_backward(
         x, dy, idx, dx,
         H, W, OH, OW, cpt, towers,
         *x.stride(), *dy.stride(), *idx.stride(), *dx.stride(),
-        float(alpha), float(beta), float(k),
+        *lrn_scalars(lrn),
     )  # fmt: skip
     consts = {
-        "HALF": lrn_size // 2 if lrn_size > 0 else 0, "HAS_LRN": lrn_size > 0,
+        **lrn_consts(lrn),
         "K": K, "S": S, "P": P, "FAST": fast_math(x), "IWP": iwp, "OWP": owp,
     }  # fmt: skip
 

@@ -50,6 +50,7 @@ from .lrn_pool import (
     _next_pow2,
     pool_geometry,
 )
+from .params import LRNParams, PoolParams
 
 if HAVE_TRITON:
     import triton
@@ -267,19 +268,19 @@ if HAVE_TRITON:
         return _tuned_cache[key]
 
 
-def footprint(w: int, pool_size: int, pool_stride: int, pool_pad: int) -> tuple[int, int]:
+def footprint(w: int, pool: PoolParams | None) -> tuple[int, int]:
     """(IWP, BOW): footprint columns and pooled columns of the full-width band, powers of 2
     (the 3x3/2 path pools the footprint into IWP/2 columns)."""
-    K, S, _, _, OW = pool_geometry(1, w, pool_size, pool_stride, pool_pad)
+    K, S, _, _, OW = pool_geometry(1, w, pool)
     iwp = _next_pow2(max(1, (OW - 1) * S + K))
     return iwp, iwp // 2 if (K, S) == (3, 2) else _next_pow2(max(1, OW))
 
 
-def supported(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> bool:
+def supported(x: Tensor, pool: PoolParams | None) -> bool:
     """Whether the rows kernel handles this geometry (else launch_forward uses "windows")."""
-    if pool_size <= 0 or pool_size > max(_IR_CHOICES):
+    if pool is None or pool.size > max(_IR_CHOICES):
         return False
-    iwp, _ = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
+    iwp, _ = footprint(x.shape[3], pool)
     return iwp <= MAX_IWP
 
 
@@ -287,13 +288,8 @@ def launch_forward(
     x: Tensor,
     y: Tensor,
     idx: Tensor | None,
-    lrn_size: int,
-    alpha: float,
-    beta: float,
-    k: float,
-    pool_size: int,
-    pool_stride: int,
-    pool_pad: int,
+    lrn: LRNParams | None,
+    pool: PoolParams | None,
     towers: int,
     wrap: Callable[[Any], Any] = _identity,
     config: dict[str, int] | None = None,
@@ -304,20 +300,16 @@ def launch_forward(
     (default 0, 1, 0; tests: band and chunk edges, each loop form); geometries the rows kernel
     does not take (see ``supported``) go to the windows kernel.
     """
-    if not supported(x, pool_size, pool_stride, pool_pad):
-        lrn_pool.launch_forward(
-            x, y, idx, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad, towers,
-            wrap=wrap,
-        )  # fmt: skip
+    if not supported(x, pool):
+        lrn_pool.launch_forward(x, y, idx, lrn, pool, towers, wrap=wrap)
         return
-    launch = lrn_pool.forward_launch(x, y, idx, lrn_size, alpha, beta, k, pool_size,
-                                     pool_stride, pool_pad, towers)
+    launch = lrn_pool.forward_launch(x, y, idx, lrn, pool, towers)
     if launch is None:
         return
     args, consts = launch
     N, cpt, OH = x.shape[0], x.shape[1] // towers, y.shape[2]
     K, S = consts["K"], consts["S"]
-    iwp, bow = footprint(x.shape[3], pool_size, pool_stride, pool_pad)
+    iwp, bow = footprint(x.shape[3], pool)
     consts.update(IWP=iwp, BOW=bow)
 
     def grid(meta: dict[str, int]) -> tuple[int]:

@@ -41,3 +41,19 @@ class PoolParams:
     def out_size(self, n: int) -> int:
         """Output length along one spatial axis of input length ``n`` (floor mode)."""
         return (n + 2 * self.pad - self.size) // self.stride + 1
+
+
+def to_scalars(lrn: LRNParams | None,
+               pool: PoolParams | None) -> tuple[int, float, float, float, int, int, int]:
+    """The records as the custom op's scalars (torch.library ops take no records): size 0
+    stands for no LRN, pool size 0 for no pool."""
+    return (lrn.size if lrn else 0, lrn.alpha if lrn else 0.0, lrn.beta if lrn else 0.0,
+            lrn.k if lrn else 1.0, pool.size if pool else 0, pool.stride if pool else 1,
+            pool.pad if pool else 0)
+
+
+def from_scalars(lrn_size: int, alpha: float, beta: float, k: float, pool_size: int,
+                 pool_stride: int, pool_pad: int) -> tuple[LRNParams | None, PoolParams | None]:
+    """The records back from the custom op's scalars (see `to_scalars`)."""
+    return (LRNParams(lrn_size, alpha, beta, k) if lrn_size > 0 else None,
+            PoolParams(pool_size, pool_stride, pool_pad) if pool_size > 0 else None)

@@ -1,4 +1,8 @@
-"""Pure-PyTorch reference of the ReLU → LRN → MaxPool chain (any device/dtype, autograd-able)."""
+"""Pure-PyTorch reference of the ReLU → LRN → MaxPool chain (any device/dtype, autograd-able).
+
+The one PyTorch form of the paper's LRN: the lowering's ResNorm layers and fused chains (where
+the Triton kernel does not run, and always for export) and the kernels' tests all use it.
+"""
 
 from __future__ import annotations
 
@@ -15,32 +19,43 @@ def check_towers(channels: int, towers: int) -> None:
         raise ValueError(f"{channels} channels cannot be split into {towers} equal towers")
 
 
+def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """Paper-convention LRN across dim 1: b_c = a_c / (k + alpha·Σ_{|c'−c| ≤ size//2} a_c'²)^beta.
+
+    torch.nn.LocalResponseNorm(size, alpha', beta, k) computes
+    a_c / (k + alpha'/size · Σ a_c'²)^beta over the same zero-padded window, so the paper's
+    alpha is torch's ``alpha' = alpha·size`` (the one place that converts). The window is
+    clipped at the channel ends (zeros add nothing to the sum), which matches the paper's
+    clipped window; callers pass one tower's channels so it never crosses a tower.
+    Works on maps (N x C x H x W) and on flat features (N x C).
+    """
+    flat = x.dim() == 2  # N x C: a 1-pixel map for F.local_response_norm
+    y = F.local_response_norm(x.unsqueeze(-1) if flat else x, size, alpha * size, beta, k)
+    return y.squeeze(-1) if flat else y  # the shape of x
+
+
+def lrn_per_tower(x: Tensor, lrn: LRNParams, towers: int = 1) -> Tensor:
+    """`local_response_norm` on each of ``towers`` equal channel shares of x, concatenated."""
+    check_towers(x.shape[1], towers)
+    if towers == 1:
+        return local_response_norm(x, lrn.size, lrn.alpha, lrn.beta, lrn.k)
+    return torch.cat([local_response_norm(p, lrn.size, lrn.alpha, lrn.beta, lrn.k)
+                      for p in x.chunk(towers, dim=1)], dim=1)  # same shape as x
+
+
 def reference_relu_lrn_pool(
     x: Tensor, lrn: LRNParams | None, pool: PoolParams | None, towers: int = 1
 ) -> Tensor:
     """relu(x) → LRN per tower → max_pool2d, built from stock torch ops.
 
-    x is NCHW (any strides).  The paper's LRN divides by (k + alpha * Σ a²)^beta, whereas
-    F.local_response_norm divides by (k + alpha/size * Σ a²)^beta, so we pass
-    ``alpha * size`` to it.  Its window is zero-padded at the channel ends, which matches the
-    paper's clipped window (zeros add nothing to Σ a²); applying it per tower chunk keeps
-    the window inside a tower.
+    x is NCHW (any strides), or N x C features when there is no pool.  The LRN is
+    `local_response_norm` on each tower's channels, so its window stays inside a tower.
     """
-    if x.dim() != 4:
+    if x.dim() != 4 and not (x.dim() == 2 and pool is None):
         raise ValueError(f"expected NCHW input, got shape {tuple(x.shape)}")
     y = torch.relu(x)
     if lrn is not None:
-        check_towers(x.shape[1], towers)
-        chunks = torch.chunk(y, towers, dim=1) if towers > 1 else (y,)
-        y = torch.cat(
-            [
-                F.local_response_norm(
-                    c, lrn.size, alpha=lrn.alpha * lrn.size, beta=lrn.beta, k=lrn.k
-                )
-                for c in chunks
-            ],
-            dim=1,
-        )
+        y = lrn_per_tower(y, lrn, towers)
     if pool is not None:
         y = F.max_pool2d(y, pool.size, pool.stride, pool.pad)
     return y

@@ -5,8 +5,8 @@
 `alexnetc compile`.
 """
 
-from alexnetc.backends.lowering.module import AlexnetcModule, Stage, build_module
-from alexnetc.backends.lowering.towers import (
+from alexnetc.backends.lowering.module import AlexnetcModule, StageModule, build_module
+from alexnetc.backends.lowering.placement import (
     Layout,
     assemble,
     count_cross_bytes,
@@ -18,6 +18,6 @@ from alexnetc.backends.lowering.weights import (
     whole_layers,
 )
 
-__all__ = ["AlexnetcModule", "Layout", "Stage", "assemble", "build_module",
+__all__ = ["AlexnetcModule", "Layout", "StageModule", "assemble", "build_module",
            "canonical_state_dict", "count_cross_bytes", "load_canonical_state_dict",
            "parse_devices", "whole_layers"]

@@ -47,7 +47,7 @@ def metadata(net: CheckedNetwork, spec: bytes, model: AlexnetcModule) -> dict[st
         "network": net.name,
         "spec_sha256": hashlib.sha256(spec).hexdigest(),
         "input": [net.input.c, net.input.h, net.input.w],
-        "output": list(net.output.dims()),
+        "output": [net.output.c] if net.class_vector else list(net.output.dims()),
         "parameters": sum(p.numel() for p in model.parameters()),
         "softmax": model.final_softmax,
     }

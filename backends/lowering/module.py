@@ -1,35 +1,33 @@
 """The checked network as an `nn.Module`: one submodule per stage, towers placed on devices.
 
-Every routing decision (which layout each activation is in, what crosses between towers) is
-made once here at build time from the checker's `TowerInfo`, so forward is a fixed sequence
-of per-tower ops and moves, with no Python state that DistributedDataParallel or
-torch.export could trip over.
+Every routing decision (which layout each activation is in, what crosses between towers) was
+made once by the checker's towers pass (each layer's `TowerInfo`); the module carries it out,
+so forward is a fixed sequence of per-tower ops and moves, with no Python state that
+DistributedDataParallel or torch.export could trip over. Each op's module comes from its
+entry in `layers.LAYERS`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
-from alexnetc.backends.lowering.fused import FusedChain, kernel_available
-from alexnetc.backends.lowering.ops import LOWERINGS, Build
-from alexnetc.backends.lowering.towers import (
+from alexnetc.backends.lowering.fused import kernel_available
+from alexnetc.backends.lowering.layers import Build, build_chain, build_layer
+from alexnetc.backends.lowering.placement import (
+    ROUTES,
     Layout,
-    all_gather,
+    RouteFn,
     gather,
     parse_devices,
     resolve_devices,
-    scatter,
 )
 from alexnetc.compiler.errors import SpecError
-from alexnetc.compiler.graph import CheckedNetwork, Layer
-from alexnetc.compiler.passes.verify import reserved_name_error
+from alexnetc.compiler.graph import CheckedNetwork, Layer, reserved_name_error
 from alexnetc.compiler.recipe import Recipe
-
-Route = Callable[[list[Tensor], Layout, list[torch.device], str], list[Tensor]]
 
 
 @dataclass(frozen=True)
@@ -38,12 +36,12 @@ class Step:
 
     name: str  # submodule name in the stage
     layer: str  # id of its (first) layer, for the byte accounting
-    route: Route | None
+    route: RouteFn | None
     layout_in: Layout
     single: bool  # runs on tower 0 only (its input is not split over the towers)
 
 
-class Stage(nn.Module):
+class StageModule(nn.Module):
     """The ops of one spec stage; takes and returns one tensor per tower (or one, `SINGLE`)."""
 
     def __init__(self, name: str):
@@ -86,7 +84,7 @@ class AlexnetcModule(nn.Module):
             self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
         self._expect = (net.input.c, net.input.h, net.input.w)
 
-    def add_stage(self, stage: Stage) -> None:
+    def add_stage(self, stage: StageModule) -> None:
         if hasattr(self, stage.stage):  # the checker refuses these names; a last guard
             raise SpecError([reserved_name_error(
                 self.net.ast, stage.stage,
@@ -111,7 +109,7 @@ class AlexnetcModule(nn.Module):
         if self.merged:
             for name in self.stage_names:
                 x = getattr(self, name).whole(x)  # N x C' x H' x W' (or N x F)
-            return x  # N x classes
+            return x.flatten(1) if self.net.class_vector else x  # N x classes
         devices = self.devices
         xs = [x.to(d) for d in devices]  # T x [N x C x H x W]: the image given to every tower
         layout = Layout.REPLICATED
@@ -119,47 +117,13 @@ class AlexnetcModule(nn.Module):
             stage = getattr(self, name)
             xs = stage(xs, devices)  # T x [N x C/T x H' x W'] or [N x C x H' x W']
             layout = stage.layout
-        return gather(xs, layout, devices, "output")[0]  # N x classes on devices[0]
+        y = gather(xs, layout, devices, "output")[0]  # N x classes (x 1 x 1) on devices[0]
+        return y.flatten(1) if self.net.class_vector else y
 
     def predict(self, x: Tensor) -> Tensor:
         """Probabilities: forward then the spec's final Softmax (forward's output if none)."""
         logits = self(x)  # N x classes
         return torch.softmax(logits, dim=1) if self.final_softmax else logits
-
-
-def _plan(layer: Layer, layout: Layout, towers: int) -> tuple[Route | None, bool, Layout]:
-    """(route, runs on tower 0 only, output layout) of an op reading `layout`.
-
-    Mirrors the checker's towers pass: "all" layers all-gather, "gather" collects on tower 0,
-    own-tower convs read their channel share, other ops keep their input's split. The input
-    image is on every tower; ops before the first split run on each tower's own channel
-    share when the channels divide, else on tower 0 alone.
-    """
-    if towers == 1:
-        return None, False, Layout.SPLIT
-    reads, category = layer.tower.reads, layer.op.category
-    if reads == "all":
-        return all_gather, False, Layout.SPLIT
-    if reads == "gather":
-        return gather, True, Layout.SINGLE
-    if category == "conv" or (layout is Layout.REPLICATED and layer.in_shape.c % towers == 0):
-        return scatter, False, Layout.SPLIT
-    if layout is Layout.SPLIT:
-        return None, False, Layout.SPLIT
-    return gather, True, Layout.SINGLE
-
-
-def _chain(layers: list[Layer], use_kernel: bool, towers: int) -> FusedChain:
-    by_role = {layer.op.fusion_role: layer for layer in layers}
-    lrn, pool = by_role.get("lrn"), by_role.get("maxpool")
-    assert lrn is None or lrn.op.name == "ResNorm"
-    return FusedChain(
-        layers[0].fusion.kernel if layers[0].fusion else "",
-        (int(lrn.args["size"]), float(lrn.args["alpha"]), float(lrn.args["beta"]),
-         float(lrn.args["k"])) if lrn else None,
-        (int(pool.args["size"]), int(pool.args["stride"]), int(pool.args.get("pad", 0)))
-        if pool else None,
-        use_kernel, towers)
 
 
 def _groups(layers: list[Layer]) -> list[list[Layer]]:
@@ -210,21 +174,18 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
     if merge and not one_device:
         raise ValueError("merge=True needs every tower on one device")
     module = AlexnetcModule(net, devs, merged=one_device if merge is None else merge)
-    module.final_softmax = layers[-1].op.name == "Softmax"
-    layout = Layout.REPLICATED
+    module.final_softmax = layers[-1].op.final
     for name, stage_layers in net.stages():
-        stage = Stage(name)
+        stage = StageModule(name)
         used: dict[str, int] = {}
         for group in _groups(stage_layers):
-            head = group[0]
-            route, single, out = _plan(head, layout, towers)
-            op = _chain(group, use_kernel, towers) if len(group) > 1 \
-                else LOWERINGS[head.op.name](head, b)
+            head, placed = group[0], group[0].tower  # a chain runs where its head runs
+            op = build_chain(group, use_kernel) if len(group) > 1 else build_layer(head, b)
             base = group[0].fusion.kernel if len(group) > 1 and group[0].fusion \
                 else head.op.name.lower()
             used[base] = used.get(base, 0) + 1
             sub = base if used[base] == 1 else f"{base}_{used[base] - 1}"
-            stage.add(Step(sub, head.id, route, layout, single), op, out)
-            layout = out
+            stage.add(Step(sub, head.id, ROUTES[placed.route], placed.layout_in, placed.single),
+                      op, group[-1].tower.layout)
         module.add_stage(stage)
     return module

@@ -9,7 +9,7 @@ the DataLoader workers only decode and resize.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from alexnetc.backends.train.config import DIGITS, SYNTHETIC
 
@@ -122,26 +122,6 @@ def collate(items: list[Item]) -> Batch:
     images = torch.stack([x for x, _ in good])  # N x C x S x S
     labels = torch.tensor([y for _, y in good], dtype=torch.long)  # N
     return Batch(images, labels, bad)
-
-
-class EpochSampler(Sampler[int]):
-    """Indices of one epoch, set from outside so the order is a pure function of (seed, epoch).
-
-    A run resumed mid-epoch sets the same order and skips what was already trained on, which
-    is what makes `--resume` exact; with persistent workers the sampler object is reused.
-    """
-
-    def __init__(self) -> None:
-        self.indices: list[int] = []
-
-    def set(self, indices: Sequence[int]) -> None:
-        self.indices = list(indices)
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:

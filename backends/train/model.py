@@ -56,11 +56,9 @@ def first_layer_kernels(model: nn.Module, net: CheckedNetwork) -> Tensor | None:
     a network without convolutions (an MLP is a valid spec: there is just nothing to draw)."""
     from alexnetc.backends.lowering import canonical_state_dict
 
-    if not any(layer.name == "Conv" for layer in net.layers()):
-        return None
     weights = [w for key, w in canonical_state_dict(_unwrap(model)).items()
-               if key.endswith(".weight") and w.dim() == 4]
-    return weights[0].float()  # K x C x k x k
+               if key.endswith(".weight") and w.dim() == 4]  # convolutions' kernels
+    return weights[0].float() if weights else None  # K x C x k x k
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

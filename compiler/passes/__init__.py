@@ -16,7 +16,7 @@ from alexnetc.compiler import ast
 from alexnetc.compiler.errors import Diagnostics
 from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.recipe import check_against_input
-from alexnetc.compiler.shapes import Shape
+from alexnetc.compiler.records import Shape
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import Fusion
+from alexnetc.compiler.records import Fusion
 
 # Longest first: a chain is matched greedily from each ReLU.
 CHAINS: tuple[tuple[tuple[str, ...], str], ...] = (
@@ -44,6 +44,7 @@ def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | No
             continue
         stage = g.nodes[window[0]][Key.STAGE]
         if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
+               and g.nodes[n][Key.OP].fuses(g.nodes[n][Key.ARGS])
                for n, r in zip(window, roles, strict=True)):
             return window, kernel
     return None

@@ -5,9 +5,9 @@ from __future__ import annotations
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import EXPECTATION, LIMIT, SHAPE
 from alexnetc.compiler.graph import INPUT, Key, topo_ops
-from alexnetc.compiler.ops import OpDef, ShapeProblem
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import INT32_MAX, LIMIT_TEXT, Shape, show_int
+from alexnetc.compiler.records import INT32_MAX, LIMIT_TEXT, Shape, show_int
+from alexnetc.compiler.registry import OpDef, ShapeProblem
 
 
 def run(ctx: Context) -> None:

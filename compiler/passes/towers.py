@@ -1,70 +1,95 @@
 """Towers: how each layer's maps split over the paper's GPUs, and what crosses between them.
 
-With `towers T` every conv and FC layer holds C/T of its output maps on each tower. A conv
-whose `groups` is a multiple of T reads only its own tower's maps; other convs and FC layers
-read every tower's maps, so each tower receives the other towers' share of its input
-(an all-gather of (T−1)·N values for an input of N values). The final softmax collects
-the (T−1)/T of the logits that live on other towers onto the first one. Bytes are fp32.
+With `towers T` every op that splits its maps (conv, FC) holds C/T of its output maps on each
+tower. Each op says what it reads (`OpDef.reads`): a conv whose `groups` is a multiple of T
+its own tower's maps; other convs and FC layers every tower's maps, so each tower receives
+the other towers' share of its input (an all-gather of (T−1)·N values for an input of N
+values); the softmax collects the (T−1)/T of the logits that live on other towers onto the
+first one. Other ops keep their input's split.
+
+From that, this pass decides once, per op, where its input is (`Layout`), how it is brought
+to the towers (`Route`), whether the op runs on the first tower alone and where its output
+lives; the report counts the bytes of that decision and the lowering carries it out, so the
+bytes the lowered module moves are the ones the checker states. Bytes are fp32.
 """
 
 from __future__ import annotations
 
 from alexnetc.compiler.errors import TOWERS
-from alexnetc.compiler.graph import INPUT, Key, topo_ops
+from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import FP32_BYTES, Counts, Shape, TowerInfo
+from alexnetc.compiler.records import FP32_BYTES, Counts, Layout, Route, Shape, TowerInfo
+from alexnetc.compiler.registry import OpDef, Reads
 
 
 def run(ctx: Context) -> None:
     g, t = ctx.graph, ctx.towers
+    layout = Layout.REPLICATED  # the input image is given to every tower
     for n in topo_ops(g):
         node = g.nodes[n]
         if Key.COUNTS not in node:
             continue
-        op, out, inp = node[Key.OP], node[Key.SHAPE], node[Key.IN_SHAPE]
+        op: OpDef[object] = node[Key.OP]
+        out, inp = node[Key.SHAPE], node[Key.IN_SHAPE]
         counts: Counts = node[Key.COUNTS]
-        if t > 1 and op.category in ("conv", "fc") and out.c % t:
+        if t > 1 and op.splits_maps and out.c % t:
             call = node[Key.CALL]
             ctx.diags.error(
                 TOWERS, call.channels_loc or call.loc,
                 f"{node[Key.STAGE]} has {out.c} output maps, which {t} towers cannot split "
                 "evenly", f"use a multiple of {t}, e.g. {out.c + t - out.c % t}, or fewer towers")
             continue
-        reads = _reads(op.category, node[Key.ARGS], t)
-        from_input = next(iter(g.predecessors(n))) == INPUT
-        node[Key.TOWER] = TowerInfo(
+        reads: Reads = op.reads(node[Key.ARGS], t) if t > 1 else "tower"
+        route, single, layout_out = _route(reads, op.splits_maps, layout, inp, t)
+        info = TowerInfo(
             towers=t,
             channels_per_tower=out.c // t if out.c % t == 0 else out.c,
             reads=reads,
-            cross_bytes=0 if from_input else _cross_bytes(reads, inp, t),
+            cross_bytes=_cross_bytes(route, layout, inp, t),
             params_per_tower=counts.params // t,
             activation_bytes_per_tower=counts.activation_bytes // t,
+            layout_in=layout,
+            route=route,
+            single=single,
+            layout=layout_out,
         )
-        if op.category == "norm" and out.c % t == 0 \
-                and int(node[Key.ARGS]["size"]) > out.c // t:
-            where = f"a tower's {out.c // t}" if t > 1 else f"the {out.c}"
-            ctx.diags.warning(TOWERS, node[Key.CALL].loc,
-                              f"the ResNorm window of {node[Key.ARGS]['size']} channels is "
-                              f"wider than {where} maps",
-                              "the window is clipped at the " + ("tower's edge" if t > 1 else
-                                                                 "first and last map"))
+        node[Key.TOWER] = info
+        layout = layout_out
+        for w in op.warnings(node[Key.ARGS], inp, out, info.shares):
+            ctx.diags.warning(w.kind, node[Key.CALL].loc, w.message, w.hint)
 
 
-def _reads(category: str, args: dict[str, object], towers: int) -> str:
+def _route(reads: Reads, splits_maps: bool, layout: Layout, inp: Shape,
+           towers: int) -> tuple[Route, bool, Layout]:
+    """(route, runs on tower 0 only, output layout) of an op whose input is in `layout`.
+
+    Ops reading "all" all-gather, "gather" collects on tower 0, ops that split their maps
+    (own-tower convs) read their channel share, other ops keep their input's split. Ahead of
+    the first split (the input image is on every tower), ops run on each tower's own channel
+    share when the channels divide, else on tower 0 alone.
+    """
     if towers == 1:
-        return "tower"
-    if category == "conv":
-        return "tower" if int(args["groups"]) % towers == 0 else "all"  # type: ignore[call-overload]
-    if category == "fc":
-        return "all"
-    if category == "softmax":
-        return "gather"
-    return "tower"
-
-
-def _cross_bytes(reads: str, inp: Shape, towers: int) -> int:
+        return Route.NONE, False, Layout.SPLIT
     if reads == "all":
-        return (towers - 1) * inp.elements * FP32_BYTES
+        return Route.ALL_GATHER, False, Layout.SPLIT if splits_maps else Layout.REPLICATED
     if reads == "gather":
-        return (towers - 1) * inp.elements // towers * FP32_BYTES
+        return Route.GATHER, True, Layout.SINGLE
+    if splits_maps or (layout is Layout.REPLICATED and inp.c % towers == 0):
+        return Route.SCATTER, False, Layout.SPLIT
+    if layout is Layout.SPLIT:
+        return Route.NONE, False, Layout.SPLIT
+    return Route.GATHER, True, Layout.SINGLE
+
+
+def _cross_bytes(route: Route, layout: Layout, inp: Shape, towers: int) -> int:
+    """What `route` moves between towers per image, from an input in `layout`."""
+    values = inp.elements
+    if towers == 1 or layout is Layout.REPLICATED:
+        return 0  # every tower already holds all of it
+    if route is Route.ALL_GATHER:  # each tower receives what it lacks: (T − 1)·N in all
+        return (towers - 1) * values * FP32_BYTES
+    if route is Route.GATHER and layout is Layout.SPLIT:  # tower 0 receives the others' shares
+        return (towers - 1) * values // towers * FP32_BYTES
+    if route is Route.SCATTER and layout is Layout.SINGLE:  # tower 0 sends the others theirs
+        return (towers - 1) * values // towers * FP32_BYTES
     return 0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import cast
-
-import networkx as nx
+from typing import TypeVar
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import (
@@ -13,16 +11,14 @@ from alexnetc.compiler.errors import (
     DUPLICATE,
     INPUT,
     LIMIT,
-    RESERVED,
     STRUCTURE,
     UNKNOWN_OP,
     Diagnostic,
     Diagnostics,
 )
-from alexnetc.compiler.graph import Key, free_stage_name, reserved_stage_name, topo_ops
-from alexnetc.compiler.ops import REQUIRED, OpDef, Param, Value, known_names, suggest
+from alexnetc.compiler.graph import Key, reserved_name_error, reserved_stage_name, topo_ops
 from alexnetc.compiler.passes import Context
-from alexnetc.compiler.shapes import (
+from alexnetc.compiler.records import (
     INT32_MAX,
     LIMIT_TEXT,
     Shape,
@@ -30,18 +26,18 @@ from alexnetc.compiler.shapes import (
     show_int,
     show_value,
 )
+from alexnetc.compiler.registry import REQUIRED, OpDef, Param, Value, known_names, suggest
+
+A = TypeVar("A")
 
 
 def run(ctx: Context) -> None:
     _headers(ctx)
     _stage_names(ctx.net, ctx.diags)
-    if not nx.is_directed_acyclic_graph(ctx.graph):  # a chain is acyclic; guard the builder
-        ctx.diags.error(STRUCTURE, ctx.net.loc, "the network's graph has a cycle")
-        return
     for n in topo_ops(ctx.graph):
         node = ctx.graph.nodes[n]
         call: ast.OpCall = node[Key.CALL]
-        op: OpDef | None = node[Key.OP]
+        op: OpDef[object] | None = node[Key.OP]
         if op is None:
             guess = suggest(call.name)
             hint = f"did you mean {guess}?" if guess else "known ops: " + ", ".join(known_names())
@@ -53,9 +49,9 @@ def run(ctx: Context) -> None:
             node[Key.ARGS] = args
 
 
-def _joined(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> None:
-    """`+` ties only an activation (or a softmax) to the op before it."""
-    if call.joined and op.category not in ("activation", "softmax"):
+def _joined(op: OpDef[A], call: ast.OpCall, diags: Diagnostics) -> None:
+    """`+` ties only an activation (or a softmax: `OpDef.tie`) to the op before it."""
+    if call.joined and not op.tie:
         diags.error(STRUCTURE, call.name_loc, f"`+` ties an activation to the op before it, "
                     f"and {op.name} is not one", f"run it as the next op with `;`: "
                     f"`; {call.text()}`")
@@ -139,112 +135,115 @@ def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
                                                    f"reserved: {why}", names))
 
 
-def reserved_name_error(net: ast.Network, name: str, message: str,
-                        taken: set[str] | None = None) -> Diagnostic:
-    """A located error for a stage name the lowered module cannot take (with a free name).
-
-    The lowering raises it too (in a `SpecError`) should a name ever slip past this pass.
-    """
-    stage = next((s for s in net.stages if s.name == name), None)
-    taken = {s.name for s in net.stages} if taken is None else taken
-    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
-                      f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
-                      "becomes an attribute of the PyTorch module, as `model.conv1`)")
+def bind(op: OpDef[A], call: ast.OpCall, diags: Diagnostics) -> A | None:
+    """Match a call's arguments to the op's parameters, reporting every mistake; the op's
+    argument record when there is none."""
+    given, problems = _given(op, call)
+    values, more = _values(op, call, given)
+    problems += more + _channels(op, call)
+    for d in problems:
+        diags.items.append(d)
+    return op.bind(values) if not problems else None
 
 
-def bind(op: OpDef, call: ast.OpCall, diags: Diagnostics) -> dict[str, Value] | None:
-    """Match a call's arguments to the op's parameters, collecting every mistake."""
-    ok = True
-    values: dict[str, Value] = {}
+def _given(op: OpDef[A], call: ast.OpCall) -> tuple[dict[str, ast.Arg], list[Diagnostic]]:
+    """Each argument written in the call under its parameter's name: positional ones in
+    order, then keywords (unknown names, too many positionals and repeats reported)."""
     given: dict[str, ast.Arg] = {}
+    problems: list[Diagnostic] = []
     positional = op.positional
-    n_pos = sum(1 for a in call.args if a.name is None)
-    for i, arg in enumerate(a for a in call.args if a.name is None):
+    written = [a for a in call.args if a.name is None]
+    for i, arg in enumerate(written):
         if i >= len(positional):
-            diags.error(ARGUMENT, arg.loc,
-                        f"{op.name} takes {len(positional) or 'no'} positional argument"
-                        f"{'s' if len(positional) != 1 else ''}, got {n_pos}",
-                        f"write it as {op.signature()}")
-            ok = False
-            continue
-        given[positional[i].name] = arg
+            problems.append(Diagnostic(
+                ARGUMENT, arg.loc, f"{op.name} takes {len(positional) or 'no'} positional "
+                f"argument{'s' if len(positional) != 1 else ''}, got {len(written)}",
+                f"write it as {op.signature()}"))
+        else:
+            given[positional[i].name] = arg
     for arg in call.args:
         if arg.name is None:
             continue
-        param = op.param(arg.name)
-        if param is None:
+        if op.param(arg.name) is None:
             names = ", ".join(p.name for p in op.params) or "none"
-            diags.error(ARGUMENT, arg.loc, f"{op.name} has no argument '{arg.name}'",
-                        f"its arguments are: {names}")
-            ok = False
+            problems.append(Diagnostic(ARGUMENT, arg.loc, f"{op.name} has no argument "
+                                       f"'{arg.name}'", f"its arguments are: {names}"))
         elif arg.name in given:
-            diags.error(DUPLICATE, arg.loc, f"argument '{arg.name}' is given twice",
-                        "give each argument once")
-            ok = False
+            problems.append(Diagnostic(DUPLICATE, arg.loc, f"argument '{arg.name}' is given "
+                                       "twice", "give each argument once"))
         else:
             given[arg.name] = arg
+    return given, problems
+
+
+def _values(op: OpDef[A], call: ast.OpCall,
+            given: dict[str, ast.Arg]) -> tuple[dict[str, Value], list[Diagnostic]]:
+    """The checked value of every argument given; the required ones missing reported (the
+    record fills in the defaults)."""
+    values: dict[str, Value] = {}
+    problems: list[Diagnostic] = []
     for param in op.params:
         arg = given.get(param.name)
         if arg is None:
             if param.default is REQUIRED:
-                diags.error(ARGUMENT, call.loc, f"{op.name} needs its '{param.name}' argument",
-                            f"write it as {op.signature()}")
-                ok = False
-            elif param.default is not None:
-                values[param.name] = cast(Value, param.default)
+                problems.append(Diagnostic(ARGUMENT, call.loc, f"{op.name} needs its "
+                                           f"'{param.name}' argument",
+                                           f"write it as {op.signature()}"))
             continue
-        value = _coerce(param, arg, op, diags)
-        if value is None:
-            ok = False
+        value = _coerce(param, arg, op)
+        if isinstance(value, Diagnostic):
+            problems.append(value)
         else:
             values[param.name] = value
-    if op.takes_channels:
+    return values, problems
+
+
+def _channels(op: OpDef[A], call: ast.OpCall) -> list[Diagnostic]:
+    """The `xC` after the call: required by ops that take it, within limits; refused by the
+    others."""
+    if not op.takes_channels:
         if call.channels is None:
-            diags.error(ARGUMENT, call.loc, f"{op.name} needs its number of output channels",
-                        f"add it after the arguments: `{call.text()} x96`")
-            ok = False
-        elif call.channels < 1:
-            assert call.channels_loc is not None
-            diags.error(ARGUMENT, call.channels_loc, "a layer needs at least one channel",
-                        "e.g. x96")
-            ok = False
-        elif call.channels > INT32_MAX:
-            assert call.channels_loc is not None
-            diags.error(LIMIT, call.channels_loc, f"{show_int(call.channels)} output channels "
-                        f"are more than the limit of {LIMIT_TEXT}",
-                        "PyTorch takes channel counts as 32-bit integers; use fewer, e.g. x96 "
-                        "(AlexNet's widest conv has x384)")
-            ok = False
-    elif call.channels is not None:
+            return []
         assert call.channels_loc is not None
-        what = (f"{op.name} keeps its input's channels" if op.category != "fc"
-                else "FC gives its size as FC(out)")
-        diags.error(ARGUMENT, call.channels_loc, f"{op.name} does not take a channel count",
-                    f"remove x{call.channels}: {what}")
-        ok = False
-    return values if ok else None
+        return [Diagnostic(ARGUMENT, call.channels_loc, f"{op.name} does not take a channel "
+                           f"count", f"remove x{call.channels}: {op.stray_channels_hint()}")]
+    if call.channels is None:
+        return [Diagnostic(ARGUMENT, call.loc, f"{op.name} needs its number of output channels",
+                           f"add it after the arguments: `{call.text()} x96`")]
+    assert call.channels_loc is not None
+    if call.channels < 1:
+        return [Diagnostic(ARGUMENT, call.channels_loc, "a layer needs at least one channel",
+                           "e.g. x96")]
+    if call.channels > INT32_MAX:
+        return [Diagnostic(LIMIT, call.channels_loc, f"{show_int(call.channels)} output "
+                           f"channels are more than the limit of {LIMIT_TEXT}",
+                           "PyTorch takes channel counts as 32-bit integers; use fewer, e.g. "
+                           "x96 (AlexNet's widest conv has x384)")]
+    return []
 
 
-def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value | None:
+def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
+    """The argument's value as the parameter takes it, or why it cannot be."""
     v = arg.value
     where = f"{op.name}'s '{param.name}'"
     if isinstance(param.kind, tuple):
         if isinstance(v, str) and v in param.kind:
             return v
-        diags.error(ARGUMENT, arg.loc, f"{where} must be one of {', '.join(param.kind)}, "
-                    f"got {v}", f"e.g. {param.name}={param.kind[-1]}")
-        return None
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be one of {', '.join(param.kind)}, "
+                          f"got {v}", f"e.g. {param.name}={param.kind[-1]}")
+    if isinstance(v, str) and v in param.words:
+        return v
     example = param.default if param.default not in (REQUIRED, None) else 1
     if param.kind is int:
         if not isinstance(v, int):
             whole = int(v) if isinstance(v, float) and math.isfinite(v) and v >= 1 else 1
-            diags.error(ARGUMENT, arg.loc, f"{where} must be a whole number, got {v}",
-                        f"e.g. {param.name}={whole}")
-            return None
+            return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a whole number, got {v}",
+                              f"e.g. {param.name}={whole}")
     elif not isinstance(v, int | float):
-        diags.error(ARGUMENT, arg.loc, f"{where} must be a number, got '{v}'",
-                    f"e.g. {param.name}={example}")
-        return None
+        words = "".join(f" or {w}" for w in param.words)
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a number{words}, got '{v}'",
+                          f"e.g. {param.name}={example}"
+                          + "".join(f" or {param.name}={w}" for w in param.words))
     else:
         shown = show_int(v) if isinstance(v, int) else str(v)
         try:
@@ -252,23 +251,19 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef, diags: Diagnostics) -> Value 
         except OverflowError:  # an integer literal too large for a float
             v = math.inf if v > 0 else -math.inf
         if not math.isfinite(v):
-            diags.error(ARGUMENT, arg.loc, f"{where} must be a finite number, got {shown}",
-                        f"numbers beyond ±1.8e308 are infinite as floats; e.g. "
-                        f"{param.name}={example}")
-            return None
+            return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a finite number, got {shown}",
+                              f"numbers beyond ±1.8e308 are infinite as floats; e.g. "
+                              f"{param.name}={example}")
     if param.minimum is not None and v < param.minimum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at least {show_bound(param.minimum)}, "
-                    f"got {show_value(v)}", f"use {param.name} ≥ {show_bound(param.minimum)}")
-        return None
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be at least "
+                          f"{show_bound(param.minimum)}, got {show_value(v)}",
+                          f"use {param.name} ≥ {show_bound(param.minimum)}")
     if param.maximum is not None and v > param.maximum:
-        diags.error(ARGUMENT, arg.loc, f"{where} must be at most {show_bound(param.maximum)}, "
-                    f"got {show_value(v)}", f"use {param.name} ≤ {show_bound(param.maximum)}")
-        return None
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} must be at most "
+                          f"{show_bound(param.maximum)}, got {show_value(v)}",
+                          f"use {param.name} ≤ {show_bound(param.maximum)}")
     if param.kind is int and v > INT32_MAX:
-        diags.error(LIMIT, arg.loc, f"{where} is {show_int(int(v))}, more than the limit of "
-                    f"{LIMIT_TEXT}", f"PyTorch takes {param.name} as a 32-bit integer; use "
-                    f"{param.name} ≤ {INT32_MAX}")
-        return None
+        return Diagnostic(LIMIT, arg.loc, f"{where} is {show_int(int(v))}, more than the limit "
+                          f"of {LIMIT_TEXT}", f"PyTorch takes {param.name} as a 32-bit integer; "
+                          f"use {param.name} ≤ {INT32_MAX}")
     return v
-
-

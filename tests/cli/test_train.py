@@ -521,3 +521,27 @@ def test_plot_on_a_full_disk_keeps_the_old_pictures(
     assert f"cannot write {run / 'curves.png'}: the disk is full" in err
     assert (run / "curves.png").read_bytes() == before
     assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_a_network_ending_in_a_1x1_map_trains(tmp_path: Path) -> None:
+    """Global pooling to 1x1x10 is the class vector: the loss takes it as N x 10."""
+    s = tmp_path / "gap.net"
+    s.write_text("network Gap\ninput 17x17x3\ntrain batch=16, epochs=1\n"
+                 "conv1: Conv(3,2) x8 + ReLU; MaxPool(2,2, remainder=ceil) -> 4x4x8\n"
+                 "conv2: Conv(1,1) x10; GlobalAvgPool -> 1x1x10\n")
+    assert train(s, "--out", tmp_path / "r", "--max-steps", "3") == 0
+    s.write_text(s.read_text().replace("GlobalAvgPool", "AvgPool(4,1)"))
+    assert train(s, "--out", tmp_path / "a", "--max-steps", "2") == 0
+
+
+def test_a_batch_norm_network_trains_and_keeps_its_statistics(tmp_path: Path) -> None:
+    s = tmp_path / "bn.net"
+    s.write_text("network BN\ninput 17x17x3\ntowers 2\ntrain batch=16, epochs=1\n"
+                 "conv1: Conv(3,2, bias=false) x8; BatchNorm + ReLU; MaxPool(2,2, remainder=ceil)"
+                 "\nfc: FC(16, bias=false); BatchNorm(momentum=0.2) + ReLU\nout: FC(10)\n")
+    assert train(s, "--out", tmp_path / "r", "--max-steps", "3") == 0
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)["model"]
+    tracked = [v for k, v in state.items() if k.endswith("num_batches_tracked")]
+    assert len(tracked) == 4 and all(int(v) == 3 for v in tracked)  # every tower shard's
+    means = [v for k, v in state.items() if k.endswith("running_mean")]
+    assert all(bool(m.abs().sum() > 0) for m in means)  # moved from their initial zeros

@@ -13,6 +13,7 @@ import pytest
 
 from alexnetc.compiler import draw
 from alexnetc.compiler.pipeline import CheckResult, check, check_file
+from alexnetc.compiler.registry import OpDef, definitions
 
 from helpers import SPECS
 
@@ -180,3 +181,10 @@ def test_render_without_graphviz(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     monkeypatch.setattr(draw, "dot_program", lambda: None)
     with pytest.raises(draw.RenderError, match="not installed"):
         draw.render("digraph {}", tmp_path / "x.svg", "svg")
+
+
+@pytest.mark.parametrize("op", definitions(), ids=[op.name for op in definitions()])
+def test_every_op_is_drawn_as_written(op: OpDef[object]) -> None:
+    r = check(f"input 8x8x4\ntowers 2\nc: Conv(1,1) x4\ns: {op.example}\n")
+    assert r.ok, [d.message for d in r.diagnostics]
+    assert op.example.replace(", ", ",") in draw.draw(r)  # as the call is written back

@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from alexnetc.compiler import errors
 from alexnetc.compiler.graph import free_stage_name, reserved_stage_name
-from alexnetc.compiler.ops import first_tiling_pad
 from alexnetc.compiler.pipeline import CheckResult, check
 from alexnetc.compiler.recipe import FLOAT32_MAX
-from alexnetc.compiler.shapes import INT32_MAX
+from alexnetc.compiler.records import INT32_MAX
+from alexnetc.compiler.registry import first_tiling_pad
 
 FAST = settings(max_examples=60, deadline=None)
 

@@ -305,3 +305,20 @@ def test_a_rectangle_in_a_setting_is_one_number() -> None:
 def test_channels_glued_to_an_unclosed_argument_list_still_ask_for_the_paren() -> None:
     d = syntax_error("input 8x8x3\nc: Conv(3,1x4 + ReLU\n")
     assert "closing `)`" in d.hint
+
+
+def test_the_keyword_list_is_the_grammars() -> None:
+    """ast.KEYWORDS is the one list the parser's hints and the stage-name rules use: it must
+    be the grammar's header keywords and SECTION words, and the recipe's sections."""
+    import re
+
+    from alexnetc.compiler.recipe import Recipe
+    from alexnetc.grammar import grammar_text
+
+    text = grammar_text()
+    headers = re.findall(r'^(\w+): "(\w+)"', text, re.MULTILINE)
+    assert [word for rule, word in headers if rule == word] == list(ast.HEADERS)
+    sections = re.search(r"^SECTION\.\d+: /\(\?:([\w|]+)\)", text, re.MULTILINE)
+    assert sections is not None and tuple(sections.group(1).split("|")) == ast.SECTIONS
+    assert tuple(f for f in Recipe.__dataclass_fields__) == ast.SECTIONS
+    assert ast.KEYWORDS == ast.HEADERS + ast.SECTIONS

@@ -46,7 +46,7 @@ def test_alexnet_per_layer_params(alexnet) -> None:
 
 def test_alexnet_towers(alexnet) -> None:
     reads = {layer.stage: layer.tower.reads for layer in alexnet.layers()
-             if layer.op.category in ("conv", "fc")}
+             if layer.op.splits_maps}
     assert reads == {"conv1": "all", "conv2": "tower", "conv3": "all", "conv4": "tower",
                      "conv5": "tower", "fc6": "all", "fc7": "all", "fc8": "all"}
     cross = {layer.id: layer.tower.cross_bytes for layer in alexnet.layers()
@@ -168,6 +168,33 @@ def test_remainder_drop_floors_like_pytorch(check_text) -> None:
     assert str(result.network.output) == "54x54x4"  # floor((224 - 11) / 4) + 1
 
 
+def test_remainder_ceil_adds_the_edge_window(check_text) -> None:
+    # ceil((54 − 3) / 2) + 1 = 27: Caffe's pools; the last window starts inside the input
+    result = check_text("input 54x54x3\np: MaxPool(3,2, remainder=ceil); "
+                        "AvgPool(3,2, remainder=ceil)\n")
+    assert result.network is not None
+    assert [str(la.shape) for la in result.network.layers()] == ["27x27x3", "13x13x3"]
+    # 5 + 2·1 − 2 = 5 leaves a remainder: ceil(5 / 2) + 1 = 4 windows, but the 4th would
+    # start at 6 ≥ 5 + 1, wholly in the right padding, so 3 (PyTorch's rule)
+    result = check_text("input 5x5x1\np: MaxPool(2,2, pad=1, remainder=ceil)\n")
+    assert result.network is not None and str(result.network.output) == "3x3x1"
+    bad = check_text("input 9x9x3\nc: Conv(3,2, remainder=ceil) x4\n")
+    assert kinds(bad) == [errors.ARGUMENT]  # convolutions floor or tile
+
+
+def test_zfnet_sizes_with_ceil_pools() -> None:
+    result = check_file(SPECS / "zfnet.net")
+    assert result.network is not None
+    sides = [la.shape.h for la in result.network.layers()
+             if la.name in ("Conv", "MaxPool") and la.stage in ("conv1", "conv2", "conv5")]
+    # conv1 ⌊(224 + 2 − 7) / 2⌋ + 1 = 110, pool ⌈(110 − 3) / 2⌉ + 1 = 55, conv2
+    # (55 − 5) / 2 + 1 = 26, pool ⌈(26 − 3) / 2⌉ + 1 = 13, conv5 13, pool (13 − 3) / 2 + 1 = 6
+    assert sides == [110, 55, 26, 13, 13, 6]
+    # the fused kernel floors, so a ceil pool is left out of conv1's chain
+    kernels = {la.stage: la.fusion.kernel for la in result.network.layers() if la.fusion}
+    assert kernels["conv1"] == "relu_lrn" and kernels["conv5"] == "relu_pool"
+
+
 def test_missing_input_and_empty_spec(check_text) -> None:
     assert kinds(check_text("s: ReLU\n")) == [errors.INPUT]
     assert kinds(check_text("")) == [errors.STRUCTURE]
@@ -187,3 +214,38 @@ def test_lrn_window_wider_than_the_maps_warns_without_towers(check_text) -> None
     assert [d.message for d in result.diagnostics] == [
         "the ResNorm window of 9 channels is wider than the 4 maps"]
     assert not check_text("input 8x8x3\nc: Conv(3,1) x4 + ReLU; ResNorm(3)\n").diagnostics
+
+
+def test_batch_norm_buffers_are_counted_apart(check_text) -> None:
+    from alexnetc.compiler.report import as_json, report_text
+
+    result = check_text("input 8x8x3\ntowers 2\nc: Conv(3,1, pad=1, bias=false) x4; BatchNorm "
+                        "+ ReLU\nf: FC(6); BatchNorm(eps=1e-3)\n")
+    net = result.network
+    assert net is not None
+    conv, fc = 3 * 3 * 3 * 4, 8 * 8 * 4 * 6 + 6
+    assert net.total().params == conv + 2 * 4 + fc + 2 * 6  # a scale and a shift per channel
+    assert net.total().buffers == (2 * 4 + 1) + (2 * 6 + 1)  # mean, variance, batch counter
+    data = as_json(net, result.diagnostics, None)
+    assert data["total"]["buffers"] == 22 and data["total"]["params"] == net.total().params
+    assert [la["buffers"] for la in data["layers"] if la["op"] == "BatchNorm"] == [9, 13]
+    text = report_text(net)
+    assert "buffers" in text and "22 buffer values" in text
+    plain = check_text("input 8x8x3\nc: Conv(3,1) x4\n").network
+    assert plain is not None and "buffers" not in report_text(plain)  # no column without any
+
+
+def test_nin_sizes_and_params() -> None:
+    result = check_file(SPECS / "nin.net")
+    net = result.network
+    assert net is not None
+    first = [la.shape.h for la in net.layers() if la.name in ("Conv", "MaxPool")][::4]
+    # conv1 ⌊(224 − 11) / 4⌋ + 1 = 54; ceil pools ⌈(54 − 3) / 2⌉ + 1 = 27, ⌈(27 − 3) / 2⌉ + 1
+    # = 13, ⌈(13 − 3) / 2⌉ + 1 = 6; global pooling to 1
+    assert first == [54, 27, 13, 6] and str(net.output) == "1x1x1000" and net.class_vector
+
+    def mlpconv(c_in: int, k: int, c: int, last: int) -> int:
+        return (k * k * c_in + 1) * c + (c + 1) * c + (c + 1) * last
+
+    assert net.total().params == (mlpconv(3, 11, 96, 96) + mlpconv(96, 5, 256, 256)
+                                  + mlpconv(256, 3, 384, 384) + mlpconv(384, 3, 1024, 1000))

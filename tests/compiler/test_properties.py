@@ -35,6 +35,7 @@ def test_valid_stacks_match_closed_form(case: SpecCase) -> None:
     assert last == case.stage_shapes
     total = net.total()
     assert (total.params, total.macs, total.neurons) == (case.params, case.macs, case.neurons)
+    assert total.buffers == case.buffers
     assert sum(layer.tower.params_per_tower for layer in net.layers()) * case.towers == \
         case.params
 

@@ -22,7 +22,7 @@ from alexnetc.backends.kernels import (
     PoolParams,
     choose,
     fused_relu_lrn_pool,
-    ops,
+    library,
 )
 
 from test_lrn_reference import paper_relu_lrn_pool, rel_err
@@ -94,9 +94,9 @@ def test_a_dynamic_shape_trace_falls_back_to_the_rule() -> None:
     code = (
         "import torch\n"
         "from torch.fx.experimental.proxy_tensor import make_fx\n"
-        "from alexnetc.backends.kernels import ops\n"
-        "assert ops.REGISTERED\n"
-        "f = lambda x: ops._fwd(x, 5, 1e-4, 0.75, 2.0, 3, 2, 0, 1, True)\n"
+        "from alexnetc.backends.kernels import library\n"
+        "assert library.REGISTERED\n"
+        "f = lambda x: library._fwd(x, 5, 1e-4, 0.75, 2.0, 3, 2, 0, 1, True)\n"
         "gm = make_fx(f, tracing_mode='symbolic')(torch.randn(4, 8, 13, 13))\n"
         "assert 'triton_kernel_wrapper' in gm.code, gm.code\n"
     )
@@ -115,8 +115,8 @@ def test_auto_runs_the_measured_variants(device: str, winner: dict[str, float],
                                          monkeypatch: pytest.MonkeyPatch) -> None:
     """"auto" times both forwards and both backwards once per signature, then runs the
     faster ones; the result is the paper's formula either way."""
-    monkeypatch.setattr(ops, "VARIANT", "auto")
-    monkeypatch.setattr(ops, "BWD_VARIANT", "auto")
+    monkeypatch.setattr(library, "VARIANT", "auto")
+    monkeypatch.setattr(library, "BWD_VARIANT", "auto")
     monkeypatch.setattr(choose, "timer", ranked(winner))
     monkeypatch.setattr(choose, "can_measure", lambda *t: True)
     lrn, pool = LRNParams(5, 0.1, 0.75, 2.0), PoolParams(3, 2)

@@ -1,8 +1,8 @@
 """Triton kernels vs the float64 paper formula: CPU interpreter (default) and CUDA (gpu marker).
 
 Every test runs for both forward variants ("windows": lrn_pool, "rows": lrn_pool_rows; see
-ops.VARIANT), directly through the launchers and through the public op, and every backward test
-for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; ops.BWD_VARIANT).
+library.VARIANT), directly through the launchers and through the public op, and every backward test
+for both backward variants ("gather": lrn_pool_bwd, "rows": lrn_pool_bwd_rows; library.BWD_VARIANT).
 
 Without CUDA, tests/conftest.py switches Triton's interpreter on before triton is imported (a GPU
 run compiles the kernels for real).  Every kernel launch writes
@@ -19,11 +19,11 @@ from alexnetc.backends.kernels import (
     PoolParams,
     choose,
     fused_relu_lrn_pool,
+    library,
     lrn_pool,
     lrn_pool_bwd,
     lrn_pool_bwd_rows,
     lrn_pool_rows,
-    ops,
     reference_relu_lrn_pool,
 )
 
@@ -35,23 +35,15 @@ TOL = {torch.float32: 1e-5, torch.bfloat16: 1e-2}
 @pytest.fixture(params=["windows", "rows"])
 def variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which forward kernel the launch helpers and the public op use."""
-    monkeypatch.setattr(ops, "VARIANT", request.param)
+    monkeypatch.setattr(library, "VARIANT", request.param)
     return request.param
 
 
 @pytest.fixture(params=["gather", "rows"])
 def bwd_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which backward kernel the launch helpers and the public op use."""
-    monkeypatch.setattr(ops, "BWD_VARIANT", request.param)
+    monkeypatch.setattr(library, "BWD_VARIANT", request.param)
     return request.param
-
-
-def _flat(lrn: LRNParams | None, pool: PoolParams | None) -> tuple:
-    return (
-        lrn.size if lrn else 0, lrn.alpha if lrn else 0.0, lrn.beta if lrn else 0.0,
-        lrn.k if lrn else 1.0, pool.size if pool else 0, pool.stride if pool else 1,
-        pool.pad if pool else 0,
-    )  # fmt: skip
 
 
 LRN_A = LRNParams(5, 0.1, 0.75, 2.0)  # alpha large enough that the LRN visibly matters
@@ -119,7 +111,7 @@ def test_kernels_match_paper(
     idx = torch.full_like(y, -7, dtype=torch.int8)
     launch = lrn_pool_rows.launch_forward if variant == "rows" else lrn_pool.launch_forward
     cfg = fcfg[1] if variant == "rows" else fcfg[0]
-    launch(x, y, idx if pool else None, *_flat(lrn, pool), towers, config=cfg)
+    launch(x, y, idx if pool else None, lrn, pool, towers, config=cfg)
     assert rel_err(y, want) < TOL[dtype]
 
     dy = torch.randn(want.shape, device=device).to(dtype)
@@ -127,7 +119,7 @@ def test_kernels_match_paper(
     dx = torch.full_like(x, float("nan"))
     bwd = lrn_pool_bwd_rows if bwd_variant == "rows" else lrn_pool_bwd
     bwd.launch_backward(
-        x, dy, idx if pool else None, dx, *_flat(lrn, pool), towers,
+        x, dy, idx if pool else None, dx, lrn, pool, towers,
         config=bcfg[1] if bwd_variant == "rows" else bcfg[0],
     )
     assert rel_err(dx, x64.grad) < TOL[dtype]
@@ -188,7 +180,7 @@ def test_compiles_without_graph_break(device, variant, bwd_variant):
 def test_rows_configs_fit_the_pool():
     """The GPU-only autotune configs (not run by the interpreter): every band holds its pool."""
     for k, s, w in ((3, 2, 55), (3, 2, 27), (2, 2, 7), (4, 3, 12), (7, 1, 40)):
-        iwp, bow = lrn_pool_rows.footprint(w, k, s, 0)
+        iwp, bow = lrn_pool_rows.footprint(w, PoolParams(k, s))
         assert iwp >= (PoolParams(k, s).out_size(w) - 1) * s + k and bow >= 1
         cfgs = lrn_pool_rows._configs(k, s, iwp)
         assert cfgs
@@ -200,20 +192,20 @@ def test_rows_configs_fit_the_pool():
 def test_rows_backward_falls_back_to_gather(device):
     """Geometries the rows backward does not take (no pool, too wide) run lrn_pool_bwd."""
     x = torch.randn(1, 2, 3, 200, device=device)
-    assert not lrn_pool_bwd_rows.supported(x, 3, 2, 0)
-    assert not lrn_pool_bwd_rows.supported(x[..., :64], 0, 1, 0)
-    assert not lrn_pool_bwd_rows.supported(x[..., :64], 5, 2, 0)  # K > 2*S
-    assert lrn_pool_bwd_rows.supported(x[..., :64], 3, 2, 1)
+    assert not lrn_pool_bwd_rows.supported(x, PoolParams(3, 2))
+    assert not lrn_pool_bwd_rows.supported(x[..., :64], None)
+    assert not lrn_pool_bwd_rows.supported(x[..., :64], PoolParams(5, 2))  # K > 2*S
+    assert lrn_pool_bwd_rows.supported(x[..., :64], PoolParams(3, 2, 1))
     lrn, pool = LRNParams(3, 0.1, 0.75, 2.0), PoolParams(3, 2)
     x64 = x.double().requires_grad_()
     want = paper_relu_lrn_pool(x64, lrn, pool)
     y, idx = torch.empty(want.shape, device=device), torch.empty(want.shape, dtype=torch.int8,
                                                                    device=device)
-    lrn_pool.launch_forward(x, y, idx, *_flat(lrn, pool), 1)
+    lrn_pool.launch_forward(x, y, idx, lrn, pool, 1)
     dy = torch.randn(want.shape, device=device)
     want.backward(dy.double())
     dx = torch.full_like(x, float("nan"))
-    lrn_pool_bwd_rows.launch_backward(x, dy, idx, dx, *_flat(lrn, pool), 1)
+    lrn_pool_bwd_rows.launch_backward(x, dy, idx, dx, lrn, pool, 1)
     assert rel_err(dx, x64.grad) < 1e-5
 
 
@@ -243,10 +235,10 @@ def test_rows_falls_back_to_windows_when_too_wide(device):
     """Pooled widths beyond the rows kernel's footprint go to the windows kernel, correctly."""
     x = 2 * torch.randn(1, 3, 5, 300, device=device)
     lrn, pool = LRNParams(3, 0.1, 0.75, 2.0), PoolParams(3, 2)
-    assert not lrn_pool_rows.supported(x, 3, 2, 0)
+    assert not lrn_pool_rows.supported(x, PoolParams(3, 2))
     want = paper_relu_lrn_pool(x.double(), lrn, pool)
     y = torch.full(want.shape, float("nan"), device=device)
-    lrn_pool_rows.launch_forward(x, y, None, *_flat(lrn, pool), 1)
+    lrn_pool_rows.launch_forward(x, y, None, lrn, pool, 1)
     assert rel_err(y, want) < 1e-5
 
 
@@ -266,7 +258,7 @@ def test_auto_variant_rule_where_nothing_is_timed(
             return _real(*args, **kwargs)
 
         monkeypatch.setattr(mod, "launch_forward", spy)
-    monkeypatch.setattr(ops, "VARIANT", "auto")
+    monkeypatch.setattr(library, "VARIANT", "auto")
     x = torch.randn(1, 4, 9, 9, device=device)
     with torch.no_grad():
         fused_relu_lrn_pool(x, LRN_A, PoolParams(3, 2))
@@ -299,7 +291,7 @@ def test_argmax_is_max_pool2d_first_maximum_under_ties(device, variant, pool, cf
     y = torch.full(want.shape, float("nan"), device=device)
     idx = torch.full(want.shape, -7, dtype=torch.int8, device=device)
     launch = lrn_pool_rows.launch_forward if variant == "rows" else lrn_pool.launch_forward
-    launch(x, y, idx, *_flat(None, pool), 1, config=cfg if variant == "rows" else None)
+    launch(x, y, idx, None, pool, 1, config=cfg if variant == "rows" else None)
     assert torch.equal(idx.cpu().long(), want)
 
 

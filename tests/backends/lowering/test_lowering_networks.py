@@ -5,6 +5,7 @@ random valid specs."""
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from alexnetc.backends.lowering import (
     AlexnetcModule,
-    Stage,
+    StageModule,
     assemble,
     build_module,
     count_cross_bytes,
@@ -84,22 +85,35 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
             if op in ("Conv", "FC"):
                 sh = next(shards).towers
                 w = torch.cat([s.weight.cpu() for s in sh])
-                b = torch.cat([s.bias.cpu() for s in sh])
-                x = (F.conv2d(x, w, b, int(a["stride"]), int(a["pad"]), 1, int(a["groups"]))
+                b = None if sh[0].bias is None else torch.cat([s.bias.cpu() for s in sh])
+                x = (F.conv2d(x, w, b, a.stride, a.pad, 1, a.groups)
                      if op == "Conv" else F.linear(x.flatten(1), w, b))
                 split = True
-            elif op in ("ReLU", "Tanh", "Sigmoid"):
-                x = {"ReLU": torch.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid}[op](x)
+            elif op in ("BatchNorm", "PReLU"):
+                cat = partial(_joined, next(shards).towers)
+                x = (F.prelu(x, cat("weight")) if op == "PReLU" else
+                     F.batch_norm(x, cat("running_mean"), cat("running_var"), cat("weight"),
+                                  cat("bias"), False, 0.0, a.eps))
+            elif op in ("ReLU", "Tanh", "Sigmoid", "ReLU6"):
+                x = {"ReLU": torch.relu, "Tanh": torch.tanh, "Sigmoid": torch.sigmoid,
+                     "ReLU6": F.relu6}[op](x)
+            elif op == "LeakyReLU":
+                x = F.leaky_relu(x, a.slope)
             elif op == "ResNorm":
                 parts = x.chunk(towers, 1) if split or x.shape[1] % towers == 0 else (x,)
-                x = torch.cat([_paper_lrn(p, int(a["size"]), float(a["alpha"]),
-                                          float(a["beta"]), float(a["k"])) for p in parts], 1)
+                x = torch.cat([_paper_lrn(p, a.size, a.alpha, a.beta, a.k) for p in parts], 1)
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
-                x = pool(x, int(a["size"]), int(a["stride"]), int(a["pad"]))
+                x = pool(x, a.size, a.stride, a.pad, ceil_mode=a.remainder == "ceil")
+            elif op in ("AdaptiveAvgPool", "GlobalAvgPool"):
+                x = F.adaptive_avg_pool2d(x, a.size if op == "AdaptiveAvgPool" else 1)
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
-    return x
+    return x.flatten(1) if net.class_vector else x
+
+
+def _joined(shards: torch.nn.ModuleList, name: str) -> torch.Tensor:
+    return torch.cat([getattr(s, name).cpu() for s in shards])
 
 
 def _paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -157,7 +171,9 @@ def test_every_spec_counts_and_shapes(path: Path):
 @st.composite
 def lowering_specs(draw: st.DrawFn) -> str:
     """Specs exercising what the lead's strategy leaves out: 3 towers, groups that cut
-    through towers, Tanh/Sigmoid, AvgPool, padding on pools, init overrides, flat LRN."""
+    through towers, Tanh/Sigmoid/ReLU6/LeakyReLU/PReLU, BatchNorm (on maps and flat), convs
+    and FCs without bias, AvgPool, padding and ceil on pools, global pooling, init overrides,
+    flat LRN."""
     towers = draw(st.sampled_from([1, 2, 3]))
     h, w, c = draw(st.integers(4, 20)), draw(st.integers(4, 20)), draw(st.integers(1, 4))
     lines = [f"input {h}x{w}x{c}", f"towers {towers}"]
@@ -167,23 +183,32 @@ def lowering_specs(draw: st.DrawFn) -> str:
         out = math.lcm(groups, towers) * draw(st.integers(1, 3))
         args = [str(k), str(draw(st.integers(1, 2))), f"pad={draw(st.integers(0, k // 2))}",
                 f"groups={groups}", "remainder=drop"]
-        if draw(st.booleans()):
+        norm = draw(st.booleans())
+        if norm:
+            args.append("bias=false")
+        elif draw(st.booleans()):
             args.append(f"std={draw(st.sampled_from([0.1, 0.5]))}, bias=0.1")
-        ops = [f"Conv({', '.join(args)}) x{out} + {draw(st.sampled_from(['ReLU', 'Tanh']))}"]
+        act = draw(st.sampled_from(["ReLU", "Tanh", "ReLU6", "LeakyReLU(0.2)", "PReLU"]))
+        ops = [f"Conv({', '.join(args)}) x{out}" + ("; BatchNorm" if norm else "") + f" + {act}"]
         if draw(st.booleans()):
             ops.append(f"ResNorm({draw(st.sampled_from([1, 3, 5]))}, alpha=0.01, k=1)")
         if draw(st.booleans()):
             size = draw(st.integers(1, 3))
             ops.append(f"{draw(st.sampled_from(['MaxPool', 'AvgPool']))}({size},"
                        f"{draw(st.integers(1, 2))}, pad={draw(st.integers(0, size // 2))}, "
-                       "remainder=drop)")
+                       f"remainder={draw(st.sampled_from(['drop', 'ceil']))})")
         lines.append(f"c{i}: " + "; ".join(ops))
         c = out
-    for j in range(draw(st.integers(0, 2))):
-        tail = draw(st.sampled_from(["", " + Sigmoid", " + ReLU; ResNorm(3)", "; Dropout(0.3)"]))
-        lines.append(f"f{j}: FC({towers * draw(st.integers(1, 4))}){tail}")
+    fcs = draw(st.integers(0, 2))
+    for j in range(fcs):
+        tail = draw(st.sampled_from(["", " + Sigmoid", " + ReLU; ResNorm(3)", "; Dropout(0.3)",
+                                     ", bias=false); BatchNorm + ReLU", " + PReLU"]))
+        call = f"FC({towers * draw(st.integers(1, 4))}"  # the tail closes it or adds bias=
+        lines.append(f"f{j}: {call}" + (tail if tail.startswith(",") else f"){tail}"))
     if draw(st.booleans()):
         lines.append(f"out: FC({towers * 2}) + Softmax")
+    elif not fcs and draw(st.booleans()):
+        lines.append("g: GlobalAvgPool")  # a final 1x1xC map: the class vector
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +299,7 @@ def test_every_stage_name_the_checker_accepts_lowers(name):
         assert all(d.loc.line == 2 for d in result.diagnostics)
         return
     model = build_module(result.network, devices=["cpu"])
-    assert model.stage_names == [name] and isinstance(getattr(model, name), Stage)
+    assert model.stage_names == [name] and isinstance(getattr(model, name), StageModule)
     assert list(model.state_dict()) == [] and model(torch.ones(1, 1, 2, 2)).shape == (1, 1, 2, 2)
 
 

@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from functools import partial
+from typing import ClassVar
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from alexnetc.backends.lowering import build_module
-from alexnetc.backends.lowering.fused import FusedChain, kernel_available, local_response_norm
-from alexnetc.backends.lowering.ops import LOWERINGS, conv_calls
-from alexnetc.compiler.ops import OPS
+from alexnetc.backends.kernels.params import LRNParams, PoolParams
+from alexnetc.backends.kernels.reference import local_response_norm
+from alexnetc.backends.lowering import (
+    build_module,
+    canonical_state_dict,
+    load_canonical_state_dict,
+)
+from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
+from alexnetc.backends.lowering.fused import FusedChain, kernel_available
+from alexnetc.backends.lowering.layers import LAYERS, Sharded, conv_calls
 from alexnetc.compiler.pipeline import check, load
 from alexnetc.compiler.recipe import Init, Recipe
+from alexnetc.compiler.registry import OPS
 
 from helpers import SPECS
 
@@ -38,7 +49,7 @@ def paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -
 
 
 def test_every_registry_op_has_a_lowering():
-    assert {op.name for op in OPS.values()} <= set(LOWERINGS)
+    assert {op.name for op in OPS.values()} <= set(LAYERS)
 
 
 @pytest.mark.parametrize("shape", [(2, 7, 4, 5), (3, 6)])
@@ -61,7 +72,8 @@ def test_lrn_matches_kernels_reference_when_present():
     ref = pytest.importorskip("alexnetc.backends.kernels.reference")
     params = pytest.importorskip("alexnetc.backends.kernels.params")
     x = torch.randn(2, 8, 9, 9) * 3
-    chain = FusedChain("relu_lrn_pool", (5, 1e-3, 0.75, 2.0), (3, 2, 0), use_kernel=False)
+    chain = FusedChain("relu_lrn_pool", LRNParams(5, 1e-3, 0.75, 2.0), PoolParams(3, 2, 0),
+                       use_kernel=False)
     want = ref.reference_relu_lrn_pool(x, params.LRNParams(5, 1e-3, 0.75, 2.0),
                                        params.PoolParams(3, 2, 0), towers=1)
     torch.testing.assert_close(chain(x), want)
@@ -176,3 +188,241 @@ def test_fused_chain_is_one_op_and_fused_true_needs_the_kernels(alexnet):
     if not kernel_available("cpu"):  # the kernels' tests may turn on the Triton interpreter
         with pytest.raises(ValueError, match="fused=True"):
             build_module(net, recipe, devices=["cpu"], fused=True)
+
+
+class _StatShard(torch.nn.Module):
+    """A shard with a parameter, running statistics and a counter (as a BatchNorm would)."""
+
+    def __init__(self, t: int):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.full((2, 3), float(t)))
+        self.register_buffer("running_mean", torch.full((2,), 10.0 + t))
+        self.register_buffer("steps", torch.tensor(7))
+        self.register_buffer("scratch", torch.zeros(5), persistent=False)
+
+
+class _StatLayer(Sharded):
+    join_dims: ClassVar[Mapping[str, int | None]] = {"steps": None}  # equal on every tower
+
+
+def test_whole_layer_tensors_are_every_parameter_and_buffer():
+    model = torch.nn.ModuleDict({"bn": _StatLayer([_StatShard(0), _StatShard(1)])})
+    whole = canonical_state_dict(model)
+    assert set(whole) == {"bn.weight", "bn.running_mean", "bn.steps"}
+    assert whole["bn.weight"].shape == (4, 3) and whole["bn.running_mean"].tolist() == [
+        10, 10, 11, 11]
+    assert whole["bn.steps"].item() == 7
+    changed = {k: v + 1 for k, v in whole.items()}
+    load_canonical_state_dict(model, changed)
+    for key, value in canonical_state_dict(model).items():
+        assert torch.equal(value, changed[key]), key
+    with pytest.raises(ValueError, match="does not fit"):
+        load_canonical_state_dict(model, {**changed, "bn.running_mean": torch.zeros(3)})
+    model["stray"] = torch.nn.Linear(2, 2)  # a tensor no Sharded layer accounts for
+    with pytest.raises(TypeError, match=r"stray\.bias, stray\.weight belong to no Sharded"):
+        canonical_state_dict(model)
+
+
+def test_leaky_relu_is_torchs_and_exports(tmp_path):
+    net = _net("input 4x4x2\na: Conv(1,1) x2 + LeakyReLU(0.2)\nb: LeakyReLU\n")
+    assert [layer.args.slope for layer in net.layers() if layer.name == "LeakyReLU"] == [
+        0.2, 0.01]
+    m = build_module(net, devices=["cpu"], seed=4).eval()
+    x = torch.randn(3, 2, 4, 4)
+    conv = m.a.conv
+    want = F.leaky_relu(F.leaky_relu(F.conv2d(x, conv.joined("weight"), conv.joined("bias")),
+                                     0.2))  # b: the default slope, PyTorch's 0.01
+    torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    slopes = [a.f for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+              if n.op_type == "LeakyRelu" for a in n.attribute if a.name == "alpha"]
+    assert slopes == pytest.approx([0.2, 0.01])
+
+
+def test_relu6_and_prelu_are_torchs_per_tower_and_export(tmp_path):
+    net = _net("input 4x4x2\ntowers 2\na: Conv(1,1) x4 + PReLU; ReLU6\nf: FC(6) + PReLU\n")
+    conv_params, fc_params = 2 * 4 + 4, 4 * 4 * 4 * 6 + 6
+    assert net.total().params == conv_params + 4 + fc_params + 6  # one slope per channel
+    x = torch.randn(3, 2, 4, 4) * 8  # past ReLU6's cap
+    for merge in (False, True):
+        m = build_module(net, devices=["cpu"] if merge else ["cpu", "cpu"], seed=5,
+                         merge=merge).eval()
+        state = canonical_state_dict(m)
+        assert torch.equal(state["a.prelu.weight"], torch.full((4,), 0.25))  # torch's init
+        state["a.prelu.weight"] = torch.tensor([0.1, -0.2, 0.3, 0.4])
+        state["f.prelu.weight"] = torch.linspace(-1, 1, 6)
+        load_canonical_state_dict(m, state)
+        a = F.relu6(F.prelu(F.conv2d(x, state["a.conv.weight"], state["a.conv.bias"]),
+                            state["a.prelu.weight"]))
+        want = F.prelu(F.linear(a.flatten(1), state["f.fc.weight"], state["f.fc.bias"]),
+                       state["f.prelu.weight"])
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    assert sum(p.numel() for p in m.parameters()) == net.total().params
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    kinds = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert kinds.count("PRelu") == 2 and "Clip" in kinds
+
+
+def test_bias_false_leaves_no_bias_parameter(tmp_path):
+    net = _net("input 6x6x4\ntowers 2\ninit std=0.1\n"
+               "a: Conv(3,1, groups=2, bias=false) x6 + ReLU\nb: Conv(1,1, bias=0.5) x2\n"
+               "f: FC(4, bias=false)\n")
+    a_weights, b_params, f_weights = 3 * 3 * 2 * 6, 6 * 2 + 2, 4 * 4 * 2 * 4
+    assert net.total().params == a_weights + b_params + f_weights
+    assert net.total().biases == 2
+    x = torch.randn(2, 4, 6, 6)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=1).eval()
+        state = canonical_state_dict(m)
+        assert sorted(state) == ["a.conv.weight", "b.conv.bias", "b.conv.weight", "f.fc.weight"]
+        assert torch.equal(state["b.conv.bias"], torch.full((2,), 0.5))
+        assert sum(p.numel() for p in m.parameters()) == net.total().params
+        want = F.linear(F.conv2d(F.relu(F.conv2d(x, state["a.conv.weight"], None, 1, 0, 1, 2)),
+                                 state["b.conv.weight"], state["b.conv.bias"]).flatten(1),
+                        state["f.fc.weight"])
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert [len(n.input) for n in graph.node if n.op_type == "Conv"] == [2, 3]  # a: no bias
+
+
+def test_ceil_pools_are_torchs_ceil_mode_and_export(tmp_path):
+    for n in range(3, 12):
+        for size, stride, pad in ((3, 2, 0), (2, 2, 1), (3, 3, 1), (5, 3, 2)):
+            result = check(f"input {n}x{n}x1\np: MaxPool({size},{stride}, pad={pad}, "
+                           "remainder=ceil)\n")
+            if not result.ok:
+                assert n + 2 * pad < size  # only a window larger than the input fails
+                continue
+            want = F.max_pool2d(torch.zeros(1, 1, n, n), size, stride, pad, ceil_mode=True)
+            assert result.network.output.h == want.shape[-1], (n, size, stride, pad)
+    net = _net("input 10x10x2\np: MaxPool(3,2, remainder=ceil) -> 5x5x2\n"
+               "q: AvgPool(2,2, pad=1, remainder=ceil) -> 3x3x2\nf: FC(3)\n")
+    m = build_module(net, devices=["cpu"], seed=2).eval()
+    x = torch.randn(2, 2, 10, 10)
+    state = canonical_state_dict(m)
+    pooled = F.avg_pool2d(F.max_pool2d(x, 3, 2, ceil_mode=True), 2, 2, 1, ceil_mode=True)
+    want = F.linear(pooled.flatten(1), state["f.fc.weight"], state["f.fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    ceil = [a.i for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+            if n.op_type in ("MaxPool", "AveragePool") for a in n.attribute
+            if a.name == "ceil_mode"]
+    assert ceil == [1, 1]
+
+
+def test_global_and_adaptive_pools_are_torchs_and_export(tmp_path):
+    net = _net("input 9x9x2\ntowers 2\na: Conv(3,1) x4 + ReLU; AdaptiveAvgPool(3) -> 3x3x4\n"
+               "g: Conv(1,1) x6; GlobalAvgPool -> 1x1x6\n")
+    assert net.class_vector  # a final 1x1xC map is the class vector: N x C
+    x = torch.randn(2, 2, 9, 9)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=3).eval()
+        state = canonical_state_dict(m)
+        a = F.adaptive_avg_pool2d(F.relu(F.conv2d(x, state["a.conv.weight"],
+                                                  state["a.conv.bias"])), 3)
+        g = F.conv2d(a, state["g.conv.weight"], state["g.conv.bias"]).mean((2, 3))
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), g)
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), g)
+    if onnx_missing():
+        return
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    assert "ReduceMean" in [n.op_type for n in graph.node]  # the global pool
+    assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [6]
+
+
+def test_torchvision_alexnet_with_its_adaptive_pool_at_any_input():
+    text = (SPECS / "alexnet-torchvision.net").read_text()
+    assert "AdaptiveAvgPool(6)" in text
+    for side in (224, 256):
+        net = _net(text.replace("input 224x224x3", f"input {side}x{side}x3")
+                   .replace("  -> 27x27x64", "").replace("  -> 13x13x192", "")
+                   .replace("  -> 6x6x256", ""))
+        convs = (11 * 11 * 3 + 1) * 64 + (5 * 5 * 64 + 1) * 192 + (3 * 3 * 192 + 1) * 384 \
+            + (3 * 3 * 384 + 1) * 256 + (3 * 3 * 256 + 1) * 256
+        fcs = (6 * 6 * 256 + 1) * 4096 + (4096 + 1) * 4096 + (4096 + 1) * 1000
+        assert net.total().params == convs + fcs == 61_100_840
+        assert [la.shape.h for la in net.layers() if la.name == "AdaptiveAvgPool"] == [6]
+
+
+def _plain_batch_norm_net(x, state, bn2, bn1):
+    a = F.relu(bn2(F.conv2d(x, state["a.conv.weight"], None, 1, 1)))
+    return bn1(F.linear(a.flatten(1), state["f.fc.weight"]))
+
+
+def test_batch_norm_is_torchs_per_tower_in_train_and_eval_and_exports(tmp_path):
+    net = _net("input 6x6x4\ntowers 2\na: Conv(3,1, pad=1, bias=false) x4; BatchNorm + ReLU\n"
+               "f: FC(6, bias=false); BatchNorm(eps=1e-3, momentum=0.2)\n")
+    assert net.total().params == 3 * 3 * 4 * 4 + 2 * 4 + 6 * 6 * 4 * 6 + 2 * 6
+    assert net.total().buffers == (2 * 4 + 1) + (2 * 6 + 1)  # mean, variance, batch counter
+    g = torch.Generator().manual_seed(0)
+    x, x2 = torch.randn(5, 4, 6, 6, generator=g), torch.randn(5, 4, 6, 6, generator=g)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=6).train()
+        state = canonical_state_dict(m)
+        assert {k for k in state if k.startswith("a.batchnorm.")} == {
+            f"a.batchnorm.{n}" for n in ("weight", "bias", "running_mean", "running_var",
+                                         "num_batches_tracked")}
+        state["a.batchnorm.weight"] = torch.tensor([1.0, 0.5, 2.0, -1.0])
+        state["f.batchnorm.bias"] = torch.linspace(-1, 1, 6)
+        load_canonical_state_dict(m, state)
+        bn2, bn1 = torch.nn.BatchNorm2d(4), torch.nn.BatchNorm1d(6, eps=1e-3, momentum=0.2)
+        bn2.load_state_dict({k[len("a.batchnorm."):]: v for k, v in state.items()
+                             if k.startswith("a.batchnorm.")})
+        bn1.load_state_dict({k[len("f.batchnorm."):]: v for k, v in state.items()
+                             if k.startswith("f.batchnorm.")})
+        plain = partial(_plain_batch_norm_net, state=state, bn2=bn2, bn1=bn1)
+
+        for batch in (x, x2):  # train mode: batch statistics, running statistics updated
+            torch.testing.assert_close(m(batch), plain(batch))
+        after = canonical_state_dict(m)
+        for name, bn in (("a", bn2), ("f", bn1)):  # every tower shard's statistics kept
+            torch.testing.assert_close(after[f"{name}.batchnorm.running_mean"], bn.running_mean)
+            torch.testing.assert_close(after[f"{name}.batchnorm.running_var"], bn.running_var)
+            assert after[f"{name}.batchnorm.num_batches_tracked"] == 2
+        m.eval(), bn2.eval(), bn1.eval()
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), plain(x))
+    want = plain(x).detach()
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return
+    import onnx
+    from onnx.reference import ReferenceEvaluator
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)  # the exporter folds BN in
+    (got,) = ReferenceEvaluator(onnx.load(str(tmp_path / "m.onnx"))).run(None, {"x": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)

@@ -177,3 +177,33 @@ def test_whole_layer_weights_round_trip(alexnet):
         assert torch.equal(b.state_dict()[key], value), key
     with pytest.raises(ValueError, match="missing"):
         load_canonical_state_dict(b, {"conv1.conv.weight": full["conv1.conv.weight"]})
+
+
+@pytest.mark.parametrize("text", [
+    "input 4x4x3\ntowers 2\na: ResNorm(3, alpha=1)\n",  # 3 maps: the towers cannot split them
+    "input 4x4x3\ntowers 2\na: ReLU; ResNorm(3, alpha=1); MaxPool(2,2)\nf: FC(4)\n",  # fused
+    "input 6x6x2\ntowers 2\nc: Conv(3,1) x4 + ReLU + Softmax; ResNorm(3, alpha=1)\nd: FC(2)\n",
+])
+def test_lrn_on_maps_the_towers_do_not_split_spans_them_all(text):
+    """Ahead of the first split (or after a gather) LRN sees every map, on one device as on
+    several: the merged path does not cut the maps into uneven tower shares."""
+    net = check(text).network
+    assert net is not None
+    x = torch.randn(2, net.input.c, net.input.h, net.input.w)
+    outs = [build_module(net, devices=["cpu"], seed=1, merge=m).eval()(x) for m in (False, True)]
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-6)
+
+
+def test_own_tower_conv_after_a_gather_counts_its_scatter():
+    """A conv reading its own tower's maps after a mid-network Softmax gathered them onto the
+    first tower: the checker counts the scatter back that the module performs."""
+    net = check("input 6x6x2\ntowers 2\nc: Conv(3,1) x4 + Softmax\n"
+                "d: Conv(3,1, groups=2) x4\n").network
+    assert net is not None
+    d = next(layer for layer in net.layers() if layer.id == "d.0")
+    assert d.tower.cross_bytes == 4 * 4 * 2 * 4  # the second tower's 4x4x2 share, fp32
+    m = build_module(net, devices=["cpu", "cpu"], merge=False).eval()
+    with torch.no_grad(), count_cross_bytes() as moved:
+        m(torch.randn(3, 2, 6, 6))
+    assert {k: v for k, v in moved.items() if k != "output"} == {
+        layer.id: layer.tower.cross_bytes * 3 for layer in net.layers() if layer.tower.cross_bytes}

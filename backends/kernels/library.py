@@ -22,8 +22,8 @@ Two backward kernels exist (same contract): ``BWD_VARIANT``, from the env var AL
 picks one: "gather" (lrn_pool_bwd, per-pixel loads of the covering windows' dy/argmax), "rows"
 (lrn_pool_bwd_rows, full-width bands) or "auto" (the default: timed like the forward; gather
 where nothing can be timed).
-Both are read at call time, so benchmarks and tests may reassign ``ops.VARIANT`` and
-``ops.BWD_VARIANT``.
+Both are read at call time, so benchmarks and tests may reassign ``library.VARIANT`` and
+``library.BWD_VARIANT``.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from . import choose, lrn_pool, lrn_pool_bwd, lrn_pool_bwd_rows, lrn_pool_rows
+from .params import LRNParams, PoolParams, from_scalars
 
 REGISTERED = False
 
@@ -65,55 +66,57 @@ def _wrap(kernel: Any) -> Any:
     return wrap_triton(kernel)
 
 
-def _pooled_shape(x: Tensor, pool_size: int, pool_stride: int, pool_pad: int) -> tuple[int, int]:
-    h, w = x.shape[2], x.shape[3]
-    _, _, _, oh, ow = lrn_pool.pool_geometry(h, w, pool_size, pool_stride, pool_pad)
+def _pooled_shape(x: Tensor, pool: PoolParams | None) -> tuple[int, int]:
+    _, _, _, oh, ow = lrn_pool.pool_geometry(x.shape[2], x.shape[3], pool)
     return oh, ow
 
 
-def _launch_forward(x: Tensor, y: Tensor, idx: Tensor | None, *args: Any, **kwargs: Any) -> None:
+def _launch_forward(x: Tensor, y: Tensor, idx: Tensor | None, lrn: LRNParams | None,
+                    pool: PoolParams | None, towers: int) -> None:
     """The selected variant's forward launcher (both share lrn_pool.launch_forward's contract)."""
     variant = VARIANT
     if variant == "auto":
         variant = choose.choose(
-            choose.signature("fwd", x, idx is not None, *args),
+            choose.signature("fwd", x, idx is not None, lrn, pool, towers),
             "rows" if idx is None else "windows", (x,),
-            lambda: {name: partial(mod.launch_forward, x, y, idx, *args, **kwargs)
+            lambda: {name: partial(mod.launch_forward, x, y, idx, lrn, pool, towers, wrap=_wrap)
                      for name, mod in _FORWARDS.items()},
         )
-    _FORWARDS[variant].launch_forward(x, y, idx, *args, **kwargs)
+    _FORWARDS[variant].launch_forward(x, y, idx, lrn, pool, towers, wrap=_wrap)
 
 
-def _launch_backward(x: Tensor, dy: Tensor, idx: Tensor | None, dx: Tensor, *args: Any,
-                     **kwargs: Any) -> None:
+def _launch_backward(x: Tensor, dy: Tensor, idx: Tensor | None, dx: Tensor,
+                     lrn: LRNParams | None, pool: PoolParams | None, towers: int) -> None:
     """The selected variant's backward launcher (both share one contract)."""
     variant = BWD_VARIANT
     if variant == "auto":
         dy_key = choose.signature("dy", dy)
         variant = choose.choose(
-            None if dy_key is None else choose.signature("bwd", x, dy_key[2], *args),
+            None if dy_key is None else choose.signature("bwd", x, dy_key[2], lrn, pool, towers),
             "gather", (x, dy),
-            lambda: {name: partial(mod.launch_backward, x, dy, idx, dx, *args, **kwargs)
+            lambda: {name: partial(mod.launch_backward, x, dy, idx, dx, lrn, pool, towers,
+                                   wrap=_wrap)
                      for name, mod in _BACKWARDS.items()},
         )
-    _BACKWARDS[variant].launch_backward(x, dy, idx, dx, *args, **kwargs)
+    _BACKWARDS[variant].launch_backward(x, dy, idx, dx, lrn, pool, towers, wrap=_wrap)
 
+
+# The custom ops' signatures stay flat (torch.library takes no records): the LRN's size,
+# alpha, beta, k, the pool's size, stride, pad (size 0: none; params.to_scalars), the towers.
 
 def _fwd(
     x: Tensor, lrn_size: int, alpha: float, beta: float, k: float,
     pool_size: int, pool_stride: int, pool_pad: int, towers: int, save_idx: bool,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
-    oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+    lrn, pool = from_scalars(lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad)
+    oh, ow = _pooled_shape(x, pool)
     y = lrn_pool.alloc_pooled(x, oh, ow)
     idx = (
         lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
         if save_idx
         else torch.empty(0, dtype=torch.int8, device=x.device)
     )
-    _launch_forward(
-        x, y, idx if save_idx else None, lrn_size, alpha, beta, k,
-        pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
-    )  # fmt: skip
+    _launch_forward(x, y, idx if save_idx else None, lrn, pool, towers)
     return y, idx
 
 
@@ -121,18 +124,13 @@ def _bwd(
     dy: Tensor, x: Tensor, idx: Tensor, lrn_size: int, alpha: float, beta: float, k: float,
     pool_size: int, pool_stride: int, pool_pad: int, towers: int,
 ) -> Tensor:  # fmt: skip
-    if pool_size > 0 and idx.numel() == 0:  # forward ran without save_idx: recompute argmax
-        oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+    lrn, pool = from_scalars(lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad)
+    if pool is not None and idx.numel() == 0:  # forward ran without save_idx: recompute argmax
+        oh, ow = _pooled_shape(x, pool)
         idx = lrn_pool.alloc_pooled(x, oh, ow, torch.int8)
-        _launch_forward(
-            x, lrn_pool.alloc_pooled(x, oh, ow), idx, lrn_size, alpha, beta, k,
-            pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
-        )  # fmt: skip
+        _launch_forward(x, lrn_pool.alloc_pooled(x, oh, ow), idx, lrn, pool, towers)
     dx = torch.empty_like(x)
-    _launch_backward(
-        x, dy, idx if pool_size > 0 else None, dx, lrn_size, alpha, beta, k,
-        pool_size, pool_stride, pool_pad, towers, wrap=_wrap,
-    )  # fmt: skip
+    _launch_backward(x, dy, idx if pool is not None else None, dx, lrn, pool, towers)
     return dx
 
 
@@ -166,7 +164,8 @@ def _register() -> bool:
 
         @fwd_op.register_fake
         def _(x, lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad, towers, save_idx):
-            oh, ow = _pooled_shape(x, pool_size, pool_stride, pool_pad)
+            _, pool = from_scalars(lrn_size, alpha, beta, k, pool_size, pool_stride, pool_pad)
+            oh, ow = _pooled_shape(x, pool)
             y = lrn_pool.alloc_pooled(x, oh, ow)
             if save_idx:
                 return y, lrn_pool.alloc_pooled(x, oh, ow, torch.int8)

@@ -1,11 +1,14 @@
 """Tower placement: which device each tower runs on, and every byte that crosses between towers.
 
-An activation lives in one of three layouts (fixed when the module is built, never at run time):
+An activation lives in one of three layouts (`Layout`, decided for every op by the checker's
+towers pass, so fixed when the module is built, never at run time):
 
 - ``SPLIT``: tower t holds channels [t·C/T, (t+1)·C/T) on its own device (the paper's towers);
 - ``REPLICATED``: every tower holds all of it (the input image, given to every tower for free);
 - ``SINGLE``: only tower 0 holds it (after the final Softmax's gather, or a prefix whose
   channels the towers cannot split).
+
+`ROUTES` carries out each `Route` the towers pass chose.
 
 All moves between towers go through `transfer`, which is the only place bytes are counted,
 so `count_cross_bytes` measures exactly what the lowering moves. Towers are logical: two
@@ -14,19 +17,14 @@ towers on one device still count their exchange, as the checker does.
 
 from __future__ import annotations
 
-import enum
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
 from torch import Tensor
 
-
-class Layout(enum.Enum):
-    SPLIT = "split"
-    REPLICATED = "replicated"
-    SINGLE = "single"
+from alexnetc.compiler.records import Layout, Route
 
 
 def parse_devices(text: str | None, towers: int) -> list[torch.device]:
@@ -146,3 +144,13 @@ def assemble(xs: list[Tensor], layout: Layout) -> Tensor:
     if layout is not Layout.SPLIT or len(xs) == 1:
         return xs[0]
     return torch.cat([x.to(xs[0].device) for x in xs], dim=1)  # N x C (x H x W)
+
+
+RouteFn = Callable[[list[Tensor], Layout, list[torch.device], str], list[Tensor]]
+
+ROUTES: dict[Route, RouteFn | None] = {
+    Route.NONE: None,
+    Route.ALL_GATHER: all_gather,
+    Route.GATHER: gather,
+    Route.SCATTER: scatter,
+}

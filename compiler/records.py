@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 FP32_BYTES = 4
@@ -61,19 +62,49 @@ class Counts:
     neurons: int = 0
     macs: int = 0
     activation_bytes: int = 0
+    # state that is not learnt (a BatchNorm's running statistics): saved and exported with the
+    # weights, but not in the parameter count the papers publish
+    buffers: int = 0
 
     @property
     def params(self) -> int:
         return self.weights + self.biases
 
 
+class Layout(enum.Enum):
+    """Where an activation lives when each tower runs on its own device.
+
+    - ``SPLIT``: tower t holds channels [t·C/T, (t+1)·C/T) (the paper's towers; with one tower,
+      the whole activation);
+    - ``REPLICATED``: every tower holds all of it (the input image, given to every tower);
+    - ``SINGLE``: only tower 0 holds it (after a gather, or ahead of the first split when the
+      towers cannot split the channels).
+    """
+
+    SPLIT = "split"
+    REPLICATED = "replicated"
+    SINGLE = "single"
+
+
+class Route(enum.Enum):
+    """How an op's input is brought to the towers it runs on."""
+
+    NONE = "none"  # as it is
+    ALL_GATHER = "all-gather"  # every tower gets the whole activation
+    GATHER = "gather"  # tower 0 gets the whole activation; the op runs there alone
+    SCATTER = "scatter"  # each tower gets its own channel share
+
+
 @dataclass(frozen=True)
 class TowerInfo:
-    """How a layer splits over the towers (the paper's two GPUs).
+    """How a layer splits over the towers (the paper's two GPUs), decided once by the towers
+    pass: the report's numbers and everything the lowering needs to place it.
 
     `reads` is "tower" when each tower reads only its own maps, "all" when every tower
     needs every tower's maps (an all-gather across devices), and "gather" when the result
-    is collected on the first tower (the final softmax).
+    is collected on the first tower (the final softmax). `route` brings the input, which
+    arrives in `layout_in`, to the towers; `single`: the op runs on tower 0 alone; `layout`:
+    where its output lives. `cross_bytes` are what `route` moves between towers per image.
     """
 
     towers: int
@@ -82,6 +113,17 @@ class TowerInfo:
     cross_bytes: int
     params_per_tower: int
     activation_bytes_per_tower: int
+    layout_in: Layout
+    route: Route
+    single: bool
+    layout: Layout
+
+    @property
+    def shares(self) -> int:
+        """Into how many tower shares the op's input is split as the op reads it (1: whole)."""
+        split = self.route is Route.SCATTER or (self.route is Route.NONE
+                                                and self.layout_in is Layout.SPLIT)
+        return self.towers if split else 1
 
 
 @dataclass(frozen=True)

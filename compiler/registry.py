@@ -1,0 +1,576 @@
+"""The op registry: one entry per op holds everything the front half needs to know about it.
+
+An op's arguments are a frozen dataclass (`ConvArgs`, `LRNArgs`, ...) whose fields say, once,
+how the language takes each one (`arg`: positional or not, bounds, doc; the field's type gives
+its kind: int, float, `float | None` for a value that defaults from elsewhere, a `Literal` of
+the allowed words). Binding a call (passes/verify.py) returns that record; every later stage
+reads its attributes. The `OpDef` holds the rest: the shape rule, the counts, how the op
+behaves across towers, whether `+` may tie it, its warnings and its fusion role.
+
+The passes, the report and the backends ask the `OpDef`; none of them branches on an op's
+name or reads an argument by name. An op's backend side (its modules, its whole-layer
+tensors) is its entry in `alexnetc.backends.lowering.layers.LAYERS`, keyed by the op's name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import sys
+import types
+import typing
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from alexnetc.compiler.errors import TOWERS
+from alexnetc.compiler.records import INT32_MAX, Counts, Shape
+
+if sys.version_info >= (3, 11):
+    from typing import dataclass_transform
+else:  # pragma: no cover - the type checker runs on 3.11+
+    def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
+        return lambda f: f
+
+Value = int | float | str
+Reads = Literal["tower", "all", "gather"]
+
+REQUIRED: Any = object()  # the default of an argument a call must give
+
+
+# --- arguments ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """How the language takes one argument (the field's metadata; see `arg`)."""
+
+    positional: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+
+
+_SPEC = "alexnetc"  # the metadata key of an ArgSpec
+
+
+def arg(default: Any = REQUIRED, *, positional: bool = False, minimum: float | None = None,
+        maximum: float | None = None, doc: str = "") -> Any:
+    """A field of an op's argument record, with its description for the language.
+
+    No `default`: the call must give it. `None` as the default of a `float | None` field: the
+    value comes from elsewhere (the spec's `init` line for `bias=` and `std=`)."""
+    spec = {_SPEC: ArgSpec(positional, minimum, maximum, doc)}
+    if default is REQUIRED:
+        return field(metadata=spec)
+    return field(default=default, metadata=spec)
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(arg,))
+def op_args(cls: type) -> type:
+    """Make `cls` an op's argument record: a frozen dataclass whose fields are `arg`s."""
+    return dataclass(frozen=True)(cls)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One argument as the language sees it (derived from the record's field)."""
+
+    name: str
+    kind: type | tuple[str, ...]  # int, float, or the allowed words
+    default: object = REQUIRED
+    positional: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
+    doc: str = ""
+    words: tuple[str, ...] = ()  # words a number argument also takes (`bias=false`)
+
+
+_PARAMS: dict[type, tuple[Param, ...]] = {}
+
+
+def params_of(args_type: type) -> tuple[Param, ...]:
+    """The language's view of an argument record: its fields, kinds, defaults and bounds."""
+    known = _PARAMS.get(args_type)
+    if known is None:
+        known = _PARAMS[args_type] = _params(args_type)
+    return known
+
+
+def _params(args_type: type) -> tuple[Param, ...]:
+    hints = typing.get_type_hints(args_type)
+    out = []
+    for f in dataclasses.fields(args_type):
+        spec = f.metadata.get(_SPEC)
+        if not isinstance(spec, ArgSpec):
+            raise TypeError(f"{args_type.__name__}.{f.name} is not declared with arg()")
+        default = REQUIRED if f.default is dataclasses.MISSING else f.default
+        hint = hints[f.name]
+        out.append(Param(f.name, _kind(args_type, f.name, hint, default), default,
+                         spec.positional, spec.minimum, spec.maximum, spec.doc, _words(hint)))
+    return tuple(out)
+
+
+def _kind(owner: type, name: str, hint: Any, default: object) -> type | tuple[str, ...]:
+    if typing.get_origin(hint) is Literal:
+        return tuple(str(w) for w in typing.get_args(hint))
+    if hint in (int, float):
+        return typing.cast(type, hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and default is None and {
+            a for a in typing.get_args(hint) if typing.get_origin(a) is not Literal} == {
+            float, type(None)}:
+        return float  # given (a number or one of its words), or None until the init line
+    raise TypeError(f"{owner.__name__}.{name}: arguments are int, float, `float | None` "
+                    f"(default None, optionally `| Literal[...]` of words it also takes) or a "
+                    f"Literal of words, not {hint}")
+
+
+def _words(hint: Any) -> tuple[str, ...]:
+    """The words a `float | Literal[...] | None` argument takes besides numbers."""
+    if typing.get_origin(hint) not in (typing.Union, types.UnionType):
+        return ()
+    return tuple(str(w) for a in typing.get_args(hint) if typing.get_origin(a) is Literal
+                 for w in typing.get_args(a))
+
+
+def as_dict(args: Any) -> dict[str, Value]:
+    """An argument record as plain data (JSON): the values set, in declaration order."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+            if getattr(args, f.name) is not None}
+
+
+@op_args
+class NoArgs:
+    """The arguments of an op that takes none."""
+
+
+@op_args
+class WindowArgs:
+    size: int = arg(positional=True, minimum=1, doc="window size (square)")
+    stride: int = arg(positional=True, minimum=1, doc="step between windows")
+    pad: int = arg(0, minimum=0, doc="zero padding on every side")
+    remainder: Literal["error", "drop"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, or drop the edge")
+
+
+@op_args
+class PoolArgs:
+    size: int = arg(positional=True, minimum=1, doc="window size (square)")
+    stride: int = arg(positional=True, minimum=1, doc="step between windows")
+    pad: int = arg(0, minimum=0, doc="zero padding on every side")
+    remainder: Literal["error", "drop", "ceil"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, drop the edge, "
+        "or ceil: one more window over it (Caffe's pools, PyTorch's ceil_mode)")
+
+
+@op_args
+class ConvArgs(WindowArgs):
+    groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
+    bias: float | Literal["false"] | None = arg(
+        None, doc="initial bias (default: the init section's bias); false: no bias at all")
+    std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
+
+
+@op_args
+class FCArgs:
+    out: int = arg(positional=True, minimum=1, doc="output features")
+    bias: float | Literal["false"] | None = arg(
+        None, doc="initial bias (default: the init section's bias); false: no bias at all")
+    std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
+
+
+@op_args
+class LRNArgs:
+    size: int = arg(positional=True, minimum=1, doc="channels in the window (odd)")
+    k: float = arg(2.0, doc="additive offset")
+    alpha: float = arg(1e-4, minimum=0.0,
+                       doc="scale of the sum of squares (NOT divided by size, unlike PyTorch)")
+    beta: float = arg(0.75, minimum=0.0, doc="exponent")
+
+
+@op_args
+class LeakyReLUArgs:
+    slope: float = arg(0.01, positional=True, minimum=0.0, doc="slope·x for x < 0")
+
+
+@op_args
+class AdaptiveArgs:
+    size: int = arg(positional=True, minimum=1, doc="output side (square), whatever the input's")
+
+
+@op_args
+class BatchNormArgs:
+    eps: float = arg(1e-5, minimum=0.0, doc="added to the variance before its square root")
+    momentum: float = arg(0.1, minimum=0.0, maximum=1.0,
+                          doc="weight of each batch in the running statistics")
+
+
+@op_args
+class DropoutArgs:
+    p: float = arg(0.5, positional=True, minimum=0.0, maximum=1.0, doc="drop probability")
+
+
+# --- the definition of an op -------------------------------------------------------------------
+
+class ShapeProblem(Exception):
+    """Raised by a shape rule; the shapes pass turns it into a located diagnostic.
+
+    `arg` names the argument to point at (None: the op itself).
+    """
+
+    def __init__(self, message: str, hint: str = "", arg: str | None = None,
+                 fit: int | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.arg = arg
+        self.fit = fit  # an input size that would tile, for a hint on the `input` line
+
+
+@dataclass(frozen=True)
+class OpWarning:
+    """Something legal but probably unintended about one use of an op (located at the call)."""
+
+    kind: str
+    message: str
+    hint: str
+
+
+A = TypeVar("A")
+
+
+def _same_shape(in_shape: Shape, args: object, channels: int | None) -> Shape:
+    return in_shape
+
+
+def _same_bytes(i: Shape, o: Shape, args: object) -> Counts:
+    return Counts(activation_bytes=o.elements * 4)
+
+
+def _own_tower(args: object, towers: int) -> Reads:
+    return "tower"
+
+
+def _no_warnings(args: object, in_shape: Shape, out_shape: Shape,
+                 shares: int) -> Sequence[OpWarning]:
+    return ()
+
+
+@dataclass(frozen=True)
+class OpDef(Generic[A]):
+    """Everything the front half knows about one op.
+
+    - `args_type`: its argument record; `params` (the language's view) derive from it.
+    - `example`: a small valid use (on an 8x8x4 input, with 2 towers), which the registry's
+      tests check, count, lower and export.
+    - `infer`, `count`: the shape rule (raising `ShapeProblem`) and the counts per image.
+    - `takes_channels`: written with `xC`; `channels_hint` says what to write instead when a
+      channel count is given to an op that takes none.
+    - towers: `splits_maps` (each tower holds C/T of its output maps: its parameters split
+      with them), `reads(args, towers)` ("tower": its own maps, "all": every tower's, an
+      all-gather; "gather": collected on the first tower).
+    - `tie`: `+` may tie it to the op before (activations, Softmax).
+    - `final`: as the network's last op it is left out of forward: folded into the loss for
+      training and applied by predict (Softmax).
+    - `warnings(args, in_shape, out_shape, shares)`: op-specific warnings, `shares` being the
+      number of tower shares its input is split into (1: whole).
+    - `fusion_role`: what the fusion pass may chain it as (relu, lrn, maxpool);
+      `fuses(args)`: whether this use of it may be chained (the kernel's limits).
+    """
+
+    name: str
+    doc: str
+    args_type: type[A]
+    example: str
+    infer: Callable[[Shape, A, int | None], Shape] = _same_shape
+    count: Callable[[Shape, Shape, A], Counts] = _same_bytes
+    takes_channels: bool = False
+    channels_hint: str = ""
+    splits_maps: bool = False
+    reads: Callable[[A, int], Reads] = _own_tower
+    tie: bool = False
+    final: bool = False
+    warnings: Callable[[A, Shape, Shape, int], Sequence[OpWarning]] = _no_warnings
+    fusion_role: str | None = None
+    fuses: Callable[[A], bool] = lambda args: True
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> tuple[Param, ...]:
+        return params_of(self.args_type)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def positional(self) -> tuple[Param, ...]:
+        return tuple(p for p in self.params if p.positional)
+
+    def bind(self, values: dict[str, Value]) -> A:
+        """The argument record of checked values (defaults filled in by the record)."""
+        return self.args_type(**values)
+
+    def signature(self) -> str:
+        parts = [p.name for p in self.positional]
+        # None defaults come from elsewhere (the spec's init line): shown as `bias=…`, not as
+        # Python's None, which the language does not have
+        parts += [f"{p.name}={'…' if p.default is None else p.default}"
+                  for p in self.params if not p.positional]
+        sig = f"{self.name}({', '.join(parts)})" if parts else self.name
+        return sig + (" xC" if self.takes_channels else "")
+
+    def stray_channels_hint(self) -> str:
+        return self.channels_hint or f"{self.name} keeps its input's channels"
+
+
+# --- shape rules and counts --------------------------------------------------------------------
+
+def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, axis: str,
+                what: str, can_ceil: bool = False) -> int:
+    """Output length of a sliding window; uneven tiling is an error unless remainder=drop
+    (floor) or, for pools, remainder=ceil."""
+    span = length + 2 * pad - size
+    if span < 0:
+        raise ShapeProblem(
+            f"{what} window of {size} is larger than its {length}-pixel input"
+            + (f" padded by {pad}" if pad else ""),
+            f"use a window of at most {length + 2 * pad}, or more padding",
+            "size",
+        )
+    dropped = span % stride
+    if dropped and remainder == "ceil":
+        out = span // stride + 2
+        # PyTorch's (and Caffe's) rule: the last window starts inside the input or its left
+        # padding, never wholly in the right padding
+        return out - 1 if (out - 1) * stride >= length + pad else out
+    if dropped and remainder != "drop":
+        # input lengths that tile: the next larger and smaller, within PyTorch's sizes
+        fits = [n for n in (length + (stride - dropped), length - dropped)
+                if size - 2 * pad <= n <= INT32_MAX]
+        options = []
+        if fits:
+            options.append(f"a {fits[0]}-pixel input here"
+                           + (f" (or {fits[1]})" if len(fits) > 1 else ""))
+        tiling_pad = first_tiling_pad(length, size, stride, pad)
+        if tiling_pad is not None:
+            options.append(f"pad={tiling_pad}")
+        options.append("remainder=drop to floor as PyTorch does"
+                       + (" (remainder=ceil: one more window, as Caffe)" if can_ceil else ""))
+        raise ShapeProblem(
+            f"{what} does not tile its {length}-pixel {axis}: ({length} + 2·{pad} − {size}) = "
+            f"{span} is not a multiple of stride {stride}, so {dropped} "
+            f"pixel{'s' if dropped > 1 else ''} at the edge would be dropped",
+            "use " + ", or ".join(options),
+            None,
+            fits[0] if fits else None,
+        )
+    return span // stride + 1
+
+
+def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | None:
+    """The least p in (pad, size // 2] with (length + 2p − size) a multiple of stride, if any.
+
+    Solved as the congruence 2p ≡ size − length (mod stride) rather than by trying each p,
+    which took minutes for windows of 2**31 pixels.
+    """
+    g = math.gcd(2, stride)
+    r = (size - length) % stride
+    if r % g:
+        return None
+    period = stride // g
+    base = (r // g) * pow(2 // g, -1, period) % period if period > 1 else 0
+    p = base + -(-(pad + 1 - base) // period) * period  # the least p ≡ base with p ≥ pad + 1
+    return p if p <= size // 2 else None
+
+
+def _spatial(in_shape: Shape, args: WindowArgs | PoolArgs, what: str) -> tuple[int, int]:
+    if in_shape.flat:
+        raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
+                           f"{in_shape.c} features", "put convolutions and pools before any FC")
+    if args.pad > args.size // 2:
+        raise ShapeProblem(f"padding {args.pad} is more than half the window {args.size}",
+                           f"use pad ≤ {args.size // 2}", "pad")
+    can_ceil = isinstance(args, PoolArgs)
+    h = _window_out(args.size, args.stride, args.pad, in_shape.h, args.remainder, "height", what,
+                    can_ceil)
+    w = _window_out(args.size, args.stride, args.pad, in_shape.w, args.remainder, "width", what,
+                    can_ceil)
+    return h, w
+
+
+def _conv_infer(in_shape: Shape, args: ConvArgs, channels: int | None) -> Shape:
+    assert channels is not None
+    groups = args.groups
+    if in_shape.flat:
+        raise ShapeProblem(f"Conv needs HxWxC maps, but its input is a flat vector of "
+                           f"{in_shape.c} features", "put convolutions before any FC")
+    if in_shape.c % groups:
+        raise ShapeProblem(f"groups={groups} does not divide the {in_shape.c} input channels",
+                           f"use a number of groups that divides {in_shape.c}", "groups")
+    if channels % groups:
+        raise ShapeProblem(f"groups={groups} does not divide the {channels} output channels",
+                           f"use a multiple of {groups} output channels, e.g. "
+                           f"x{channels + groups - channels % groups}", "groups")
+    h, w = _spatial(in_shape, args, f"Conv({args.size},{args.stride})")
+    return Shape(h, w, channels)
+
+
+def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
+    per_out = args.size ** 2 * (i.c // args.groups)
+    weights = per_out * o.c
+    biases = 0 if args.bias == "false" else o.c
+    return Counts(weights, biases, o.elements, o.elements * per_out, o.elements * 4)
+
+
+def _conv_reads(args: ConvArgs, towers: int) -> Reads:
+    return "tower" if args.groups % towers == 0 else "all"
+
+
+def _fc_infer(in_shape: Shape, args: FCArgs, channels: int | None) -> Shape:
+    return Shape(1, 1, args.out, flat=True)
+
+
+def _fc_count(i: Shape, o: Shape, args: FCArgs) -> Counts:
+    biases = 0 if args.bias == "false" else o.c
+    return Counts(i.elements * o.c, biases, o.c, i.elements * o.c, o.c * 4)
+
+
+def _pool_infer(in_shape: Shape, args: PoolArgs, channels: int | None) -> Shape:
+    h, w = _spatial(in_shape, args, f"pool({args.size},{args.stride})")
+    return Shape(h, w, in_shape.c)
+
+
+def _maps(in_shape: Shape, what: str) -> None:
+    if in_shape.flat:
+        raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
+                           f"{in_shape.c} features", "put it before any FC")
+
+
+def _global_infer(in_shape: Shape, args: NoArgs, channels: int | None) -> Shape:
+    _maps(in_shape, "GlobalAvgPool")
+    return Shape(1, 1, in_shape.c)
+
+
+def _adaptive_infer(in_shape: Shape, args: AdaptiveArgs, channels: int | None) -> Shape:
+    _maps(in_shape, f"AdaptiveAvgPool({args.size})")
+    return Shape(args.size, args.size, in_shape.c)
+
+
+def _lrn_infer(in_shape: Shape, args: LRNArgs, channels: int | None) -> Shape:
+    if args.size % 2 == 0:
+        raise ShapeProblem(f"ResNorm window {args.size} is even; it must be centred on "
+                           "each channel", f"use an odd size such as {args.size + 1}", "size")
+    return in_shape
+
+
+def _lrn_warnings(args: LRNArgs, in_shape: Shape, out_shape: Shape,
+                  shares: int) -> Sequence[OpWarning]:
+    """The window never crosses a tower's edge, so one wider than a tower's maps is clipped."""
+    maps = out_shape.c // shares
+    if args.size <= maps:
+        return ()
+    where = f"a tower's {maps}" if shares > 1 else f"the {maps}"
+    return (OpWarning(TOWERS, f"the ResNorm window of {args.size} channels is wider than "
+                      f"{where} maps", "the window is clipped at the "
+                      + ("tower's edge" if shares > 1 else "first and last map")),)
+
+
+def _per_channel_count(i: Shape, o: Shape, args: object) -> Counts:
+    """One parameter per channel (or per feature of a flat vector)."""
+    return Counts(weights=o.c, activation_bytes=o.elements * 4)
+
+
+def _batch_norm_count(i: Shape, o: Shape, args: BatchNormArgs) -> Counts:
+    """A scale and a shift per channel; a running mean and variance per channel and the
+    batch counter are buffers."""
+    return Counts(weights=o.c, biases=o.c, activation_bytes=o.elements * 4, buffers=2 * o.c + 1)
+
+
+def _all_towers(args: object, towers: int) -> Reads:
+    return "all"
+
+
+def _gather(args: object, towers: int) -> Reads:
+    return "gather"
+
+
+# --- the ops ----------------------------------------------------------------------------------
+
+OPS: dict[str, OpDef[Any]] = {}
+
+
+def register(op: OpDef[Any]) -> OpDef[Any]:
+    """Add an op under its name and aliases (each name once)."""
+    for name in (op.name, *op.aliases):
+        if name in OPS:
+            raise ValueError(f"op name {name!r} is registered twice")
+        OPS[name] = op
+    params_of(op.args_type)  # a malformed record fails here, at import, not in a user's check
+    return op
+
+
+register(OpDef(
+    "Conv", "2-D convolution, `Conv(size, stride) xC`", ConvArgs, "Conv(3,1, pad=1) x4",
+    infer=_conv_infer, count=_conv_count, takes_channels=True, splits_maps=True,
+    reads=_conv_reads,
+))
+register(OpDef(
+    "FC", "fully connected layer, `FC(out)`; flattens HxWxC first", FCArgs, "FC(4)",
+    infer=_fc_infer, count=_fc_count, channels_hint="FC gives its size as FC(out)",
+    splits_maps=True, reads=_all_towers, aliases=("Linear",),
+))
+register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu"))
+register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
+register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True))
+register(OpDef("LeakyReLU", "x for x ≥ 0, slope·x below", LeakyReLUArgs, "LeakyReLU(0.1)",
+               tie=True))
+register(OpDef("ReLU6", "min(max(0, x), 6)", NoArgs, "ReLU6", tie=True))
+register(OpDef("PReLU", "x for x ≥ 0, a·x below, one learnt a per channel (initially 0.25)",
+               NoArgs, "PReLU", count=_per_channel_count, splits_maps=True, tie=True))
+register(OpDef(
+    "ResNorm",
+    "local response normalisation across channels, paper convention: "
+    "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
+    LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
+    aliases=("LRN",),
+))
+register(OpDef(
+    "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "
+    "BatchNorm2d/1d; with towers each tower normalises its own channels",
+    BatchNormArgs, "BatchNorm(momentum=0.2)", count=_batch_norm_count, splits_maps=True,
+))
+register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
+               infer=_pool_infer, fusion_role="maxpool",
+               fuses=lambda args: args.remainder != "ceil"))  # the kernel floors
+register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
+               infer=_pool_infer))
+register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,
+               "GlobalAvgPool", infer=_global_infer))
+register(OpDef("AdaptiveAvgPool", "average pooling to size x size maps, whatever the input's",
+               AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer))
+register(OpDef("Dropout", "zero each activation with probability p while training",
+               DropoutArgs, "Dropout(0.5)"))
+register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",
+               NoArgs, "Softmax", reads=_gather, tie=True, final=True))
+
+
+def lookup(name: str) -> OpDef[Any] | None:
+    return OPS.get(name)
+
+
+def suggest(name: str) -> str | None:
+    """The known op a misspelt name most likely meant (`Relu` → `ReLU`)."""
+    by_lower = {k.lower(): k for k in OPS}
+    if name.lower() in by_lower:
+        return by_lower[name.lower()]
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)
+    return by_lower[close[0]] if close else None
+
+
+def known_names() -> list[str]:
+    return sorted({op.name for op in OPS.values()})
+
+
+def definitions() -> list[OpDef[Any]]:
+    """Every registered op once (aliases folded), in registration order."""
+    return list({id(op): op for op in OPS.values()}.values())

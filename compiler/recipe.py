@@ -12,7 +12,16 @@ from typing import Any
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import DUPLICATE, LIMIT, SETTING, Diagnostics
-from alexnetc.compiler.records import INT32_MAX, LIMIT_TEXT, Shape, show_bound, show_int, show_value
+from alexnetc.compiler.records import (
+    FLOAT32_MAX,
+    FLOAT32_TEXT,
+    INT32_MAX,
+    LIMIT_TEXT,
+    Shape,
+    show_bound,
+    show_int,
+    show_value,
+)
 
 _TRUE = {"true", "yes", "on"}
 _FALSE = {"false", "no", "off"}
@@ -74,9 +83,6 @@ class _Range:
     why: str = ""  # what the setting means, for the hint
 
 
-# The largest 32-bit float: training computes in float32, so a larger setting overflows.
-FLOAT32_MAX = 3.4028234663852886e38
-FLOAT32_TEXT = f"±{FLOAT32_MAX:.17g} (the largest 32-bit float)"
 _INT32 = _Range(high=INT32_MAX)  # whole-number settings: within PyTorch's 32-bit integers
 _RANGES: dict[str, _Range] = {
     "batch": _Range(1, INT32_MAX),

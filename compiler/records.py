@@ -12,6 +12,9 @@ FP32_BYTES = 4
 # with a 32-bit integer, so no tensor may hold more than INT32_MAX values per image.
 INT32_MAX = 2**31 - 1
 LIMIT_TEXT = f"{INT32_MAX:,} (2**31 − 1)"
+# The largest 32-bit float: training computes in float32, so a larger number overflows.
+FLOAT32_MAX = 3.4028234663852886e38
+FLOAT32_TEXT = f"±{FLOAT32_MAX:.17g} (the largest 32-bit float)"
 
 
 def show_int(n: int) -> str:

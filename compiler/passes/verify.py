@@ -19,6 +19,8 @@ from alexnetc.compiler.errors import (
 from alexnetc.compiler.graph import Key, reserved_name_error, reserved_stage_name, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import (
+    FLOAT32_MAX,
+    FLOAT32_TEXT,
     INT32_MAX,
     LIMIT_TEXT,
     Shape,
@@ -253,6 +255,10 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
         if not math.isfinite(v):
             return Diagnostic(ARGUMENT, arg.loc, f"{where} must be a finite number, got {shown}",
                               f"numbers beyond ±1.8e308 are infinite as floats; e.g. "
+                              f"{param.name}={example}")
+        if abs(v) > FLOAT32_MAX:
+            return Diagnostic(LIMIT, arg.loc, f"{where} must be within {FLOAT32_TEXT}, got "
+                              f"{shown}", f"the weights are 32-bit floats; e.g. "
                               f"{param.name}={example}")
     if param.minimum is not None and v < param.minimum:
         return Diagnostic(ARGUMENT, arg.loc, f"{where} must be at least "

@@ -284,3 +284,11 @@ def test_windows_of_two_billion_pixels_are_checked_at_once() -> None:
     d = only_error(text)
     assert d.kind == errors.SHAPE and "does not tile" in d.message
     assert str(INT32_MAX + 1) not in d.hint  # no suggested input beyond PyTorch's sizes
+
+
+def test_a_float_argument_beyond_float32_is_located() -> None:
+    """Weights are 32-bit floats: `bias=1e300` would overflow when the layer is built."""
+    result = check("input 8x8x3\nc: Conv(3,1, bias=1e300) x4 + ReLU\nf: FC(10, std=-1e39)\n")
+    errors = [d for d in result.diagnostics if d.severity.value == "error"]
+    assert [(d.loc.line, d.loc.col) for d in errors] == [(2, 14), (3, 11)]
+    assert all("largest 32-bit float" in d.message for d in errors)

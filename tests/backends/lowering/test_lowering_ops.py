@@ -38,6 +38,18 @@ def _net(text: str):
     return result.network
 
 
+def exports(net, m, x: torch.Tensor, want: torch.Tensor, tmp_path):
+    """`m`'s .pt2 program computes `want` from `x`; its ONNX model (None without onnx)."""
+    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
+    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
+    if onnx_missing():
+        return None
+    import onnx
+
+    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
+    return onnx.load(str(tmp_path / "m.onnx"))
+
+
 def paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -> torch.Tensor:
     """The paper's formula, channel by channel (independent of torch's LRN)."""
     out = torch.empty_like(x)
@@ -233,14 +245,10 @@ def test_leaky_relu_is_torchs_and_exports(tmp_path):
     want = F.leaky_relu(F.leaky_relu(F.conv2d(x, conv.joined("weight"), conv.joined("bias")),
                                      0.2))  # b: the default slope, PyTorch's 0.01
     torch.testing.assert_close(m(x), want)
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
-    if onnx_missing():
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
         return
-    import onnx
-
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
-    slopes = [a.f for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+    slopes = [a.f for n in exported.graph.node
               if n.op_type == "LeakyRelu" for a in n.attribute if a.name == "alpha"]
     assert slopes == pytest.approx([0.2, 0.01])
 
@@ -265,14 +273,10 @@ def test_relu6_and_prelu_are_torchs_per_tower_and_export(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(m(x), want)
     assert sum(p.numel() for p in m.parameters()) == net.total().params
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
-    if onnx_missing():
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
         return
-    import onnx
-
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
-    kinds = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    kinds = [n.op_type for n in exported.graph.node]
     assert kinds.count("PRelu") == 2 and "Clip" in kinds
 
 
@@ -295,14 +299,10 @@ def test_bias_false_leaves_no_bias_parameter(tmp_path):
                         state["f.fc.weight"])
         with torch.no_grad():
             torch.testing.assert_close(m(x), want)
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
-    if onnx_missing():
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
         return
-    import onnx
-
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
-    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    graph = exported.graph
     assert [len(n.input) for n in graph.node if n.op_type == "Conv"] == [2, 3]  # a: no bias
 
 
@@ -325,14 +325,10 @@ def test_ceil_pools_are_torchs_ceil_mode_and_export(tmp_path):
     want = F.linear(pooled.flatten(1), state["f.fc.weight"], state["f.fc.bias"])
     with torch.no_grad():
         torch.testing.assert_close(m(x), want)
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
-    if onnx_missing():
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
         return
-    import onnx
-
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
-    ceil = [a.i for n in onnx.load(str(tmp_path / "m.onnx")).graph.node
+    ceil = [a.i for n in exported.graph.node
             if n.op_type in ("MaxPool", "AveragePool") for a in n.attribute
             if a.name == "ceil_mode"]
     assert ceil == [1, 1]
@@ -351,14 +347,10 @@ def test_global_and_adaptive_pools_are_torchs_and_export(tmp_path):
         g = F.conv2d(a, state["g.conv.weight"], state["g.conv.bias"]).mean((2, 3))
         with torch.no_grad():
             torch.testing.assert_close(m(x), g)
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), g)
-    if onnx_missing():
+    exported = exports(net, m, x, g, tmp_path)
+    if exported is None:
         return
-    import onnx
-
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)
-    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    graph = exported.graph
     assert "ReduceMean" in [n.op_type for n in graph.node]  # the global pool
     assert [d.dim_value for d in graph.output[0].type.tensor_type.shape.dim][1:] == [6]
 
@@ -416,13 +408,10 @@ def test_batch_norm_is_torchs_per_tower_in_train_and_eval_and_exports(tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(m(x), plain(x))
     want = plain(x).detach()
-    export_program(net, None, b"", tmp_path / "m.pt2", model=m)
-    torch.testing.assert_close(torch.export.load(str(tmp_path / "m.pt2")).module()(x), want)
-    if onnx_missing():
+    exported = exports(net, m, x, want, tmp_path)  # the exporter folds BN in
+    if exported is None:
         return
-    import onnx
     from onnx.reference import ReferenceEvaluator
 
-    export_onnx(net, None, b"", tmp_path / "m.onnx", model=m)  # the exporter folds BN in
-    (got,) = ReferenceEvaluator(onnx.load(str(tmp_path / "m.onnx"))).run(None, {"x": x.numpy()})
+    (got,) = ReferenceEvaluator(exported).run(None, {"x": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ from alexnetc.cli.common import (
 from alexnetc.cli.main import RunError, UsageError
 
 if TYPE_CHECKING:
-    from alexnetc.backends.train.distributed import Failure
+    from alexnetc.backends.train.launcher import Failure
 
 # Flags that change the maths of a run: resuming with a different value would not continue it.
 _FIXED_ON_RESUME = ("data", "batch_size", "seed")
@@ -75,7 +75,7 @@ def launch(args: argparse.Namespace, out: Path) -> int:
     """`--nproc N`: this same command as N processes on this machine, under torchrun's elastic
     agent run here. Rank 0 speaks for the run; SIGINT/SIGTERM stop the processes as they stop
     one process; a failure is one line: which process, its error, how to continue."""
-    from alexnetc.backends.train import distributed
+    from alexnetc.backends.train import launcher
     from alexnetc.backends.train.checkpoint import FILE
 
     rest, skip = [], False
@@ -88,7 +88,7 @@ def launch(args: argparse.Namespace, out: Path) -> int:
             rest.append(a)
     threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.nproc)))
     before = _stamp(out / FILE)
-    ended = distributed.launch(args.nproc, ["-m", "alexnetc", "train", *rest],
+    ended = launcher.launch(args.nproc, ["-m", "alexnetc", "train", *rest],
                                {"OMP_NUM_THREADS": threads})
     if len(ended.signals) > 1:  # stopped at once, as one process stops on a second signal
         print("alexnetc: interrupted", file=sys.stderr)

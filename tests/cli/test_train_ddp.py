@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from alexnetc.backends.train.distributed import Failure
+from alexnetc.backends.train.launcher import Failure
 from alexnetc.cli.main import main
 from alexnetc.cli.train import _failed
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from rich.progress import Progress
 
-from alexnetc.backends.train import distributed, loop
+from alexnetc.backends.train import distributed, launcher, loop
 from alexnetc.backends.train.config import SYNTHETIC, TrainConfig
 from alexnetc.backends.train.data import Batch, FolderImages, TensorImages, collate
 from alexnetc.backends.train.distributed import Dist
@@ -127,9 +127,9 @@ CORRUPT = "alexnetc: error: run/checkpoint.pt is truncated or corrupt\n"
 
 def test_a_process_says_its_last_message_with_its_indented_lines() -> None:
     noise = "[W socket.cpp:755] [c10d] The client socket has failed to connect.\n"
-    assert distributed.last_message(noise + "alexnetc: error: first\n" + noise + PEER_LOST
+    assert launcher.last_message(noise + "alexnetc: error: first\n" + noise + PEER_LOST
                                     + noise) == PEER_LOST.rstrip("\n")
-    assert distributed.last_message(noise) == ""
+    assert launcher.last_message(noise) == ""
 
 
 @pytest.mark.parametrize(("failed", "stderr", "rank"), [
@@ -140,19 +140,19 @@ def test_a_process_says_its_last_message_with_its_indented_lines() -> None:
 ])
 def test_the_root_cause_is_the_failure_that_explains_the_others(
         failed: dict[int, int], stderr: list[str], rank: int) -> None:
-    root = distributed.root_cause(failed, stderr)
+    root = launcher.root_cause(failed, stderr)
     assert root.rank == rank and root.exitcode == failed.get(rank, 1)
     assert root.stderr == stderr[rank] and root.message == stderr[rank].rstrip("\n")
 
 
 def test_how_a_launched_run_ended() -> None:
     said = ["rank 0's warning\n", ""]
-    assert distributed.ended({}, said) == distributed.Ended(0, stderr=said[0])
+    assert launcher.ended({}, said) == launcher.Ended(0, stderr=said[0])
     # the processes were signalled themselves: they stopped together, as one process does
-    assert distributed.ended({0: 143, 1: -15}, said) == distributed.Ended(143, stderr=said[0])
+    assert launcher.ended({0: 143, 1: -15}, said) == launcher.Ended(143, stderr=said[0])
     usage = "alexnetc: error: no checkpoint at run/checkpoint.pt\n"
-    assert distributed.ended({0: 2, 1: -15}, [usage, ""]).code == 2
-    failed = distributed.ended({0: 1, 1: -9}, [PEER_LOST, ""])
+    assert launcher.ended({0: 2, 1: -15}, [usage, ""]).code == 2
+    failed = launcher.ended({0: 1, 1: -9}, [PEER_LOST, ""])
     assert failed.code == 1 and failed.failure is not None
     assert failed.failure.killed_by == signal.SIGKILL
 

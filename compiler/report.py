@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from rich import box
@@ -11,7 +13,7 @@ from rich.table import Table
 
 from alexnetc.compiler.errors import Diagnostic
 from alexnetc.compiler.graph import CheckedNetwork, Key, Layer
-from alexnetc.compiler.pipeline import CheckResult
+from alexnetc.compiler.pipeline import CheckResult, collector_paused
 from alexnetc.compiler.progress import stage_views
 from alexnetc.compiler.registry import as_dict
 
@@ -32,16 +34,19 @@ def _tower(layer: Layer) -> str:
     return " ".join(p for p in (split, reads, moved) if p)
 
 
-def table(net: CheckedNetwork) -> Table:
-    """One row per op, the stage named on its first row, totals in the footer.
+@dataclass(frozen=True)
+class _Layout:
+    """The report's table as plain strings, drawn by rich for a terminal and by `_plain_table`
+    for a file or a pipe."""
 
-    No number is ever shown cut short (`123,…`), however narrow the console: the number
-    columns never wrap nor shrink below their widest cell, and the towers column (byte
-    counts) may wrap between words but never shrinks below its longest word."""
+    title: str
+    columns: list[tuple[str, str, bool]]  # header, footer, right-justified
+    rows: list[tuple[list[str], bool]]  # cells, last row of its stage
+    towers_column: int | None
+
+
+def _layout(net: CheckedNetwork) -> _Layout:
     towers = net.towers > 1
-    t = Table(title=f"{net.name}: input {net.input}" + (f", {net.towers} towers" if towers
-                                                         else ""),
-              box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     total = net.total()
     buffers = total.buffers > 0  # a column only for networks that hold any
     rows = []
@@ -56,29 +61,77 @@ def table(net: CheckedNetwork) -> Table:
             row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
                        else ("│" if layer.fusion else ""))
             rows.append((row, i == len(layers) - 1))
-
-    def number(index: int, header: str, footer: str) -> None:
-        widest = max([len(header), len(footer), *(len(row[index]) for row, _ in rows)])
-        t.add_column(header, footer=footer, justify="right", no_wrap=True, min_width=widest)
-
-    t.add_column("stage", footer="total")
-    t.add_column("op")
-    number(2, "output", str(net.output))
-    number(3, "params", f"{total.params:,}")
-    k = 4
+    columns = [("stage", "total", False), ("op", "", False), ("output", str(net.output), True),
+               ("params", f"{total.params:,}", True)]
     if buffers:
-        number(k, "buffers", f"{total.buffers:,}")
-        k += 1
-    number(k, "neurons", f"{total.neurons:,}")
-    number(k + 1, "mult-adds", f"{total.macs:,}")
+        columns.append(("buffers", f"{total.buffers:,}", True))
+    columns += [("neurons", f"{total.neurons:,}", True), ("mult-adds", f"{total.macs:,}", True)]
+    towers_column = None
     if towers:
-        footer = f"{net.cross_tower_bytes():,} B cross"
-        words = [w for row, _ in rows for w in row[k + 2].split()] + footer.split()
-        t.add_column("towers", footer=footer, min_width=max(len(w) for w in words))
-    t.add_column("fused")
+        towers_column = len(columns)
+        columns.append(("towers", f"{net.cross_tower_bytes():,} B cross", False))
+    columns.append(("fused", "", False))
+    title = f"{net.name}: input {net.input}" + (f", {net.towers} towers" if towers else "")
+    return _Layout(title, columns, rows, towers_column)
+
+
+def table(net: CheckedNetwork) -> Table:
+    """One row per op, the stage named on its first row, totals in the footer.
+
+    No number is ever shown cut short (`123,…`), however narrow the console: the number
+    columns never wrap nor shrink below their widest cell, and the towers column (byte
+    counts) may wrap between words but never shrinks below its longest word."""
+    layout = _layout(net)
+    t = Table(title=layout.title, box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
+    rows = layout.rows
+    for index, (header, footer, right) in enumerate(layout.columns):
+        if right:
+            widest = max([len(header), len(footer), *(len(row[index]) for row, _ in rows)])
+            t.add_column(header, footer=footer, justify="right", no_wrap=True, min_width=widest)
+        elif index == layout.towers_column:
+            words = [w for row, _ in rows for w in row[index].split()] + footer.split()
+            t.add_column(header, footer=footer, min_width=max(len(w) for w in words))
+        else:
+            t.add_column(header, footer=footer)
     for row, last in rows:
         t.add_row(*row, end_section=last)
     return t
+
+
+# What `_plain_table` draws exactly as rich would: one column per character, and nothing rich
+# reads as markup (`[tag]`) or an emoji code (`:name:`). Anything else goes through rich.
+_PLAIN = re.compile(r"[ -~×│]*")
+_MARKUP = re.compile(r"\[|:[^\s:]*:")
+
+
+def _plain_table(layout: _Layout) -> str | None:
+    """The table as rich draws it on an unbounded console, without rich's per-cell rendering,
+    which costs a millisecond a row (most of checking a long spec). None where rich would draw
+    something else: text it would read as markup, or a title wider than the table, which it
+    wraps."""
+    texts = [layout.title, *(c for column in layout.columns for c in column[:2]),
+             *(cell for row, _ in layout.rows for cell in row)]
+    if any(not _PLAIN.fullmatch(s) or _MARKUP.search(s) for s in texts):
+        return None
+    widths = [max([len(header), len(footer), *(len(row[index]) for row, _ in layout.rows)])
+              for index, (header, footer, _) in enumerate(layout.columns)]
+    if len(layout.title) > sum(widths) + 3 * len(widths) + 1:
+        return None
+
+    def line(cells: list[str]) -> str:
+        return "  " + "   ".join(
+            cell.rjust(width) if right else cell.ljust(width)
+            for cell, width, (_, _, right) in zip(cells, widths, layout.columns, strict=True)
+        ).rstrip() + "\n"
+
+    out = [layout.title + "\n", "\n", line([h for h, _, _ in layout.columns]),
+           " " + "─" * (sum(widths) + 3 * len(widths) - 1) + "\n"]
+    for index, (row, last) in enumerate(layout.rows):
+        out.append(line(row))
+        if last and index < len(layout.rows) - 1:
+            out.append("\n")
+    out += ["\n", line([f for _, f, _ in layout.columns]), "\n"]
+    return "".join(out)
 
 
 def partial_table(result: CheckResult) -> Table | None:
@@ -147,8 +200,20 @@ def unpadded(text: str) -> str:
 
 def report_text(net: CheckedNetwork) -> str:
     """The report for a file or a pipe: every cell whole, no line ending in spaces."""
+    with collector_paused():
+        plain = _plain_table(_layout(net))
+        if plain is None:
+            buf = io.StringIO()
+            print_report(net, plain_console(buf))
+            return unpadded(buf.getvalue())
+        return plain + "".join(
+            unpadded(line) if _PLAIN.fullmatch(line) and not _MARKUP.search(line)
+            else _rich_line(line) for line in summary_lines(net))
+
+
+def _rich_line(line: str) -> str:
     buf = io.StringIO()
-    print_report(net, plain_console(buf))
+    plain_console(buf).print(line, highlight=False)
     return unpadded(buf.getvalue())
 
 

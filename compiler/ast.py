@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alexnetc.compiler.errors import SourceLoc
 
-Value = int | float | str
+Value = int | float | str | tuple[int, ...]  # a tuple: a size written HxW (`1x7`)
 
 # The words that start a header or settings line (the grammar's quoted keywords and its
 # SECTION terminal); a stage may not be named exactly one of them.
@@ -47,6 +47,8 @@ class OpCall:
 
 
 def _fmt(v: Value) -> str:
+    if isinstance(v, tuple):
+        return "x".join(map(str, v))
     return repr(v) if isinstance(v, float) else str(v)
 
 

@@ -33,6 +33,7 @@ _EXAMPLES: dict[str, list[str]] = {
         "c: Conv(11,4\n",
         "c: Conv(11,4 x96\n",
         "c: MaxPool(3,2;\n",
+        "c: Conv(11,4x96 + ReLU\n",
     ],
     "the output channels come after the arguments, as `x96`": [
         "c: Conv(11,4) 96\n",
@@ -143,6 +144,10 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def word(self, meta: object, children: list[Token]) -> tuple[str, SourceLoc]:
         return str(children[0]), self._tok(children[0])
+
+    @v_args(meta=True)
+    def size(self, meta: object, children: list[Token]) -> tuple[tuple[int, ...], SourceLoc]:
+        return _dims(children[0]), self._tok(children[0])
 
     @v_args(meta=True)
     def arg(self, meta: object, children: list[object]) -> ast.Arg:
@@ -268,8 +273,8 @@ _SIZE = re.compile(r"(?<![A-Za-z0-9_])[0-9]+(?:x[0-9]+)+")
 
 
 def _rectangle(file: str, text: str, line: int, col: int) -> Diagnostic | None:
-    """`Conv(1x7,1)`, `pad=1x3`, `resize=256x256`: the parser stops at the `x7` or the token
-    after it and would blame a missing `)` or `=`; the mistake is the rectangle itself."""
+    """`resize=256x256`: the parser stops at the `x256` or the token after it and would blame
+    a missing `=`; the mistake is the rectangle itself (a setting takes one number)."""
     lines = source_lines(text)
     src = lines[line - 1] if 0 < line <= len(lines) else ""
     for match in _SIZE_VALUE.finditer(src):
@@ -289,16 +294,8 @@ def _rectangle(file: str, text: str, line: int, col: int) -> Diagnostic | None:
 def _rectangle_hint(src: str, start: int, end: int, after: int) -> str | None:
     """The hint for the size at src[start:end], with the statement rewritten as an example;
     None where it is more likely something else (`Conv(11,4x96 + ReLU`: a missing `)`)."""
-    opened = src.rfind("(", 0, start)
-    if opened > src.rfind(")", 0, start):  # inside an argument list
-        close = src.find(")", end)
-        if src[after:after + 1] not in (",", ")") or close < 0:
-            return None
-        name = re.search(r"[A-Za-z_][A-Za-z0-9_]*[ \t\f]*$", src[:opened])
-        call = src[name.start() if name else opened:close + 1]
-        return ("a window's size, stride and padding are each one whole number here, the same "
-                "across and down (square kernels; rectangular ones are not in the language yet), "
-                f"e.g. `{_SIZE.sub(_larger_side, call)}`")
+    if src.rfind("(", 0, start) > src.rfind(")", 0, start):
+        return None  # an op's argument takes sizes: something else is wrong there
     words = src.split(None, 1)
     if not words or words[0] not in _SECTIONS:
         return None
@@ -385,6 +382,7 @@ _TERMINAL_NAMES = {
     "NAME": "name",
     "NUMBER": "number",
     "DIMS": "a size like 27x27x96",
+    "SIZE": "a size like 1x7",
     "CHANNELS": "a channel count like x96",
     "SECTION": "train/augment/init",
     "_NL": "end of line",
@@ -403,9 +401,9 @@ _TERMINAL_NAMES = {
 
 
 def _describe(tok: Token) -> str:
-    if tok.type in ("NAME", "NUMBER", "DIMS", "CHANNELS", "SECTION"):
-        kind = {"DIMS": "size", "CHANNELS": "channel count", "SECTION": "keyword"}.get(
-            tok.type, tok.type.lower())
+    if tok.type in ("NAME", "NUMBER", "DIMS", "SIZE", "CHANNELS", "SECTION"):
+        kind = {"DIMS": "size", "SIZE": "size", "CHANNELS": "channel count",
+                "SECTION": "keyword"}.get(tok.type, tok.type.lower())
         return f"{kind} {str(tok)!r}"
     return repr(str(tok))
 

@@ -20,7 +20,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
@@ -33,10 +33,42 @@ else:  # pragma: no cover - the type checker runs on 3.11+
     def dataclass_transform(**_: Any) -> Callable[[Any], Any]:
         return lambda f: f
 
-Value = int | float | str
 Reads = Literal["tower", "all", "gather"]
 
 REQUIRED: Any = object()  # the default of an argument a call must give
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A window's size, stride, padding or dilation down and across, written HxW like the
+    input line (`1x7`: one row of seven) or as one number for both (`7`).
+
+    `text` is the value as the spec wrote it, so messages and the table quote the spec
+    (`Conv(1x7,1)`, and `Conv(11,4)`, not `Conv(11x11,4x4)`); it takes no part in equality.
+    """
+
+    h: int
+    w: int
+    text: str = field(default="", compare=False)
+
+    @classmethod
+    def of(cls, n: int) -> Pair:
+        return cls(n, n, str(n))
+
+    @property
+    def square(self) -> bool:
+        return self.h == self.w
+
+    @property
+    def hw(self) -> tuple[int, int]:
+        """(h, w), as PyTorch's conv and pool functions take a size."""
+        return self.h, self.w
+
+    def __str__(self) -> str:
+        return self.text or (str(self.h) if self.square else f"{self.h}x{self.w}")
+
+
+Value = int | float | str | Pair
 
 
 # --- arguments ---------------------------------------------------------------------------------
@@ -77,7 +109,7 @@ class Param:
     """One argument as the language sees it (derived from the record's field)."""
 
     name: str
-    kind: type | tuple[str, ...]  # int, float, or the allowed words
+    kind: type | tuple[str, ...]  # int, float, Pair, or the allowed words
     default: object = REQUIRED
     positional: bool = False
     minimum: float | None = None
@@ -114,15 +146,17 @@ def _params(args_type: type) -> tuple[Param, ...]:
 def _kind(owner: type, name: str, hint: Any, default: object) -> type | tuple[str, ...]:
     if typing.get_origin(hint) is Literal:
         return tuple(str(w) for w in typing.get_args(hint))
-    if hint in (int, float):
+    if hint in (int, float, Pair):
         return typing.cast(type, hint)
-    if typing.get_origin(hint) in (typing.Union, types.UnionType) and default is None and {
-            a for a in typing.get_args(hint) if typing.get_origin(a) is not Literal} == {
-            float, type(None)}:
-        return float  # given (a number or one of its words), or None until the init line
-    raise TypeError(f"{owner.__name__}.{name}: arguments are int, float, `float | None` "
-                    f"(default None, optionally `| Literal[...]` of words it also takes) or a "
-                    f"Literal of words, not {hint}")
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        plain = {a for a in typing.get_args(hint) if typing.get_origin(a) is not Literal}
+        if default is None and plain == {float, type(None)}:
+            return float  # given (a number or one of its words), or None until the init line
+        if plain == {Pair}:
+            return Pair  # a size or one of its words (`pad=same`)
+    raise TypeError(f"{owner.__name__}.{name}: arguments are int, float, Pair, `float | None` "
+                    f"(default None), each optionally `| Literal[...]` of words it also takes, "
+                    f"or a Literal of words, not {hint}")
 
 
 def _words(hint: Any) -> tuple[str, ...]:
@@ -133,10 +167,25 @@ def _words(hint: Any) -> tuple[str, ...]:
                  for w in typing.get_args(a))
 
 
-def as_dict(args: Any) -> dict[str, Value]:
-    """An argument record as plain data (JSON): the values set, in declaration order."""
-    return {f.name: getattr(args, f.name) for f in dataclasses.fields(args)
+def as_dict(args: Any) -> dict[str, object]:
+    """An argument record as plain data (JSON): the values set, in declaration order; a size
+    as one number when square, else [h, w]."""
+    return {f.name: _plain(getattr(args, f.name)) for f in dataclasses.fields(args)
             if getattr(args, f.name) is not None}
+
+
+def _as_pair(value: object) -> object:
+    if isinstance(value, int):
+        return Pair.of(value)
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return Pair(*value)
+    return value  # a Pair already, or one of its words
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Pair):
+        return value.h if value.square else [value.h, value.w]
+    return value
 
 
 @op_args
@@ -145,30 +194,29 @@ class NoArgs:
 
 
 @op_args
-class WindowArgs:
-    size: int = arg(positional=True, minimum=1, doc="window size (square)")
-    stride: int = arg(positional=True, minimum=1, doc="step between windows")
-    pad: int = arg(0, minimum=0, doc="zero padding on every side")
-    remainder: Literal["error", "drop"] = arg(
-        "error", doc="what to do when the windows do not tile the input: error, or drop the edge")
-
-
-@op_args
 class PoolArgs:
-    size: int = arg(positional=True, minimum=1, doc="window size (square)")
-    stride: int = arg(positional=True, minimum=1, doc="step between windows")
-    pad: int = arg(0, minimum=0, doc="zero padding on every side")
+    size: Pair = arg(positional=True, minimum=1, doc="window size, N or HxW")
+    stride: Pair = arg(positional=True, minimum=1, doc="step between windows, N or HxW")
+    pad: Pair = arg(Pair.of(0), minimum=0, doc="zero padding on both sides, N or HxW")
     remainder: Literal["error", "drop", "ceil"] = arg(
         "error", doc="what to do when the windows do not tile the input: error, drop the edge, "
         "or ceil: one more window over it (Caffe's pools, PyTorch's ceil_mode)")
 
 
 @op_args
-class ConvArgs(WindowArgs):
+class ConvArgs:
+    size: Pair = arg(positional=True, minimum=1, doc="kernel size, N or HxW")
+    stride: Pair = arg(positional=True, minimum=1, doc="step between windows, N or HxW")
+    pad: Pair | Literal["same"] = arg(
+        Pair.of(0), minimum=0, doc="zero padding on both sides, N or HxW; same: the output "
+        "keeps the input's size (stride 1 only; an even span pads one more at the bottom/right)")
+    remainder: Literal["error", "drop"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, or drop the edge")
     groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
     bias: float | Literal["false"] | None = arg(
         None, doc="initial bias (default: the init section's bias); false: no bias at all")
     std: float | None = arg(None, minimum=0.0, doc="std of the N(0, std) initial weights")
+    dilation: Pair = arg(Pair.of(1), minimum=1, doc="spacing of the kernel's taps, N or HxW")
 
 
 @op_args
@@ -306,9 +354,11 @@ class OpDef(Generic[A]):
     def positional(self) -> tuple[Param, ...]:
         return tuple(p for p in self.params if p.positional)
 
-    def bind(self, values: dict[str, Value]) -> A:
-        """The argument record of checked values (defaults filled in by the record)."""
-        return self.args_type(**values)
+    def bind(self, values: Mapping[str, object]) -> A:
+        """The argument record of checked values (defaults filled in by the record); a size
+        may also be given as plain data, as `as_dict` writes it (7, or [1, 7])."""
+        return self.args_type(**{k: _as_pair(v) if (p := self.param(k)) and p.kind is Pair
+                                 else v for k, v in values.items()})
 
     def signature(self) -> str:
         parts = [p.name for p in self.positional]
@@ -326,13 +376,19 @@ class OpDef(Generic[A]):
 # --- shape rules and counts --------------------------------------------------------------------
 
 def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, axis: str,
-                what: str, can_ceil: bool = False) -> int:
-    """Output length of a sliding window; uneven tiling is an error unless remainder=drop
-    (floor) or, for pools, remainder=ceil."""
+                what: str, can_ceil: bool = False,
+                pad_text: Callable[[int], str] = str, square: bool = True) -> int:
+    """Output length of a sliding window along one axis; uneven tiling is an error unless
+    remainder=drop (floor) or, for pools, remainder=ceil.
+
+    `size` is the span of the window (a dilated kernel's taps and the gaps between them).
+    A window that differs down and across (`square` False) names the axis in its messages,
+    and `pad_text` writes the `pad=` that would tile this axis, keeping the other's."""
     span = length + 2 * pad - size
     if span < 0:
         raise ShapeProblem(
-            f"{what} window of {size} is larger than its {length}-pixel input"
+            f"{what} window of {size} is larger than its {length}-pixel "
+            + ("input" if square else axis)
             + (f" padded by {pad}" if pad else ""),
             f"use a window of at most {length + 2 * pad}, or more padding",
             "size",
@@ -353,7 +409,7 @@ def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, a
                            + (f" (or {fits[1]})" if len(fits) > 1 else ""))
         tiling_pad = first_tiling_pad(length, size, stride, pad)
         if tiling_pad is not None:
-            options.append(f"pad={tiling_pad}")
+            options.append(f"pad={pad_text(tiling_pad)}")
         options.append("remainder=drop to floor as PyTorch does"
                        + (" (remainder=ceil: one more window, as Caffe)" if can_ceil else ""))
         raise ShapeProblem(
@@ -383,18 +439,33 @@ def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | Non
     return p if p <= size // 2 else None
 
 
-def _spatial(in_shape: Shape, args: WindowArgs | PoolArgs, what: str) -> tuple[int, int]:
+def _spatial(in_shape: Shape, args: ConvArgs | PoolArgs, what: str) -> tuple[int, int]:
+    """Each axis on its own: a `1x7` kernel is a 1-row window down and a 7-column one across."""
     if in_shape.flat:
         raise ShapeProblem(f"{what} needs HxWxC maps, but its input is a flat vector of "
                            f"{in_shape.c} features", "put convolutions and pools before any FC")
-    if args.pad > args.size // 2:
-        raise ShapeProblem(f"padding {args.pad} is more than half the window {args.size}",
-                           f"use pad ≤ {args.size // 2}", "pad")
+    size, stride = args.size, args.stride
+    dilation = args.dilation if isinstance(args, ConvArgs) else Pair.of(1)
+    if args.pad == "same":
+        if stride.hw != (1, 1):
+            half = Pair((dilation.h * (size.h - 1) + 1) // 2, (dilation.w * (size.w - 1) + 1) // 2)
+            raise ShapeProblem(f"pad=same keeps the input's size, which needs stride 1, not "
+                               f"stride {stride}", f"use stride 1 (PyTorch's padding='same' takes "
+                               f"no other), or an explicit pad such as pad={half}", "pad")
+        return in_shape.h, in_shape.w
+    pad = args.pad
+    span = Pair(dilation.h * (size.h - 1) + 1, dilation.w * (size.w - 1) + 1)
+    if pad.h > span.h // 2 or pad.w > span.w // 2:
+        window = f"the window {size}" if dilation.hw == (1, 1) else \
+            f"the window {size} dilated by {dilation} ({Pair(*span.hw)})"
+        raise ShapeProblem(f"padding {pad} is more than half {window}",
+                           f"use pad ≤ {Pair(span.h // 2, span.w // 2)}", "pad")
+    square = all(p.square for p in (size, stride, pad, dilation))
     can_ceil = isinstance(args, PoolArgs)
-    h = _window_out(args.size, args.stride, args.pad, in_shape.h, args.remainder, "height", what,
-                    can_ceil)
-    w = _window_out(args.size, args.stride, args.pad, in_shape.w, args.remainder, "width", what,
-                    can_ceil)
+    h = _window_out(span.h, stride.h, pad.h, in_shape.h, args.remainder, "height", what,
+                    can_ceil, lambda p: str(p) if square else str(Pair(p, pad.w)), square)
+    w = _window_out(span.w, stride.w, pad.w, in_shape.w, args.remainder, "width", what,
+                    can_ceil, lambda p: str(p) if square else str(Pair(pad.h, p)), square)
     return h, w
 
 
@@ -416,7 +487,7 @@ def _conv_infer(in_shape: Shape, args: ConvArgs, channels: int | None) -> Shape:
 
 
 def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
-    per_out = args.size ** 2 * (i.c // args.groups)
+    per_out = args.size.h * args.size.w * (i.c // args.groups)
     weights = per_out * o.c
     biases = 0 if args.bias == "false" else o.c
     return Counts(weights, biases, o.elements, o.elements * per_out, o.elements * 4)
@@ -486,6 +557,11 @@ def _batch_norm_count(i: Shape, o: Shape, args: BatchNormArgs) -> Counts:
     return Counts(weights=o.c, biases=o.c, activation_bytes=o.elements * 4, buffers=2 * o.c + 1)
 
 
+def _fused_pool(args: PoolArgs) -> bool:
+    """The fused kernel takes square windows, floored (no remainder=ceil)."""
+    return args.remainder != "ceil" and all(p.square for p in (args.size, args.stride, args.pad))
+
+
 def _all_towers(args: object, towers: int) -> Reads:
     return "all"
 
@@ -541,7 +617,7 @@ register(OpDef(
 ))
 register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
                infer=_pool_infer, fusion_role="maxpool",
-               fuses=lambda args: args.remainder != "ceil"))  # the kernel floors
+               fuses=_fused_pool))
 register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
                infer=_pool_infer))
 register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,

@@ -160,21 +160,51 @@ class ConvCall:
     groups: int
 
 
+@dataclass(frozen=True)
+class Window:
+    """A convolution's stride, padding and dilation as F.conv2d takes them.
+
+    `pad` is (top, bottom, left, right): `pad=same` with an even span (an even kernel, say)
+    pads one more at the bottom and right, as PyTorch's padding='same' does. Written as
+    explicit padding rather than padding='same' so that .pt2 and ONNX export plain convs.
+    """
+
+    stride: tuple[int, int]
+    pad: tuple[int, int, int, int]
+    dilation: tuple[int, int]
+
+    @classmethod
+    def of(cls, a: ConvArgs) -> Window:
+        if a.pad == "same":
+            (kh, kw), (dh, dw) = a.size.hw, a.dilation.hw
+            th, tw = dh * (kh - 1), dw * (kw - 1)  # the padding same needs, per axis
+            pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+        else:
+            pad = (a.pad.h, a.pad.h, a.pad.w, a.pad.w)
+        return cls(a.stride.hw, pad, a.dilation.hw)
+
+    def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+        top, bottom, left, right = self.pad
+        if (top, left) != (bottom, right):
+            x = F.pad(x, (left, right, top, bottom))
+            top = left = 0
+        return F.conv2d(x, weight, bias, self.stride, (top, left), self.dilation, groups)
+
+
 class ConvShard(nn.Module):
     """One tower's output channels of a (grouped) convolution."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None, stride: int, pad: int,
+    def __init__(self, weight: Tensor, bias: Tensor | None, window: Window,
                  calls: list[ConvCall]):
         super().__init__()
-        self.weight = nn.Parameter(weight)  # C/T x Cin/g x k x k
+        self.weight = nn.Parameter(weight)  # C/T x Cin/g x kh x kw
         self.bias = _parameter(bias)  # C/T
-        self.stride, self.pad, self.calls = stride, pad, calls
+        self.window, self.calls = window, calls
 
     def forward(self, x: Tensor) -> Tensor:  # N x Cin' x H x W
         b = self.bias
-        outs = [F.conv2d(x[:, c.in_lo:c.in_hi], self.weight[c.out_lo:c.out_hi],
-                         None if b is None else b[c.out_lo:c.out_hi], self.stride, self.pad, 1,
-                         c.groups)
+        outs = [self.window.conv(x[:, c.in_lo:c.in_hi], self.weight[c.out_lo:c.out_hi],
+                                 None if b is None else b[c.out_lo:c.out_hi], c.groups)
                 for c in self.calls]  # [N x c x H' x W']
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # N x C/T x H' x W'
 
@@ -203,13 +233,13 @@ def conv_calls(c_in: int, c_out: int, groups: int, towers: int, t: int,
 class ShardedConv(Sharded):
     """A convolution's tower shards; whole: the spec's (grouped) conv in one call."""
 
-    def __init__(self, shards: list[nn.Module], stride: int, pad: int, groups: int):
+    def __init__(self, shards: list[nn.Module], window: Window, groups: int):
         super().__init__(shards)
-        self.stride, self.pad, self.groups = stride, pad, groups
+        self.window, self.groups = window, groups
 
     def whole(self, x: Tensor) -> Tensor:  # N x Cin x H x W
-        return F.conv2d(x, self.joined("weight"), self.joined_if_any("bias"), self.stride, self.pad,
-                        1, self.groups)  # N x C x H' x W'
+        return self.window.conv(x, self.joined("weight"), self.joined_if_any("bias"),
+                                self.groups)  # N x C x H' x W'
 
 
 def lower_conv(layer: Layer, b: Build) -> nn.Module:
@@ -217,13 +247,14 @@ def lower_conv(layer: Layer, b: Build) -> nn.Module:
     t = b.towers
     c_in, c_out = layer.in_shape.c, layer.shape.c
     std, bias = b.init_of(a)
-    weight = b.normal((c_out, c_in // a.groups, a.size, a.size), std)  # C x Cin/g x k x k
+    weight = b.normal((c_out, c_in // a.groups, *a.size.hw), std)  # C x Cin/g x kh x kw
     own = layer.tower.shares == t  # its input arrives split: each tower reads its own share
+    window = Window.of(a)
     shards: list[nn.Module] = [
-        ConvShard(w.clone().to(d), b.bias(c_out // t, bias, d), a.stride, a.pad,
+        ConvShard(w.clone().to(d), b.bias(c_out // t, bias, d), window,
                   conv_calls(c_in, c_out, a.groups, t, i, own))
         for i, (w, d) in enumerate(zip(weight.chunk(t, dim=0), b.devices, strict=True))]
-    return ShardedConv(shards, a.stride, a.pad, a.groups)
+    return ShardedConv(shards, window, a.groups)
 
 
 class FCShard(nn.Module):
@@ -386,7 +417,8 @@ class Pool(WholeIsForward, nn.Module):
     that lies inside, as torch and ONNX do.
     """
 
-    def __init__(self, kind: str, size: int, stride: int, pad: int, ceil: bool = False):
+    def __init__(self, kind: str, size: tuple[int, int], stride: tuple[int, int],
+                 pad: tuple[int, int], ceil: bool = False):
         super().__init__()
         self.kind, self.size, self.stride, self.pad, self.ceil = kind, size, stride, pad, ceil
 
@@ -398,7 +430,8 @@ class Pool(WholeIsForward, nn.Module):
                             ceil_mode=self.ceil)  # N x C x H' x W'
 
     def extra_repr(self) -> str:
-        return (f"{self.kind}, size={self.size}, stride={self.stride}, pad={self.pad}"
+        return (f"{self.kind}, size={_hw(self.size)}, stride={_hw(self.stride)}, "
+                f"pad={_hw(self.pad)}"
                 + (", ceil" if self.ceil else ""))
 
 
@@ -440,14 +473,20 @@ def _lrn(args: LRNArgs) -> LRNParams:
     return LRNParams(args.size, args.alpha, args.beta, args.k)
 
 
+def _hw(pair: tuple[int, int]) -> str:
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
 def _pool(args: PoolArgs) -> PoolParams:
-    return PoolParams(args.size, args.stride, args.pad)
+    """The fused kernel's pool: square only (the registry's `fuses` keeps others out)."""
+    assert all(p.square for p in (args.size, args.stride, args.pad)), args
+    return PoolParams(args.size.h, args.stride.h, args.pad.h)
 
 
 def _pool_layer(kind: str) -> Callable[[Layer, Build], nn.Module]:
     def build(layer: Layer, b: Build) -> nn.Module:
         a: PoolArgs = layer.args
-        return Pool(kind, a.size, a.stride, a.pad, a.remainder == "ceil")
+        return Pool(kind, a.size.hw, a.stride.hw, a.pad.hw, a.remainder == "ceil")
     return build
 
 

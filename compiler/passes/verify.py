@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import TypeVar
 
@@ -28,7 +29,15 @@ from alexnetc.compiler.records import (
     show_int,
     show_value,
 )
-from alexnetc.compiler.registry import REQUIRED, OpDef, Param, Value, known_names, suggest
+from alexnetc.compiler.registry import (
+    REQUIRED,
+    OpDef,
+    Pair,
+    Param,
+    Value,
+    known_names,
+    suggest,
+)
 
 A = TypeVar("A")
 
@@ -228,6 +237,13 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
     """The argument's value as the parameter takes it, or why it cannot be."""
     v = arg.value
     where = f"{op.name}'s '{param.name}'"
+    if param.kind is Pair and not (isinstance(v, str) and v in param.words):
+        return _pair(param, arg, op)
+    if isinstance(v, tuple):
+        shown = "x".join(map(str, v))
+        return Diagnostic(ARGUMENT, arg.loc, f"{where} is one number, not a size like {shown}",
+                          f"sizes HxW are for a window's size, stride, padding and dilation; "
+                          f"e.g. {param.name}={_one_number(param)}")
     if isinstance(param.kind, tuple):
         if isinstance(v, str) and v in param.kind:
             return v
@@ -273,3 +289,30 @@ def _coerce(param: Param, arg: ast.Arg, op: OpDef[A]) -> Value | Diagnostic:
                           f"of {LIMIT_TEXT}", f"PyTorch takes {param.name} as a 32-bit integer; "
                           f"use {param.name} ≤ {INT32_MAX}")
     return v
+
+
+def _one_number(param: Param) -> str:
+    if isinstance(param.kind, tuple):
+        return param.kind[-1]
+    return str(param.default if param.default not in (REQUIRED, None) else 1)
+
+
+def _pair(param: Param, arg: ast.Arg, op: OpDef[A]) -> Pair | Diagnostic:
+    """One whole number for both axes, or HxW (down, across) as the input line writes sizes;
+    each number is checked as a whole-number argument, with the same messages."""
+    v = arg.value
+    parts = v if isinstance(v, tuple) else (v,)
+    if len(parts) > 2:
+        shown = "x".join(map(str, parts))
+        return Diagnostic(ARGUMENT, arg.loc, f"{op.name}'s '{param.name}' is one number or "
+                          f"HxW (down and across), got {len(parts)} numbers: {shown}",
+                          f"e.g. {param.name}={parts[0]}x{parts[1]}")
+    whole = dataclasses.replace(param, kind=int)
+    checked = []
+    for part in parts:
+        c = _coerce(whole, dataclasses.replace(arg, value=part), op)
+        if isinstance(c, Diagnostic):
+            return c
+        checked.append(int(c))
+    h, w = checked if len(checked) == 2 else checked * 2
+    return Pair(h, w, "x".join(map(str, parts)))

@@ -188,3 +188,17 @@ def test_every_op_is_drawn_as_written(op: OpDef[object]) -> None:
     r = check(f"input 8x8x4\ntowers 2\nc: Conv(1,1) x4\ns: {op.example}\n")
     assert r.ok, [d.message for d in r.diagnostics]
     assert op.example.replace(", ", ",") in draw.draw(r)  # as the call is written back
+
+
+def test_rectangular_dilated_and_same_windows_are_drawn_as_written() -> None:
+    r = check("input 15x16x3\ntowers 2\n"
+              "a: Conv(1x7,1, pad=0x3) x8 + ReLU; MaxPool(3x2,2x1, pad=1x0) -> 8x15x8\n"
+              "b: Conv(3,1, pad=same, dilation=2) x4 -> 8x15x4\n")
+    assert r.ok, [d.message for d in r.diagnostics]
+    text = draw.draw(r)
+    assert "Conv(1x7,1,pad=0x3) x8 + ReLU<BR/>MaxPool(3x2,2x1,pad=1x0)" in text
+    assert "Conv(3,1,pad=same,dilation=2) x4" in text
+    assert "8x15x4" in text
+    fig = draw.figure(r)
+    assert f"{(7 * 3 + 1) * 4:,} params" in _label(_node(fig, "a", 1))  # 1x7 kernel, 4 maps
+    assert "fused" not in _label(_node(fig, "a", 1))  # a 3x2 pool is not the kernel's

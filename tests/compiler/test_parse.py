@@ -278,22 +278,26 @@ def test_blank_lines_keep_later_locations() -> None:
     assert (d.loc.line, d.loc.col) == (3, 13)
 
 
-# A rectangle where one number goes: the language has square windows only.
+# Sizes HxW: an op's window takes them; a setting takes one number.
 
-@pytest.mark.parametrize("text, col, size, example", [
-    ("c: Conv(1x7,1) x4", 9, "1x7", "`Conv(7,1)`"),
-    ("c: Conv(3,2x1) x4", 11, "2x1", "`Conv(3,2)`"),
-    ("c: Conv(3,1, pad=1x3) x4 + ReLU", 18, "1x3", "`Conv(3,1, pad=3)`"),
-    ("c: MaxPool(3x3, 2)", 12, "3x3", "`MaxPool(3, 2)`"),
-    ("c: Conv (1x7, 1, pad = 0x3) x4", 10, "1x7", "`Conv (7, 1, pad = 3)`"),
+@pytest.mark.parametrize("text, values", [
+    ("c: Conv(1x7,1) x4", [(1, 7), 1]),
+    ("c: Conv(3,2x1) x4", [3, (2, 1)]),
+    ("c: Conv(3,1, pad=1x3, dilation=2x1) x4 + ReLU", [3, 1, (1, 3), (2, 1)]),
+    ("c: MaxPool(3x3, 2)", [(3, 3), 2]),
+    ("c: Conv (1x7, 1, pad = 0x3) x4", [(1, 7), 1, (0, 3)]),
+    ("c: Conv(1x7x3,1) x4", [(1, 7, 3), 1]),  # the binder names the third number
 ])
-def test_a_rectangular_window_is_named_as_such(text: str, col: int, size: str,
-                                                example: str) -> None:
-    d = syntax_error(f"input 8x8x3\n{text}\n")
-    assert (d.loc.line, d.loc.col, d.loc.end_col) == (2, col, col + len(size))
-    assert d.message == f"unexpected size '{size}'; expected one number"
-    assert "one whole number" in d.hint and "square kernels" in d.hint and example in d.hint
-    assert "closing `)`" not in d.hint
+def test_an_ops_argument_takes_a_size(text: str, values: list[object]) -> None:
+    call = parse(f"input 8x8x3\n{text}\n").stages[0].ops[0]
+    assert [a.value for a in call.args] == values
+    assert call.text() == text[3:].split(" x4")[0].split(" + ")[0].replace(" ", "") + (
+        " x4" if " x4" in text else "")
+
+
+def test_a_size_keeps_its_location() -> None:
+    arg = parse("input 8x8x3\nc: Conv(1x7,1, pad=0x3) x4\n").stages[0].ops[0].args[2]
+    assert (arg.loc.line, arg.loc.col, arg.loc.end_col) == (2, 16, 23)
 
 
 def test_a_rectangle_in_a_setting_is_one_number() -> None:

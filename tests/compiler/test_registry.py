@@ -25,6 +25,7 @@ from alexnetc.compiler.registry import (
     OPS,
     NoArgs,
     OpDef,
+    Pair,
     arg,
     as_dict,
     definitions,
@@ -132,11 +133,12 @@ def test_every_op_with_arguments_has_a_golden_error(op: OpDef[object]) -> None:
 def test_arguments_are_described_once_by_their_record() -> None:
     conv = OPS["Conv"]
     assert [p.name for p in conv.params] == ["size", "stride", "pad", "remainder", "groups",
-                                             "bias", "std"]
+                                             "bias", "std", "dilation"]
     assert conv.signature() == ("Conv(size, stride, pad=0, remainder=error, groups=1, bias=…, "
-                                "std=…) xC")
+                                "std=…, dilation=1) xC")
     kinds = {p.name: p.kind for p in conv.params}
-    assert kinds["remainder"] == ("error", "drop") and kinds["size"] is int
+    assert kinds["remainder"] == ("error", "drop") and kinds["size"] is Pair
+    assert conv.param("pad").words == ("same",) and OPS["MaxPool"].param("pad").words == ()
     bias = conv.param("bias")
     assert kinds["bias"] is float and bias is not None and bias.default is None
     assert bias.words == ("false",)  # bias=false: no bias parameter

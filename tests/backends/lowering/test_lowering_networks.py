@@ -86,8 +86,11 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 sh = next(shards).towers
                 w = torch.cat([s.weight.cpu() for s in sh])
                 b = None if sh[0].bias is None else torch.cat([s.bias.cpu() for s in sh])
-                x = (F.conv2d(x, w, b, a.stride, a.pad, 1, a.groups)
-                     if op == "Conv" else F.linear(x.flatten(1), w, b))
+                if op == "Conv":
+                    pad = "same" if a.pad == "same" else a.pad.hw
+                    x = F.conv2d(x, w, b, a.stride.hw, pad, a.dilation.hw, a.groups)
+                else:
+                    x = F.linear(x.flatten(1), w, b)
                 split = True
             elif op in ("BatchNorm", "PReLU"):
                 cat = partial(_joined, next(shards).towers)
@@ -104,7 +107,7 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 x = torch.cat([_paper_lrn(p, a.size, a.alpha, a.beta, a.k) for p in parts], 1)
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
-                x = pool(x, a.size, a.stride, a.pad, ceil_mode=a.remainder == "ceil")
+                x = pool(x, a.size.hw, a.stride.hw, a.pad.hw, ceil_mode=a.remainder == "ceil")
             elif op in ("AdaptiveAvgPool", "GlobalAvgPool"):
                 x = F.adaptive_avg_pool2d(x, a.size if op == "AdaptiveAvgPool" else 1)
             elif op == "Softmax" and layer.id != last:

@@ -415,3 +415,32 @@ def test_batch_norm_is_torchs_per_tower_in_train_and_eval_and_exports(tmp_path):
 
     (got,) = ReferenceEvaluator(exported).run(None, {"x": x.numpy()})
     torch.testing.assert_close(torch.from_numpy(got), want, rtol=1e-4, atol=1e-5)
+
+
+def test_rectangular_dilated_and_same_windows_are_torchs_and_export(tmp_path):
+    net = _net("input 13x10x4\ntowers 2\n"
+               "a: Conv(1x7,1, pad=0x3) x4 + ReLU; MaxPool(3x2,2x1, pad=1x0) -> 7x9x4\n"
+               "b: Conv(3x2,1, pad=same, dilation=1x2, groups=2) x6; AvgPool(2x3,1) -> 6x7x6\n"
+               "c: Conv(2,1, pad=same) x2; Conv(3x1,1x2, pad=1x0, dilation=2) x4 -> 4x4x4\n")
+    x = torch.randn(2, 4, 13, 10)
+    for devices in (["cpu", "cpu"], ["cpu"]):
+        m = build_module(net, devices=devices, seed=5).eval()
+        s = canonical_state_dict(m)
+        a = F.max_pool2d(F.relu(F.conv2d(x, s["a.conv.weight"], s["a.conv.bias"], 1, (0, 3))),
+                         (3, 2), (2, 1), (1, 0))
+        b = F.avg_pool2d(F.conv2d(a, s["b.conv.weight"], s["b.conv.bias"], 1, "same", (1, 2),
+                                  groups=2), (2, 3), 1)
+        c = F.conv2d(b, s["c.conv.weight"], s["c.conv.bias"], 1, "same")  # even: pads after
+        want = F.conv2d(c, s["c.conv_1.weight"], s["c.conv_1.bias"], (1, 2), (1, 0), 2)
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    assert tuple(s["a.conv.weight"].shape) == (4, 4, 1, 7)
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
+        return
+    attrs = [{a.name: list(a.ints) for a in n.attribute} for n in exported.graph.node
+             if n.op_type in ("Conv", "MaxPool", "AveragePool")]
+    assert attrs[0]["kernel_shape"] == [1, 7] and attrs[0]["pads"] == [0, 3, 0, 3]
+    assert attrs[1]["kernel_shape"] == [3, 2] and attrs[1]["strides"] == [2, 1]
+    assert attrs[2]["dilations"] == [1, 2]
+    assert attrs[-1]["dilations"] == [2, 2] and attrs[-1]["strides"] == [1, 2]

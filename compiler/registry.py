@@ -243,7 +243,7 @@ class LeakyReLUArgs:
 
 @op_args
 class AdaptiveArgs:
-    size: int = arg(positional=True, minimum=1, doc="output side (square), whatever the input's")
+    size: Pair = arg(positional=True, minimum=1, doc="output size, N or HxW, whatever the input's")
 
 
 @op_args
@@ -524,7 +524,7 @@ def _global_infer(in_shape: Shape, args: NoArgs, channels: int | None) -> Shape:
 
 def _adaptive_infer(in_shape: Shape, args: AdaptiveArgs, channels: int | None) -> Shape:
     _maps(in_shape, f"AdaptiveAvgPool({args.size})")
-    return Shape(args.size, args.size, in_shape.c)
+    return Shape(args.size.h, args.size.w, in_shape.c)
 
 
 def _lrn_infer(in_shape: Shape, args: LRNArgs, channels: int | None) -> Shape:
@@ -622,7 +622,7 @@ register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1
                infer=_pool_infer))
 register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,
                "GlobalAvgPool", infer=_global_infer))
-register(OpDef("AdaptiveAvgPool", "average pooling to size x size maps, whatever the input's",
+register(OpDef("AdaptiveAvgPool", "average pooling to HxW maps, whatever the input's",
                AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer))
 register(OpDef("Dropout", "zero each activation with probability p while training",
                DropoutArgs, "Dropout(0.5)"))

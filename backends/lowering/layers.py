@@ -436,14 +436,14 @@ class Pool(WholeIsForward, nn.Module):
 
 
 class AdaptiveAvgPool(WholeIsForward, nn.Module):
-    """Average pooling to size x size maps; size 1 is global average pooling."""
+    """Average pooling to (h, w) maps; (1, 1) is global average pooling."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: tuple[int, int]):
         super().__init__()
         self.size = size
 
     def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C x H x W
-        return F.adaptive_avg_pool2d(x, self.size)  # N x C x size x size
+        return F.adaptive_avg_pool2d(x, self.size)  # N x C x h x w
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
@@ -532,8 +532,8 @@ LAYERS: dict[str, LayerBackend] = {
     "BatchNorm": LayerBackend(lower_batch_norm),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),
     "AvgPool": LayerBackend(_pool_layer("avg")),
-    "GlobalAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(1)),
-    "AdaptiveAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(layer.args.size)),
+    "GlobalAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool((1, 1))),
+    "AdaptiveAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(layer.args.size.hw)),
     "Dropout": LayerBackend(lambda layer, b: _dropout(layer.args)),
     "Softmax": LayerBackend(lambda layer, b: Softmax(final=layer.id == b.last)),
 }

@@ -109,7 +109,7 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
                 x = pool(x, a.size.hw, a.stride.hw, a.pad.hw, ceil_mode=a.remainder == "ceil")
             elif op in ("AdaptiveAvgPool", "GlobalAvgPool"):
-                x = F.adaptive_avg_pool2d(x, a.size if op == "AdaptiveAvgPool" else 1)
+                x = F.adaptive_avg_pool2d(x, a.size.hw if op == "AdaptiveAvgPool" else 1)
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
     return x.flatten(1) if net.class_vector else x

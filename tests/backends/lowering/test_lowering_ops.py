@@ -444,3 +444,16 @@ def test_rectangular_dilated_and_same_windows_are_torchs_and_export(tmp_path):
     assert attrs[1]["kernel_shape"] == [3, 2] and attrs[1]["strides"] == [2, 1]
     assert attrs[2]["dilations"] == [1, 2]
     assert attrs[-1]["dilations"] == [2, 2] and attrs[-1]["strides"] == [1, 2]
+
+
+def test_adaptive_pool_to_a_rectangle_is_torchs(tmp_path):
+    net = _net("input 11x9x2\na: Conv(3,1) x4 + ReLU; AdaptiveAvgPool(3x5) -> 3x5x4\nf: FC(3)\n")
+    m = build_module(net, devices=["cpu"], seed=6).eval()
+    x = torch.randn(2, 2, 11, 9)
+    state = canonical_state_dict(m)
+    pooled = F.adaptive_avg_pool2d(F.relu(F.conv2d(x, state["a.conv.weight"],
+                                                   state["a.conv.bias"])), (3, 5))
+    want = F.linear(pooled.flatten(1), state["f.fc.weight"], state["f.fc.bias"])
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), want)
+    exports(net, m, x, want, tmp_path)

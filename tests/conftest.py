@@ -25,6 +25,22 @@ settings.register_profile("alexnetc", deadline=None, suppress_health_check=[Heal
 settings.load_profile("alexnetc")
 
 
+@pytest.fixture(autouse=True)
+def torch_threads(request: pytest.FixtureRequest) -> Iterator[None]:
+    """`pytest.mark.torch_threads(n)`: torch's CPU threads for the test, then as they were.
+    Tiny convolutions run fastest on one thread, and do not fight other jobs for cores."""
+    marker = request.node.get_closest_marker("torch_threads")
+    if marker is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(marker.args[0])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.fixture
 def check_text():
     def run(text: str, file: str = "t.net") -> CheckResult:

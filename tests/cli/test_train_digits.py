@@ -3,11 +3,9 @@ command, with their own recipes (no flags but where to write the run)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from alexnetc.backends.train import metrics
 from alexnetc.cli.main import main
@@ -15,13 +13,7 @@ from alexnetc.compiler.pipeline import check_file
 
 from helpers import SPECS
 
-
-@pytest.fixture(autouse=True)
-def two_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.torch_threads(2)
 
 
 @pytest.mark.parametrize(("name", "epochs"), [("digits-bn", 6), ("digits-gap", 8)])

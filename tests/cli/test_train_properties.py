@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -45,12 +43,7 @@ _VALUES = {
 FLAGS = {name: st.sampled_from(good * 4 + bad) for name, (good, bad) in _VALUES.items()}
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.torch_threads(1)
 
 
 def _finite_and_loadable(run: Path) -> None:

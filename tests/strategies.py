@@ -29,6 +29,11 @@ def _out(n: int, k: int, s: int, p: int) -> int:
     return (n + 2 * p - k) // s + 1
 
 
+def _hw(h: int, w: int) -> str:
+    """A size as a spec writes it: `3` when square, `1x7` otherwise."""
+    return str(h) if h == w else f"{h}x{w}"
+
+
 def _ceil_out(n: int, k: int, s: int, p: int) -> int:
     """Caffe's pooled length: windows until one covers the end, none starting past the input
     and its left padding."""
@@ -38,9 +43,9 @@ def _ceil_out(n: int, k: int, s: int, p: int) -> int:
 
 @st.composite
 def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> SpecCase:
-    """A small AlexNet-family spec: conv blocks (Conv, optionally without bias and with a
-    BatchNorm, + ReLU or PReLU, optional ResNorm and pool, floor or ceil), an optional global
-    or adaptive pool, FCs."""
+    """A small AlexNet-family spec: conv blocks (Conv, square or rectangular, strided,
+    dilated or `pad=same`, optionally without bias and with a BatchNorm, + ReLU or PReLU,
+    optional ResNorm and pool, floor or ceil), an optional global or adaptive pool, FCs."""
     towers = draw(st.sampled_from([1, 1, 2]))
     h = draw(st.integers(6, max_size))
     w = draw(st.sampled_from([h, draw(st.integers(6, max_size))]))
@@ -51,26 +56,37 @@ def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> S
     for i in range(n_conv):
         if min(h, w) < 2:
             break
-        k = draw(st.integers(1, min(5, h, w)))
-        pad = draw(st.integers(0, k // 2))
-        stride = draw(st.integers(1, 3))
-        drop = ((h + 2 * pad - k) % stride) or ((w + 2 * pad - k) % stride)
+        kh = draw(st.integers(1, min(5, h)))
+        kw = draw(st.sampled_from([*([kh] if kh <= w else []), draw(st.integers(1, min(5, w)))]))
+        dil = draw(st.sampled_from([1, 1, 2]))
+        if dil * (kh - 1) + 1 > h or dil * (kw - 1) + 1 > w:
+            dil = 1
+        span_h, span_w = dil * (kh - 1) + 1, dil * (kw - 1) + 1  # the dilated kernel's reach
+        same = draw(st.integers(0, 4)) == 0
+        stride_h = 1 if same else draw(st.integers(1, 3))
+        stride_w = 1 if same else draw(st.sampled_from([stride_h, draw(st.integers(1, 3))]))
+        pad_h = draw(st.integers(0, kh // 2))
+        pad_w = draw(st.sampled_from([min(pad_h, kw // 2), draw(st.integers(0, kw // 2))]))
+        drop = ((h + 2 * pad_h - span_h) % stride_h) or ((w + 2 * pad_w - span_w) % stride_w)
         groups = draw(st.sampled_from([1, towers])) if c % towers == 0 else 1
         unit = towers * groups
         out_c = unit * draw(st.integers(1, max(1, max_channels // unit)))
-        kwargs = [f"pad={pad}"] if pad else []
+        kwargs = ["pad=same"] if same else [f"pad={_hw(pad_h, pad_w)}"] if pad_h or pad_w else []
+        if dil > 1:
+            kwargs.append(f"dilation={dil}")
         if groups > 1:
             kwargs.append(f"groups={groups}")
-        if drop:
+        if drop and not same:
             kwargs.append("remainder=drop")
         norm = draw(st.booleans())
         if norm:
             kwargs.append("bias=false")
-        args = ", ".join([str(k), str(stride), *kwargs])
+        args = ", ".join([_hw(kh, kw), _hw(stride_h, stride_w), *kwargs])
         act = draw(st.sampled_from(["ReLU", "PReLU"]))
         ops = [f"Conv({args}) x{out_c}" + ("; BatchNorm" if norm else "") + f" + {act}"]
-        h, w = _out(h, k, stride, pad), _out(w, k, stride, pad)
-        per_out = k * k * (c // groups)
+        if not same:
+            h, w = _out(h, span_h, stride_h, pad_h), _out(w, span_w, stride_w, pad_w)
+        per_out = kh * kw * (c // groups)
         case.params += per_out * out_c + (0 if norm else out_c)
         if norm:  # a scale and a shift per channel; a mean, a variance and the batch counter
             case.params += 2 * out_c

@@ -13,7 +13,13 @@ Value = int | float | str | tuple[int, ...]  # a tuple: a size written HxW (`1x7
 # SECTION terminal); a stage may not be named exactly one of them.
 HEADERS = ("network", "input", "towers")
 SECTIONS = ("train", "augment", "init")
-KEYWORDS = HEADERS + SECTIONS
+DEFINITIONS = ("block",)
+KEYWORDS = HEADERS + SECTIONS + DEFINITIONS
+
+# What a stage's `(…)` may name besides stages: the network's input, and in a block, the
+# input of the block's instance.
+NETWORK_INPUT = "input"
+BLOCK_INPUT = "in"
 
 
 @dataclass(frozen=True)
@@ -27,15 +33,21 @@ class Arg:
 
 @dataclass(frozen=True)
 class OpCall:
-    """One op as written: `Conv(11,4) x96`; `joined` is True when `+` tied it to the previous op."""
+    """One op as written: `Conv(11,4) x96`; `joined` is True when `+` tied it to the previous op.
+
+    In a block, `channels` may name one of the block's parameters (`xc`); a block's use
+    may repeat it (`basic(64) * 2`: `repeat` 2).
+    """
 
     name: str
     args: tuple[Arg, ...]
-    channels: int | None
+    channels: int | str | None
     loc: SourceLoc
     name_loc: SourceLoc
     channels_loc: SourceLoc | None
     joined: bool
+    repeat: int | float | None = None
+    repeat_loc: SourceLoc | None = None
 
     def text(self) -> str:
         """The op as the paper writes it, normalised: `Conv(11,4) x96`."""
@@ -43,7 +55,8 @@ class OpCall:
             (f"{a.name}={_fmt(a.value)}" if a.name else _fmt(a.value)) for a in self.args
         )
         out = f"{self.name}({inner})" if self.args else self.name
-        return f"{out} x{self.channels}" if self.channels is not None else out
+        out = f"{out} x{self.channels}" if self.channels is not None else out
+        return f"{out} * {_fmt(self.repeat)}" if self.repeat is not None else out
 
 
 def _fmt(v: Value) -> str:
@@ -61,12 +74,44 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class Ref:
+    """A stage named as another stage's input: `sum(b, in): Add`."""
+
+    name: str
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
 class Stage:
-    """`conv1: ...`: a named run of ops, lowered to one submodule."""
+    """`conv1: ...`: a named run of ops, lowered to one submodule; or a run of block instances.
+
+    `sources`: the stages it reads, as written (empty: the stage above it).
+    """
 
     name: str
     ops: tuple[OpCall, ...]
     expect: Expect | None
+    loc: SourceLoc
+    name_loc: SourceLoc
+    sources: tuple[Ref, ...] = ()
+
+
+@dataclass(frozen=True)
+class BlockParam:
+    """`c` or `s=1` in a block's header."""
+
+    name: str
+    default: Value | None
+    loc: SourceLoc
+
+
+@dataclass(frozen=True)
+class Block:
+    """`block basic(c, s=1) { ... }`: stages written once, instantiated as ops are called."""
+
+    name: str
+    params: tuple[BlockParam, ...]
+    stages: tuple[Stage, ...]
     loc: SourceLoc
     name_loc: SourceLoc
 
@@ -100,6 +145,7 @@ class Network:
     settings: tuple[Setting, ...]
     stages: tuple[Stage, ...]
     loc: SourceLoc
+    blocks: tuple[Block, ...] = ()
 
     def header(self, key: str) -> Header | None:
         return next((h for h in self.headers if h.key == key), None)

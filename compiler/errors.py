@@ -7,7 +7,9 @@ out of the pipeline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 
@@ -25,6 +27,15 @@ class SourceLoc:
         return f"{self.file}:{self.line}:{self.col}"
 
 
+@dataclass(frozen=True)
+class Note:
+    """A second location a diagnostic needs, such as the line that instantiated the block
+    whose line is in error."""
+
+    loc: SourceLoc
+    message: str
+
+
 class Severity(str, Enum):
     ERROR = "error"
     WARNING = "warning"
@@ -39,23 +50,16 @@ class Diagnostic:
     message: str
     hint: str = ""
     severity: Severity = Severity.ERROR
+    notes: tuple[Note, ...] = ()
 
     def render(self, source: str | None) -> str:
-        """`file:line:col: error: message`, the source line, a caret, and the hint."""
-        head = f"{self.loc}: {self.severity.value}: {self.message}"
-        lines = [head]
-        text_line = _source_line(source, self.loc.line)
-        if text_line is not None:
-            shown = text_line.expandtabs(1)
-            start = max(self.loc.col - 1, 0)
-            if self.loc.end_line == self.loc.line and self.loc.end_col > self.loc.col:
-                width = self.loc.end_col - self.loc.col
-            else:
-                width = max(len(shown.rstrip()) - start, 1)
-            lines.append(f"    {shown.rstrip()}")
-            lines.append("    " + " " * start + "^" + "~" * (max(width, 1) - 1))
+        """`file:line:col: error: message`, the source line, a caret, and the hint; then each
+        note the same way (`file:line:col: note: …`)."""
+        lines = [f"{self.loc}: {self.severity.value}: {self.message}", *_quote(source, self.loc)]
         if self.hint:
             lines.append(f"  hint: {self.hint}")
+        for note in self.notes:
+            lines += [f"{note.loc}: note: {note.message}", *_quote(source, note.loc)]
         return "\n".join(lines)
 
     def as_dict(self) -> dict[str, object]:
@@ -69,7 +73,23 @@ class Diagnostic:
             "end_col": self.loc.end_col,
             "message": self.message,
             "hint": self.hint,
+            "notes": [{"file": n.loc.file, "line": n.loc.line, "col": n.loc.col,
+                       "message": n.message} for n in self.notes],
         }
+
+
+def _quote(source: str | None, loc: SourceLoc) -> list[str]:
+    """The source line at `loc` and a caret under the located text (nothing if unknown)."""
+    text_line = _source_line(source, loc.line)
+    if text_line is None:
+        return []
+    shown = text_line.expandtabs(1)
+    start = max(loc.col - 1, 0)
+    if loc.end_line == loc.line and loc.end_col > loc.col:
+        width = loc.end_col - loc.col
+    else:
+        width = max(len(shown.rstrip()) - start, 1)
+    return [f"    {shown.rstrip()}", "    " + " " * start + "^" + "~" * (max(width, 1) - 1)]
 
 
 def source_lines(text: str) -> list[str]:
@@ -103,6 +123,10 @@ TOWERS = "tower-error"
 SETTING = "setting-error"
 RESERVED = "reserved-name"  # a stage name the lowered torch.nn.Module already uses
 LIMIT = "limit-exceeded"  # a size beyond what PyTorch's kernels take (32-bit sizes, indices)
+REFERENCE = "reference-error"  # a stage's `(…)` names no stage defined above it
+CYCLE = "cycle"  # stages that read each other, or a block that instantiates itself
+BLOCK = "block-error"  # a block's definition or use: its parameters, what it may contain
+UNUSED = "unused-output"  # a stage whose output nothing reads (a warning)
 
 
 @dataclass
@@ -128,6 +152,18 @@ class Diagnostics:
     def warning(self, kind: str, loc: SourceLoc, message: str, hint: str = "") -> None:
         self.items.append(Diagnostic(kind, loc, message, hint, Severity.WARNING))
 
+    @contextmanager
+    def within(self, notes: tuple[Note, ...]) -> Iterator[None]:
+        """Add `notes` to every diagnostic reported inside the block: a pass working on a
+        block instance's op adds the lines that instantiated it."""
+        start = len(self.items)
+        try:
+            yield
+        finally:
+            if notes:
+                self.items[start:] = [replace(d, notes=d.notes + notes)
+                                      for d in self.items[start:]]
+
     @property
     def errors(self) -> list[Diagnostic]:
         return [d for d in self.items if d.severity is Severity.ERROR]
@@ -137,4 +173,13 @@ class Diagnostics:
         return [d for d in self.items if d.severity is Severity.WARNING]
 
     def sorted(self) -> list[Diagnostic]:
-        return sorted(self.items, key=lambda d: (d.loc.line, d.loc.col, d.severity.value))
+        """In source order; the same message at the same place once (a block's line that is
+        wrong in every instance is reported for the first)."""
+        seen: set[tuple[str, SourceLoc, str, Severity]] = set()
+        unique = []
+        for d in self.items:
+            key = (d.kind, d.loc, d.message, d.severity)
+            if key not in seen:
+                seen.add(key)
+                unique.append(d)
+        return sorted(unique, key=lambda d: (d.loc.line, d.loc.col, d.severity.value))

@@ -15,21 +15,26 @@ from typing import Any
 import networkx as nx
 
 from alexnetc.compiler import ast
-from alexnetc.compiler.errors import RESERVED, Diagnostic
+from alexnetc.compiler.errors import RESERVED, Diagnostic, Note, SourceLoc
+from alexnetc.compiler.expand import INPUT, FlatStage
 from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
 from alexnetc.compiler.registry import OpDef, lookup
 
-INPUT = "input"
+__all__ = ["INPUT"]  # the input node's id, defined with the stages that read it
 
 
 class Key:
     """Node attribute names; each pass writes one and the next pass reads it."""
 
     CALL = "call"  # ast.OpCall          (build)
-    STAGE = "stage"  # str               (build)
+    STAGE = "stage"  # str               (build) the flat stage's name, `layer1.0.a`
     OP = "op"  # OpDef | None            (build)
+    INPUTS = "inputs"  # tuple[str, ...] (build) the nodes it reads, in order (may repeat)
+    SOURCES = "sources"  # tuple[str, ...] (build) those inputs as the spec names them
+    NOTES = "notes"  # tuple[Note, ...]  (build) the block uses that instantiated it
     ARGS = "args"  # the op's argument record, e.g. ConvArgs (verify)
-    IN_SHAPE = "in_shape"  # Shape       (shapes)
+    IN_SHAPE = "in_shape"  # Shape       (shapes) the first input's
+    IN_SHAPES = "in_shapes"  # tuple[Shape, ...] (shapes) every input's, in order
     SHAPE = "shape"  # Shape             (shapes)
     COUNTS = "counts"  # Counts          (counts)
     TOWER = "tower"  # TowerInfo         (towers)
@@ -90,7 +95,7 @@ def free_stage_name(name: str, taken: AbstractSet[str]) -> str:
 
 
 def reserved_name_error(net: ast.Network, name: str, message: str,
-                        taken: set[str] | None = None) -> Diagnostic:
+                        taken: set[str] | None = None, loc: SourceLoc | None = None) -> Diagnostic:
     """A located error for a stage name the lowered module cannot take (with a free name).
 
     The verify pass reports it; the lowering raises it too (in a `SpecError`) should a name
@@ -98,7 +103,9 @@ def reserved_name_error(net: ast.Network, name: str, message: str,
     """
     stage = next((s for s in net.stages if s.name == name), None)
     taken = {s.name for s in net.stages} if taken is None else taken
-    return Diagnostic(RESERVED, stage.name_loc if stage else net.loc, message,
+    if loc is None:
+        loc = stage.name_loc if stage else net.loc
+    return Diagnostic(RESERVED, loc, message,
                       f"rename the stage, e.g. `{free_stage_name(name, taken)}:` (each stage "
                       "becomes an attribute of the PyTorch module, as `model.conv1`)")
 
@@ -107,25 +114,53 @@ def node_id(stage: str, index: int) -> str:
     return f"{stage}.{index}"
 
 
-def build(net: ast.Network) -> nx.DiGraph:
-    """Chain every stage's ops after the input node, in the order written."""
-    g = nx.DiGraph(network=net)
+def build(net: ast.Network, stages: list[FlatStage]) -> nx.DiGraph:
+    """One node per op: a stage's first op reads the stages it names, each later op the op
+    before it. Nodes are kept in the order written, which runs every op after its inputs
+    (a stage reads only stages above it), as the graph's `order`."""
+    g = nx.DiGraph(network=net, stages=stages)
     g.add_node(INPUT)
-    prev = INPUT
-    for stage in net.stages:
+    last: dict[str, str] = {INPUT: INPUT}  # a flat stage's name → its last op's node
+    order: list[str] = []
+    for stage in stages:
+        names = _source_names(stage)
+        inputs = tuple(last[s] for s in stage.sources if s in last)
+        labels = tuple(n for s, n in zip(stage.sources, names, strict=True) if s in last)
         for i, call in enumerate(stage.ops):
             nid = node_id(stage.name, i)
             if nid in g:  # duplicate stage names: verify reports them; keep nodes distinct
                 nid = f"{nid}#{call.loc.line}"
-            g.add_node(nid, **{Key.CALL: call, Key.STAGE: stage.name, Key.OP: lookup(call.name)})
-            g.add_edge(prev, nid)
-            prev = nid
+            g.add_node(nid, **{Key.CALL: call, Key.STAGE: stage.name, Key.OP: lookup(call.name),
+                               Key.INPUTS: inputs, Key.SOURCES: labels,
+                               Key.NOTES: stage.notes})
+            for src in inputs:
+                g.add_edge(src, nid)
+            order.append(nid)
+            inputs, labels = (nid,), (stage.name,)
+        if stage.ops:
+            last[stage.name] = order[-1]
+    g.graph["order"] = order
     return g
+
+
+def _source_names(stage: FlatStage) -> tuple[str, ...]:
+    """What a stage reads as its spec names it (`in`, `b`), for messages."""
+    written = stage.written.sources
+    if len(written) == len(stage.sources):
+        return tuple(r.name for r in written)
+    return stage.sources
 
 
 def topo_ops(g: nx.DiGraph) -> list[str]:
     """Op nodes in execution order (the input node excluded)."""
-    return [n for n in nx.topological_sort(g) if n != INPUT]
+    order: list[str] = g.graph["order"]
+    return order
+
+
+def notes(node: dict[str, Any]) -> tuple[Note, ...]:
+    """The block uses that instantiated a node's op, for its diagnostics."""
+    found: tuple[Note, ...] = node.get(Key.NOTES, ())
+    return found
 
 
 @dataclass(frozen=True)
@@ -137,7 +172,8 @@ class Layer:
     call: ast.OpCall
     op: OpDef[Any]
     args: Any  # the op's argument record (`op.args_type`: ConvArgs, LRNArgs, ...)
-    in_shape: Shape
+    inputs: tuple[str, ...]  # ids of the layers it reads (`INPUT` for the image), in order
+    in_shapes: tuple[Shape, ...]
     shape: Shape
     counts: Counts
     tower: TowerInfo
@@ -146,6 +182,11 @@ class Layer:
     @property
     def name(self) -> str:
         return self.op.name
+
+    @property
+    def in_shape(self) -> Shape:
+        """The (first) input's shape: an op that does not merge has one."""
+        return self.in_shapes[0]
 
 
 @dataclass(frozen=True)
@@ -161,11 +202,27 @@ class CheckedNetwork:
     def layers(self) -> Iterator[Layer]:
         for n in topo_ops(self.graph):
             d = self.graph.nodes[n]
-            yield Layer(n, d[Key.STAGE], d[Key.CALL], d[Key.OP], d[Key.ARGS], d[Key.IN_SHAPE],
-                        d[Key.SHAPE], d[Key.COUNTS], d[Key.TOWER], d.get(Key.FUSION))
+            yield Layer(n, d[Key.STAGE], d[Key.CALL], d[Key.OP], d[Key.ARGS], d[Key.INPUTS],
+                        d[Key.IN_SHAPES], d[Key.SHAPE], d[Key.COUNTS], d[Key.TOWER],
+                        d.get(Key.FUSION))
+
+    def flat_stages(self) -> list[FlatStage]:
+        """The stages as they run (blocks instantiated), each with the stages it reads."""
+        found: list[FlatStage] = self.graph.graph["stages"]
+        return found
+
+    @property
+    def branches(self) -> bool:
+        """Whether any stage reads other than the stage above it (or merges several)."""
+        prev = INPUT
+        for s in self.flat_stages():
+            if s.sources != (prev,):
+                return True
+            prev = s.name
+        return False
 
     def stages(self) -> list[tuple[str, list[Layer]]]:
-        """Layers grouped by stage, in order."""
+        """Layers grouped by (flat) stage, in order."""
         out: list[tuple[str, list[Layer]]] = []
         for layer in self.layers():
             if not out or out[-1][0] != layer.stage:

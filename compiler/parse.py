@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import unicodedata
 from collections.abc import Callable, Iterable
@@ -123,6 +124,12 @@ def _number(text: str, tok: Token) -> int | float:
     return _int(text, tok)
 
 
+def _channels(tok: Token) -> int | str:
+    """`x96` → 96; `xc` → "c", a block parameter's name."""
+    text = str(tok)[1:]
+    return _int(text, tok) if text.isdigit() else text
+
+
 def _dims(tok: Token) -> tuple[int, ...]:
     return tuple(_int(p, tok) for p in str(tok).split("x"))
 
@@ -166,22 +173,48 @@ class _ToAst(Transformer):
         assert isinstance(name, Token)
         args = tuple(c for c in children[1:] if isinstance(c, ast.Arg))
         chan = next((c for c in children[1:] if isinstance(c, Token)), None)
+        repeat = next((c for c in children[1:] if isinstance(c, tuple)), None)
         return ast.OpCall(
             name=str(name),
             args=args,
-            channels=_int(str(chan)[1:], chan) if chan is not None else None,
+            channels=_channels(chan) if chan is not None else None,
             loc=_loc(self.file, meta),
             name_loc=self._tok(name),
             channels_loc=self._tok(chan) if chan is not None else None,
             joined=False,
+            repeat=repeat[0] if repeat else None,
+            repeat_loc=repeat[1] if repeat else None,
         )
+
+    def repeat(self, children: list[Token]) -> tuple[int | float, SourceLoc]:
+        return _number(str(children[0]), children[0]), self._tok(children[0])
 
     def term(self, children: list[ast.OpCall]) -> list[ast.OpCall]:
         first, *rest = children
-        return [first] + [
-            ast.OpCall(c.name, c.args, c.channels, c.loc, c.name_loc, c.channels_loc, True)
-            for c in rest
-        ]
+        return [first] + [dataclasses.replace(c, joined=True) for c in rest]
+
+    @v_args(meta=True)
+    def ref(self, meta: object, children: list[Token]) -> ast.Ref:
+        return ast.Ref(str(children[0]), self._tok(children[0]))
+
+    def sources(self, children: list[ast.Ref]) -> tuple[ast.Ref, ...]:
+        return tuple(children)
+
+    @v_args(meta=True)
+    def param(self, meta: object, children: list[object]) -> ast.BlockParam:
+        name = children[0]
+        assert isinstance(name, Token)
+        default = cast(tuple[ast.Value, SourceLoc], children[1])[0] if len(children) > 1 \
+            else None
+        return ast.BlockParam(str(name), default, _loc(self.file, meta))
+
+    @v_args(meta=True)
+    def block(self, meta: object, children: list[object]) -> ast.Block:
+        name = children[0]
+        assert isinstance(name, Token)
+        params = tuple(c for c in children[1:] if isinstance(c, ast.BlockParam))
+        stages = tuple(c for c in children[1:] if isinstance(c, ast.Stage))
+        return ast.Block(str(name), params, stages, _loc(self.file, meta), self._tok(name))
 
     @v_args(meta=True)
     def expect(self, meta: object, children: list[Token]) -> ast.Expect:
@@ -193,12 +226,16 @@ class _ToAst(Transformer):
         assert isinstance(name, Token)
         ops: list[ast.OpCall] = []
         expect = None
+        sources: tuple[ast.Ref, ...] = ()
         for c in children[1:]:
             if isinstance(c, list):
                 ops.extend(c)
             elif isinstance(c, ast.Expect):
                 expect = c
-        return ast.Stage(str(name), tuple(ops), expect, _loc(self.file, meta), self._tok(name))
+            elif isinstance(c, tuple):
+                sources = c
+        return ast.Stage(str(name), tuple(ops), expect, _loc(self.file, meta), self._tok(name),
+                         sources)
 
     @v_args(meta=True)
     def setting(self, meta: object, children: list[object]) -> ast.Setting:
@@ -315,7 +352,7 @@ def _keyword_stage_hint(text: str, line: int, col: int) -> str | None:
     if word not in KEYWORDS:
         return None
     usage = "k=v, …" if word in _SECTIONS else {
-        "network": "NAME", "input": "HxWxC", "towers": "N"}[word]
+        "network": "NAME", "input": "HxWxC", "towers": "N", "block": "NAME(params) {"}[word]
     return (f"`{word}` is a keyword: its line is written `{word} {usage}`, without a colon, and "
             f"a stage cannot be named `{word}` (call it, say, `{word}1`)")
 
@@ -394,6 +431,10 @@ _TERMINAL_NAMES = {
     "PLUS": "'+'",
     "EQUAL": "'='",
     "__ANON_0": "'->'",
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "STAR": "",  # `* N` repeats a block: after every call, but never what was meant there
+    "BLOCK": "'block'",
     "NETWORK": "'network'",
     "INPUT": "'input'",
     "TOWERS": "'towers'",
@@ -412,7 +453,7 @@ def _expected(names: Iterable[str]) -> str:
     article = {"NAME": "a name", "NUMBER": "a number"}
     shown = sorted({article.get(n) or _TERMINAL_NAMES.get(n, n) for n in names
                     if not n.startswith("$")})
-    shown = [s for s in shown if not s.startswith("__")]
+    shown = [s for s in shown if s and not s.startswith("__")]
     if not shown:
         return ""
     if len(shown) > 6:
@@ -465,6 +506,7 @@ def _to_network(file: str, text: str, tree: Tree) -> ast.Network:
     headers = tuple(i for i in items if isinstance(i, ast.Header))
     settings = tuple(i for i in items if isinstance(i, ast.Setting))
     stages = tuple(i for i in items if isinstance(i, ast.Stage))
+    blocks = tuple(i for i in items if isinstance(i, ast.Block))
     lines = source_lines(text) or [""]
     whole = SourceLoc(file, 1, 1, len(lines), len(lines[-1]) + 1)
-    return ast.Network(file, text, headers, settings, stages, whole)
+    return ast.Network(file, text, headers, settings, stages, whole, blocks)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import SYNTAX, Diagnostic, Diagnostics, SourceLoc, SpecError
+from alexnetc.compiler.expand import expand
 from alexnetc.compiler.graph import CheckedNetwork, build
 from alexnetc.compiler.parse import BOM, parse
 from alexnetc.compiler.passes import Context, run_passes
@@ -59,7 +60,7 @@ def _check(text: str, file: str) -> CheckResult:
     except SpecError as err:
         return CheckResult(None, None, err.diagnostics, text, None, None)
     diags = Diagnostics()
-    ctx = Context(net, build(net), diags)
+    ctx = Context(net, build(net, expand(net, diags)), diags)
     run_passes(ctx)
     recipe = build_recipe(net.settings, diags)
     items = diags.sorted()

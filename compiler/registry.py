@@ -324,6 +324,8 @@ class OpDef(Generic[A]):
       number of tower shares its input is split into (1: whole).
     - `fusion_role`: what the fusion pass may chain it as (relu, lrn, maxpool);
       `fuses(args)`: whether this use of it may be chained (the kernel's limits).
+    - `merge`: the shape rule of an op that reads several stages (Concat, Add), given each
+      input's name and shape; such an op is a stage's first op, and only it may be.
     """
 
     name: str
@@ -342,6 +344,7 @@ class OpDef(Generic[A]):
     fusion_role: str | None = None
     fuses: Callable[[A], bool] = lambda args: True
     aliases: tuple[str, ...] = ()
+    merge: Callable[[Sequence[tuple[str, Shape]], A], Shape] | None = None
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -368,6 +371,11 @@ class OpDef(Generic[A]):
                   for p in self.params if not p.positional]
         sig = f"{self.name}({', '.join(parts)})" if parts else self.name
         return sig + (" xC" if self.takes_channels else "")
+
+    @property
+    def example_stage(self) -> str:
+        """The example as a stage `s` after a stage `c` of 8x8x4 maps (a merge reads `c` twice)."""
+        return f"s{'(c, c)' if self.merge else ''}: {self.example}"
 
     def stray_channels_hint(self) -> str:
         return self.channels_hint or f"{self.name} keeps its input's channels"
@@ -557,6 +565,53 @@ def _batch_norm_count(i: Shape, o: Shape, args: BatchNormArgs) -> Counts:
     return Counts(weights=o.c, biases=o.c, activation_bytes=o.elements * 4, buffers=2 * o.c + 1)
 
 
+def _concat_merge(inputs: Sequence[tuple[str, Shape]], args: NoArgs) -> Shape:
+    """Channels side by side: every input the same height and width (or all flat)."""
+    (first, a), *rest = inputs
+    for name, b in rest:
+        if a.flat != b.flat:
+            flat, maps = (first, name) if a.flat else (name, first)
+            raise ShapeProblem(f"Concat joins maps or flat vectors, not both: '{flat}' is flat "
+                               f"({a if a.flat else b}), '{maps}' is {b if a.flat else a}",
+                               f"flatten '{maps}' with an FC first, or pool it to 1x1 "
+                               "(GlobalAvgPool) and concatenate maps")
+        if (a.h, a.w) != (b.h, b.w):
+            raise ShapeProblem(
+                f"Concat needs inputs of the same height and width: '{first}' is {a}, "
+                f"'{name}' is {b}", _resize_hint(first, a, name, b) + "; channels may differ")
+    return Shape(a.h, a.w, sum(s.c for _, s in inputs), a.flat)
+
+
+def _add_merge(inputs: Sequence[tuple[str, Shape]], args: NoArgs) -> Shape:
+    """Element-wise sum: every input the same shape."""
+    (first, a), *rest = inputs
+    for name, b in rest:
+        if a != b:
+            hint = _resize_hint(first, a, name, b)
+            if (a.h, a.w, a.flat) == (b.h, b.w, b.flat):
+                hint = (f"project the narrower to {max(a.c, b.c)} channels with a 1x1 conv, e.g. "
+                        f"`proj({name if b.c < a.c else first}): Conv(1,1, bias=false) "
+                        f"x{max(a.c, b.c)}; BatchNorm`, and add `proj`")
+            raise ShapeProblem(f"Add needs inputs of one shape: '{first}' is {a}, '{name}' is "
+                               f"{b}", hint)
+    return a
+
+
+def _resize_hint(first: str, a: Shape, name: str, b: Shape) -> str:
+    """How the larger of two maps could be brought to the smaller one's size."""
+    if a.flat or b.flat:
+        return "flatten both with FC layers, or neither"
+    big, small, big_name = (a, b, first) if a.h * a.w >= b.h * b.w else (b, a, name)
+    if small.h and small.w and big.h % small.h == 0 and big.w % small.w == 0 \
+            and big.h // small.h == big.w // small.w:
+        s = big.h // small.h
+        return (f"'{big_name}' is {s} times larger across: a stride {s} on its branch, e.g. "
+                f"`proj({big_name}): Conv(1,{s}, bias=false) x{max(a.c, b.c)}; BatchNorm`, would "
+                "make them agree")
+    return (f"give both branches the same strides and padding, so '{big_name}' also comes out "
+            f"{small.h}x{small.w}")
+
+
 def _fused_pool(args: PoolArgs) -> bool:
     """The fused kernel takes square windows, floored (no remainder=ceil)."""
     return args.remainder != "ceil" and all(p.square for p in (args.size, args.stride, args.pad))
@@ -626,6 +681,13 @@ register(OpDef("AdaptiveAvgPool", "average pooling to HxW maps, whatever the inp
                AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer))
 register(OpDef("Dropout", "zero each activation with probability p while training",
                DropoutArgs, "Dropout(0.5)"))
+register(OpDef(
+    "Concat", "the stages it reads, their channels side by side (GoogLeNet's Inception "
+    "modules): `out(b1, b2, b3): Concat`; with towers each tower joins its own shares",
+    NoArgs, "Concat", merge=_concat_merge))
+register(OpDef(
+    "Add", "the element-wise sum of the stages it reads (ResNet's shortcuts): "
+    "`sum(b, in): Add + ReLU`", NoArgs, "Add", merge=_add_merge))
 register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",
                NoArgs, "Softmax", reads=_gather, tie=True, final=True))
 
@@ -634,9 +696,9 @@ def lookup(name: str) -> OpDef[Any] | None:
     return OPS.get(name)
 
 
-def suggest(name: str) -> str | None:
-    """The known op a misspelt name most likely meant (`Relu` → `ReLU`)."""
-    by_lower = {k.lower(): k for k in OPS}
+def suggest(name: str, blocks: Sequence[str] = ()) -> str | None:
+    """The known op (or the spec's block) a misspelt name most likely meant (`Relu` → `ReLU`)."""
+    by_lower = {k.lower(): k for k in (*OPS, *blocks)}
     if name.lower() in by_lower:
         return by_lower[name.lower()]
     close = difflib.get_close_matches(name.lower(), list(by_lower), n=1, cutoff=0.6)

@@ -152,10 +152,10 @@ def partial_table(result: CheckResult) -> Table | None:
         node_of = {id(n[Key.CALL]): n for n in stage.nodes}
         status = ("error (below)" if stage.errors else "" if stage.has(Key.SHAPE)
                   else "not reached")
-        for i, call in enumerate(stage.ast.ops):
+        for i, call in enumerate(stage.calls):
             shape = node_of.get(id(call), {}).get(Key.SHAPE)
-            last = i == len(stage.ast.ops) - 1
-            t.add_row(stage.ast.name if i == 0 else "",
+            last = i == len(stage.calls) - 1
+            t.add_row(stage.name if i == 0 else "",
                       ("+ " if call.joined else "") + call.text(), str(shape) if shape else "?",
                       status if last else "", end_section=last)
     return t

@@ -1,10 +1,14 @@
 """Fusion: mark the op chains that one Triton kernel runs (ReLU→LRN→MaxPool and its prefixes).
 
 The lowering runs each marked chain as one fused op on a GPU and as the reference ops
-elsewhere; the chains never cross a stage boundary, so stage outputs stay observable.
+elsewhere; the chains never cross a stage boundary, so stage outputs stay observable, and
+every intermediate of a chain has the next member as its only reader: a value another op
+also reads must exist in memory, which the fused kernel never writes.
 """
 
 from __future__ import annotations
+
+import networkx as nx
 
 from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
@@ -45,6 +49,12 @@ def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | No
         stage = g.nodes[window[0]][Key.STAGE]
         if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
                and g.nodes[n][Key.OP].fuses(g.nodes[n][Key.ARGS])
-               for n, r in zip(window, roles, strict=True)):
+               for n, r in zip(window, roles, strict=True)) and _only_reader(g, window):
             return window, kernel
     return None
+
+
+def _only_reader(g: nx.DiGraph, chain: list[str]) -> bool:
+    """Each member reads the one before it, which nothing else reads."""
+    return all(g.nodes[b][Key.INPUTS] == (a,) and list(g.successors(a)) == [b]
+               for a, b in zip(chain, chain[1:], strict=False))

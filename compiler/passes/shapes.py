@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import EXPECTATION, LIMIT, SHAPE
-from alexnetc.compiler.graph import INPUT, Key, topo_ops
+from alexnetc.compiler.graph import INPUT, Key, notes, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import INT32_MAX, LIMIT_TEXT, Shape, show_int
 from alexnetc.compiler.registry import OpDef, ShapeProblem
@@ -13,7 +13,6 @@ from alexnetc.compiler.registry import OpDef, ShapeProblem
 def run(ctx: Context) -> None:
     if ctx.input is None:
         return
-    shape = ctx.input
     g = ctx.graph
     trace: dict[str, list[tuple[ast.OpCall, Shape]]] = {}
     last_of_stage: dict[str, str] = {}
@@ -21,41 +20,56 @@ def run(ctx: Context) -> None:
         node = g.nodes[n]
         if Key.ARGS not in node:
             return  # verify already reported why; later shapes would be guesses
-        call: ast.OpCall = node[Key.CALL]
-        op: OpDef = node[Key.OP]
-        try:
-            out = op.infer(shape, node[Key.ARGS], call.channels)
-        except ShapeProblem as p:
-            loc = next((a.loc for a in call.args if p.arg and _names(op, a, p.arg)), call.loc)
-            hint = p.hint
-            if p.fit is not None and next(iter(g.predecessors(n))) == INPUT:
-                hint += f" (for the whole network: `input {_fitted(shape, p.fit, p.message)}`)"
-            ctx.diags.error(SHAPE, loc, f"{node[Key.STAGE]}: {p.message}", hint)
+        shapes = tuple(ctx.input if i == INPUT else g.nodes[i][Key.SHAPE]
+                       for i in node[Key.INPUTS])
+        with ctx.diags.within(notes(node)):
+            out = _infer(ctx, n, shapes)
+        if out is None:
             return
-        if out.elements > INT32_MAX:
-            ctx.diags.error(
-                LIMIT, call.loc, f"{node[Key.STAGE]}: {call.text()} gives {out} = "
-                f"{show_int(out.elements)} values per image, more than the limit of {LIMIT_TEXT}",
-                "many PyTorch kernels index a tensor with a 32-bit integer; use fewer channels, "
-                "a larger stride or a smaller input")
-            return
-        node[Key.IN_SHAPE] = shape
-        node[Key.SHAPE] = out
-        trace.setdefault(node[Key.STAGE], []).append((call, out))
+        node[Key.IN_SHAPE], node[Key.IN_SHAPES], node[Key.SHAPE] = shapes[0], shapes, out
+        trace.setdefault(node[Key.STAGE], []).append((node[Key.CALL], out))
         last_of_stage[node[Key.STAGE]] = n
-        shape = out
-    for stage in ctx.net.stages:
+    for stage in g.graph["stages"]:
         if stage.expect is None or stage.name not in last_of_stage:
             continue
         got: Shape = g.nodes[last_of_stage[stage.name]][Key.SHAPE]
         want = stage.expect.dims
         if want != got.dims():
             steps = ", ".join(f"{c.text()} → {s}" for c, s in trace[stage.name])
-            ctx.diags.error(
-                EXPECTATION, stage.expect.loc,
-                f"{stage.name} produces {got}, not {'x'.join(map(str, want))}",
-                f"the stage computes {steps}; write `-> {got}`" + _known_slip(want, got),
-            )
+            with ctx.diags.within(stage.notes):
+                ctx.diags.error(
+                    EXPECTATION, stage.expect.loc,
+                    f"{stage.expect_name} produces {got}, not {'x'.join(map(str, want))}",
+                    f"the stage computes {steps}; write `-> {got}`" + _known_slip(want, got),
+                )
+
+
+def _infer(ctx: Context, n: str, shapes: tuple[Shape, ...]) -> Shape | None:
+    """The node's output shape, or None after reporting why there is none."""
+    node = ctx.graph.nodes[n]
+    call: ast.OpCall = node[Key.CALL]
+    op: OpDef = node[Key.OP]
+    channels = call.channels if isinstance(call.channels, int) else None
+    try:
+        if op.merge is not None:
+            out = op.merge(tuple(zip(node[Key.SOURCES], shapes, strict=True)), node[Key.ARGS])
+        else:
+            out = op.infer(shapes[0], node[Key.ARGS], channels)
+    except ShapeProblem as p:
+        loc = next((a.loc for a in call.args if p.arg and _names(op, a, p.arg)), call.loc)
+        hint = p.hint
+        if p.fit is not None and node[Key.INPUTS] == (INPUT,):
+            hint += f" (for the whole network: `input {_fitted(shapes[0], p.fit, p.message)}`)"
+        ctx.diags.error(SHAPE, loc, f"{node[Key.STAGE]}: {p.message}", hint)
+        return None
+    if out.elements > INT32_MAX:
+        ctx.diags.error(
+            LIMIT, call.loc, f"{node[Key.STAGE]}: {call.text()} gives {out} = "
+            f"{show_int(out.elements)} values per image, more than the limit of {LIMIT_TEXT}",
+            "many PyTorch kernels index a tensor with a 32-bit integer; use fewer channels, "
+            "a larger stride or a smaller input")
+        return None
+    return out
 
 
 def _fitted(shape: Shape, fit: int, message: str) -> str:

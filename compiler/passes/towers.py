@@ -7,7 +7,13 @@ the other towers' share of its input (an all-gather of (T−1)·N values for an 
 values); the softmax collects the (T−1)/T of the logits that live on other towers onto the
 first one. Other ops keep their input's split.
 
-From that, this pass decides once, per op, where its input is (`Layout`), how it is brought
+Merges (Concat, Add) stay within a tower: each tower joins or sums its own shares of the
+inputs, so a Concat of split inputs holds, on tower t, input 1's share then input 2's share
+(the whole activation is the towers' shares in tower order, as everywhere). An input that is
+not split is scattered to the towers first (free for the replicated input image); when some
+input's channels do not divide over the towers, the merge runs on the first tower alone.
+
+From that, this pass decides once, per op, where each input is (`Layout`), how it is brought
 to the towers (`Route`), whether the op runs on the first tower alone and where its output
 lives; the report counts the bytes of that decision and the lowering carries it out, so the
 bytes the lowered module moves are the ones the checker states. Bytes are fp32.
@@ -15,8 +21,10 @@ bytes the lowered module moves are the ones the checker states. Bytes are fp32.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alexnetc.compiler.errors import TOWERS
-from alexnetc.compiler.graph import Key, topo_ops
+from alexnetc.compiler.graph import INPUT, Key, notes, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import FP32_BYTES, Counts, Layout, Route, Shape, TowerInfo
 from alexnetc.compiler.registry import OpDef, Reads
@@ -24,39 +32,69 @@ from alexnetc.compiler.registry import OpDef, Reads
 
 def run(ctx: Context) -> None:
     g, t = ctx.graph, ctx.towers
-    layout = Layout.REPLICATED  # the input image is given to every tower
     for n in topo_ops(g):
         node = g.nodes[n]
         if Key.COUNTS not in node:
             continue
-        op: OpDef[object] = node[Key.OP]
-        out, inp = node[Key.SHAPE], node[Key.IN_SHAPE]
-        counts: Counts = node[Key.COUNTS]
-        if t > 1 and op.splits_maps and out.c % t:
-            call = node[Key.CALL]
-            ctx.diags.error(
-                TOWERS, call.channels_loc or call.loc,
-                f"{node[Key.STAGE]} has {out.c} output maps, which {t} towers cannot split "
-                "evenly", f"use a multiple of {t}, e.g. {out.c + t - out.c % t}, or fewer towers")
-            continue
-        reads: Reads = op.reads(node[Key.ARGS], t) if t > 1 else "tower"
-        route, single, layout_out = _route(reads, op.splits_maps, layout, inp, t)
-        info = TowerInfo(
-            towers=t,
-            channels_per_tower=out.c // t if out.c % t == 0 else out.c,
-            reads=reads,
-            cross_bytes=_cross_bytes(route, layout, inp, t),
-            params_per_tower=counts.params // t,
-            activation_bytes_per_tower=counts.activation_bytes // t,
-            layout_in=layout,
-            route=route,
-            single=single,
-            layout=layout_out,
-        )
-        node[Key.TOWER] = info
-        layout = layout_out
-        for w in op.warnings(node[Key.ARGS], inp, out, info.shares):
-            ctx.diags.warning(w.kind, node[Key.CALL].loc, w.message, w.hint)
+        with ctx.diags.within(notes(node)):
+            _place(ctx, node, t)
+
+
+def _place(ctx: Context, node: dict[str, Any], t: int) -> None:
+    g = ctx.graph
+    op: OpDef[object] = node[Key.OP]
+    out: Shape = node[Key.SHAPE]
+    counts: Counts = node[Key.COUNTS]
+    if t > 1 and op.splits_maps and out.c % t:
+        call = node[Key.CALL]
+        ctx.diags.error(
+            TOWERS, call.channels_loc or call.loc,
+            f"{node[Key.STAGE]} has {out.c} output maps, which {t} towers cannot split "
+            "evenly", f"use a multiple of {t}, e.g. {out.c + t - out.c % t}, or fewer towers")
+        return
+    if any(i != INPUT and Key.TOWER not in g.nodes[i] for i in node[Key.INPUTS]):
+        return  # an input could not be placed: reported there
+    # the input image is given to every tower
+    layouts = tuple(Layout.REPLICATED if i == INPUT else g.nodes[i][Key.TOWER].layout
+                    for i in node[Key.INPUTS])
+    shapes: tuple[Shape, ...] = node[Key.IN_SHAPES]
+    reads: Reads = op.reads(node[Key.ARGS], t) if t > 1 else "tower"
+    if op.merge is not None:
+        route, single, layout_out = _merge_route(layouts, shapes, t)
+    else:
+        route, single, layout_out = _route(reads, op.splits_maps, layouts[0], shapes[0], t)
+    info = TowerInfo(
+        towers=t,
+        channels_per_tower=out.c // t if out.c % t == 0 else out.c,
+        reads=reads,
+        cross_bytes=sum(_cross_bytes(route, lay, s, t) for lay, s in zip(layouts, shapes,
+                                                                          strict=True)),
+        params_per_tower=counts.params // t,
+        activation_bytes_per_tower=counts.activation_bytes // t,
+        layout_in=layouts[0],
+        route=route,
+        single=single,
+        layout=layout_out,
+        layouts_in=layouts,
+    )
+    node[Key.TOWER] = info
+    for w in op.warnings(node[Key.ARGS], shapes[0], out, info.shares):
+        ctx.diags.warning(w.kind, node[Key.CALL].loc, w.message, w.hint)
+
+
+def _merge_route(layouts: tuple[Layout, ...], shapes: tuple[Shape, ...],
+                 towers: int) -> tuple[Route, bool, Layout]:
+    """A merge joins each tower's shares where every input splits over the towers (split
+    already, replicated or single and divisible), else runs on tower 0 alone."""
+    if towers == 1:
+        return Route.NONE, False, Layout.SPLIT
+    if all(lay is Layout.REPLICATED for lay in layouts):
+        return Route.NONE, False, Layout.REPLICATED
+    if all(lay is Layout.SPLIT or s.c % towers == 0 for lay, s in zip(layouts, shapes,
+                                                                       strict=True)):
+        route = Route.NONE if all(lay is Layout.SPLIT for lay in layouts) else Route.SCATTER
+        return route, False, Layout.SPLIT
+    return Route.GATHER, True, Layout.SINGLE
 
 
 def _route(reads: Reads, splits_maps: bool, layout: Layout, inp: Shape,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import (
@@ -17,7 +17,13 @@ from alexnetc.compiler.errors import (
     Diagnostic,
     Diagnostics,
 )
-from alexnetc.compiler.graph import Key, reserved_name_error, reserved_stage_name, topo_ops
+from alexnetc.compiler.graph import (
+    Key,
+    notes,
+    reserved_name_error,
+    reserved_stage_name,
+    topo_ops,
+)
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import (
     FLOAT32_MAX,
@@ -44,20 +50,54 @@ A = TypeVar("A")
 
 def run(ctx: Context) -> None:
     _headers(ctx)
-    _stage_names(ctx.net, ctx.diags)
+    _stage_names(ctx.net, ctx.net.stages, None, ctx.diags)
+    for block in ctx.net.blocks:
+        _stage_names(ctx.net, block.stages, block, ctx.diags)
     for n in topo_ops(ctx.graph):
         node = ctx.graph.nodes[n]
-        call: ast.OpCall = node[Key.CALL]
-        op: OpDef[object] | None = node[Key.OP]
-        if op is None:
-            guess = suggest(call.name)
-            hint = f"did you mean {guess}?" if guess else "known ops: " + ", ".join(known_names())
-            ctx.diags.error(UNKNOWN_OP, call.name_loc, f"unknown op '{call.name}'", hint)
-            continue
-        _joined(op, call, ctx.diags)
-        args = bind(op, call, ctx.diags)
-        if args is not None:
-            node[Key.ARGS] = args
+        with ctx.diags.within(notes(node)):
+            _verify_node(ctx, node)
+
+
+def _verify_node(ctx: Context, node: dict[str, Any]) -> None:
+    call: ast.OpCall = node[Key.CALL]
+    op: OpDef[object] | None = node[Key.OP]
+    if op is None:
+        blocks = [b.name for b in ctx.net.blocks]
+        guess = suggest(call.name, blocks)
+        hint = f"did you mean {guess}?" if guess else "known ops: " + ", ".join(known_names())
+        ctx.diags.error(UNKNOWN_OP, call.name_loc, f"unknown op '{call.name}'", hint)
+        return
+    _joined(op, call, ctx.diags)
+    if not _merges(op, node, ctx.diags):
+        return
+    args = bind(op, call, ctx.diags)
+    if args is not None:
+        node[Key.ARGS] = args
+
+
+def _merges(op: OpDef[object], node: dict[str, Any], diags: Diagnostics) -> bool:
+    """Only a merge reads several stages, and a merge reads at least two."""
+    call: ast.OpCall = node[Key.CALL]
+    sources: tuple[str, ...] = node[Key.SOURCES]
+    stage = node[Key.STAGE]
+    if op.merge is None and len(sources) > 1:
+        listed = ", ".join(f"'{s}'" for s in sources)
+        diags.error(STRUCTURE, call.name_loc, f"stage '{stage}' reads {len(sources)} stages "
+                    f"({listed}), and its first op, {op.name}, reads one",
+                    "begin the stage with a merge: Concat (their channels side by side) or Add "
+                    f"(their sum), e.g. `{stage.rsplit('.', 1)[-1]}({', '.join(sources)}): "
+                    f"Concat; {call.text()}`")
+        return False
+    if op.merge is not None and len(sources) < 2:
+        first = sources != (stage,)  # a later op reads the op before it, in its own stage
+        diags.error(STRUCTURE, call.name_loc, f"{op.name} merges two or more stages, and "
+                    f"here it reads {'one' if sources else 'none'}",
+                    "name them in its stage's parentheses, as its first op: "
+                    f"`s(a, b): {op.name}`" + ("" if first else f"; or start a new stage for "
+                                                  f"the {op.name}"))
+        return False
+    return True
 
 
 def _joined(op: OpDef[A], call: ast.OpCall, diags: Diagnostics) -> None:
@@ -130,12 +170,15 @@ def _input_within_limits(inp: ast.Header, dims: tuple[int, ...], diags: Diagnost
     return True
 
 
-def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
+def _stage_names(net: ast.Network, stages: tuple[ast.Stage, ...], block: ast.Block | None,
+                 diags: Diagnostics) -> None:
+    """Each name once in its scope (the top level, or a block), and free for a module."""
     first: dict[str, ast.Stage] = {}
-    names = {s.name for s in net.stages}
-    for s in net.stages:
+    names = {s.name for s in stages}
+    where = f" in block '{block.name}'" if block else ""
+    for s in stages:
         if s.name in first:
-            diags.error(DUPLICATE, s.name_loc, f"stage '{s.name}' is defined twice",
+            diags.error(DUPLICATE, s.name_loc, f"stage '{s.name}' is defined twice{where}",
                         f"first defined on line {first[s.name].loc.line}; rename one "
                         "(stage names become module names)")
             continue
@@ -143,7 +186,7 @@ def _stage_names(net: ast.Network, diags: Diagnostics) -> None:
         why = reserved_stage_name(s.name)
         if why is not None:
             diags.items.append(reserved_name_error(net, s.name, f"stage name '{s.name}' is "
-                                                   f"reserved: {why}", names))
+                                                   f"reserved: {why}", names, s.name_loc))
 
 
 def bind(op: OpDef[A], call: ast.OpCall, diags: Diagnostics) -> A | None:
@@ -212,6 +255,8 @@ def _values(op: OpDef[A], call: ast.OpCall,
 def _channels(op: OpDef[A], call: ast.OpCall) -> list[Diagnostic]:
     """The `xC` after the call: required by ops that take it, within limits; refused by the
     others."""
+    if isinstance(call.channels, str):
+        return []  # a block parameter's name left unresolved: expanding reported it
     if not op.takes_channels:
         if call.channels is None:
             return []

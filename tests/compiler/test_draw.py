@@ -185,7 +185,7 @@ def test_render_without_graphviz(monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 
 @pytest.mark.parametrize("op", definitions(), ids=[op.name for op in definitions()])
 def test_every_op_is_drawn_as_written(op: OpDef[object]) -> None:
-    r = check(f"input 8x8x4\ntowers 2\nc: Conv(1,1) x4\ns: {op.example}\n")
+    r = check(f"input 8x8x4\ntowers 2\nc: Conv(1,1) x4\n{op.example_stage}\n")
     assert r.ok, [d.message for d in r.diagnostics]
     assert op.example.replace(", ", ",") in draw.draw(r)  # as the call is written back
 

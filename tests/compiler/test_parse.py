@@ -321,8 +321,9 @@ def test_the_keyword_list_is_the_grammars() -> None:
 
     text = grammar_text()
     headers = re.findall(r'^(\w+): "(\w+)"', text, re.MULTILINE)
-    assert [word for rule, word in headers if rule == word] == list(ast.HEADERS)
+    assert [word for rule, word in headers if rule == word] == list(ast.HEADERS
+                                                                    + ast.DEFINITIONS)
     sections = re.search(r"^SECTION\.\d+: /\(\?:([\w|]+)\)", text, re.MULTILINE)
     assert sections is not None and tuple(sections.group(1).split("|")) == ast.SECTIONS
     assert tuple(f for f in Recipe.__dataclass_fields__) == ast.SECTIONS
-    assert ast.KEYWORDS == ast.HEADERS + ast.SECTIONS
+    assert ast.KEYWORDS == ast.HEADERS + ast.SECTIONS + ast.DEFINITIONS

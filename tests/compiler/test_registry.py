@@ -45,7 +45,7 @@ PREFIX = "input 8x8x4\ntowers 2\nc: Conv(1,1) x4\n"
 
 
 def example(op: OpDef[object]) -> tuple[CheckedNetwork, Layer]:
-    result = check(f"{PREFIX}s: {op.example}\n", "example.net")
+    result = check(f"{PREFIX}{op.example_stage}\n", "example.net")
     assert result.network is not None, (op.name, [d.message for d in result.diagnostics])
     (layer,) = [layer for layer in result.network.layers() if layer.stage == "s"]
     return result.network, layer

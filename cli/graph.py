@@ -27,9 +27,11 @@ FORMATS = ("svg", "png", "pdf", "dot", "gv")
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "graph", help="draw the network: stages, towers and cross-tower traffic",
+        "graph", help="draw the network: stages, branches, towers and cross-tower traffic",
         description="Draw a spec as the paper's Figure 2: a box per stage (per tower), its "
-        "output size and parameters, the edges that cross towers labelled with bytes per image. "
+        "output size and parameters, an edge from each stage it reads (a merge's numbered in "
+        "the order it reads them), each block instance framed, the edges that cross towers "
+        "labelled with bytes per image. "
         "Needs Graphviz's `dot` for .svg/.png/.pdf; .dot writes the Graphviz text.")
     p.add_argument("spec", help="the .net file ('-' for standard input)")
     p.add_argument("-o", "--output", required=True, metavar="FILE",

@@ -22,7 +22,9 @@ from alexnetc import __version__
 from alexnetc.compiler.errors import SpecError
 
 # Subcommands, each a module in alexnetc.cli with `register(subparsers)`.
-COMMANDS = ("check", "compile", "train", "eval", "predict", "plot", "graph")
+COMMANDS = ("check", "compile", "train", "eval", "predict", "plot", "graph", "import")
+# A command whose module has another name (`import` is a Python keyword).
+MODULES = {"import": "importing"}
 
 
 Subparsers = argparse._SubParsersAction  # what each command's register() receives
@@ -63,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _command_module(name: str) -> ModuleType | None:
     try:
-        return importlib.import_module(f"alexnetc.cli.{name}")
+        return importlib.import_module(f"alexnetc.cli.{MODULES.get(name, name)}")
     except ModuleNotFoundError as e:
-        if e.name == f"alexnetc.cli.{name}":
+        if e.name == f"alexnetc.cli.{MODULES.get(name, name)}":
             return None
         raise
 

@@ -51,15 +51,15 @@ class OpCall:
 
     def text(self) -> str:
         """The op as the paper writes it, normalised: `Conv(11,4) x96`."""
-        inner = ",".join(
-            (f"{a.name}={_fmt(a.value)}" if a.name else _fmt(a.value)) for a in self.args
-        )
+        inner = ",".join((f"{a.name}={format_value(a.value)}" if a.name
+                          else format_value(a.value)) for a in self.args)
         out = f"{self.name}({inner})" if self.args else self.name
         out = f"{out} x{self.channels}" if self.channels is not None else out
-        return f"{out} * {_fmt(self.repeat)}" if self.repeat is not None else out
+        return f"{out} * {format_value(self.repeat)}" if self.repeat is not None else out
 
 
-def _fmt(v: Value) -> str:
+def format_value(v: Value) -> str:
+    """A value as the spec writes it: `1x7` for a size, `0.5`, `64`, `ceil`."""
     if isinstance(v, tuple):
         return "x".join(map(str, v))
     return repr(v) if isinstance(v, float) else str(v)

@@ -45,14 +45,25 @@ MAX_OPS = 100_000
 
 
 @dataclass(frozen=True)
+class Use:
+    """One block instance: its flat name (`layer1.0`), its block, and the call as ops are
+    written, with its parameters' values (`basic(64)`)."""
+
+    name: str
+    block: str
+    call: str
+
+
+@dataclass(frozen=True)
 class FlatStage:
     """One stage of the network as it runs: a written stage in one block instance, or a
     top-level stage.
 
     `sources` are the flat names it reads (or `INPUT`), in the order written; `written` is the
     stage in the source (its locations); `notes` say which uses of blocks instantiated it,
-    innermost first; `expect_name` names the stage an `->` belongs to (for a stage of block
-    instances, the top-level stage whose output this stage is).
+    innermost first, and `uses` are those instances (one per note); `expect_name` names the
+    stage an `->` belongs to (for a stage of block instances, the top-level stage whose
+    output this stage is).
     """
 
     name: str
@@ -63,6 +74,7 @@ class FlatStage:
     expect_name: str
     notes: tuple[Note, ...]
     block: str | None
+    uses: tuple[Use, ...] = ()
 
 
 @dataclass
@@ -76,6 +88,7 @@ class _Scope:
     env: dict[str, ast.Value]  # the instance's parameters
     notes: tuple[Note, ...]
     outputs: dict[str, str]  # written name → flat name of its output, as defined so far
+    uses: tuple[Use, ...] = ()
 
 
 class _Expander:
@@ -84,6 +97,8 @@ class _Expander:
         self.blocks: dict[str, ast.Block] = {}
         self.used: set[str] = set()
         self.out: list[FlatStage] = []
+        # stages named by a stage above them (an error): not also reported as never read
+        self.read_early: set[str] = set()
         self.ops = 0
         self.stopped = False  # past MAX_OPS: reported once, nothing more expanded
 
@@ -111,19 +126,19 @@ class _Expander:
             with self.diags.within(scope.notes):
                 sources = self._sources(scope, i, stage, deps, last)
             last = self._stage(scope, stage, sources, stack, i == len(scope.stages) - 1)
+            if scope.prefix + stage.name in self.read_early:
+                self.read_early.add(last)
             scope.outputs[stage.name] = last
         return last
 
     def _sources(self, scope: _Scope, i: int, stage: ast.Stage,
                  deps: dict[str, list[str]], last: str) -> tuple[str, ...]:
+        """The flat names a stage reads. A reference that does not resolve (reported) reads
+        the stage above in its place, so the stage keeps as many inputs as it names and the
+        later checks report nothing that only follows from the bad reference."""
         if not stage.sources:
             return (last,)
-        found = []
-        for ref in stage.sources:
-            flat = self._resolve(scope, i, stage, ref, deps)
-            if flat is not None:
-                found.append(flat)
-        return tuple(found)
+        return tuple(self._resolve(scope, i, stage, ref, deps) or last for ref in stage.sources)
 
     def _resolve(self, scope: _Scope, i: int, stage: ast.Stage, ref: ast.Ref,
                  deps: dict[str, list[str]]) -> str | None:
@@ -133,22 +148,28 @@ class _Expander:
         if ref.name in scope.outputs:
             return scope.outputs[ref.name]
         if ref.name in (ast.NETWORK_INPUT, ast.BLOCK_INPUT):
-            here, other = ("a block's stages read its input", ast.BLOCK_INPUT) if inside else \
-                ("`in` is a block's input; a top-level stage reads the network's", ast.NETWORK_INPUT)
+            here, other = (("a block's stages read its input", ast.BLOCK_INPUT) if inside else
+                           ("`in` is a block's input; a top-level stage reads the network's",
+                            ast.NETWORK_INPUT))
             self.diags.error(REFERENCE, ref.loc, f"no '{ref.name}' here: {here} as `{other}`",
                              f"write `{stage.name}({other}): …`")
             return None
         later = [s for s in scope.stages[i:] if s.name == ref.name]
         if later:
+            self.read_early.add(scope.prefix + ref.name)
             cycle = _cycle(deps, stage.name, ref.name)
-            if cycle is not None:
+            if ref.name == stage.name:
+                self.diags.error(CYCLE, ref.loc, f"stage '{stage.name}' reads itself",
+                                 "a stage reads only stages above it: name one of those, or "
+                                 f"write `{stage.name}:` to read the stage just above")
+            elif cycle is not None:
                 self.diags.error(CYCLE, ref.loc, "stages read each other in a cycle: "
                                  + " → ".join(f"'{n}'" for n in cycle) + " (each reads the next)",
-                                 "a network runs from its input to its output; a stage reads "
-                                 "only stages above it")
+                                 f"a stage reads only stages above it, and '{ref.name}' is "
+                                 f"below '{stage.name}': read a stage above '{stage.name}' instead")
             else:
                 self.diags.error(REFERENCE, ref.loc, f"stage '{ref.name}' is used before it is "
-                                 f"defined (line {later[0].loc.line})",
+                                 f"defined (on line {later[0].loc.line})",
                                  f"move `{ref.name}:` above `{stage.name}:`; a stage reads only "
                                  "stages above it")
             return None
@@ -162,7 +183,9 @@ class _Expander:
 
     def _stage(self, scope: _Scope, stage: ast.Stage, sources: tuple[str, ...],
                stack: tuple[str, ...], last: bool) -> str:
-        """Emit a stage (ops) or expand it (block instances); its output's flat name."""
+        """Emit a stage (ops) or expand it (block instances); its output's flat name. A stage
+        that cannot be expanded (reported) passes its input through, so that the stages
+        reading it are wired, and checked, as if it were right."""
         name = scope.prefix + stage.name
         calls = [c for c in stage.ops if c.name in self.blocks]
         expect_name = name if not scope.prefix else scope.prefix.rstrip(".")
@@ -173,15 +196,21 @@ class _Expander:
             if not self.stopped:
                 self.out.append(FlatStage(name, ops, sources, stage, stage.expect,
                                           name if stage.expect else expect_name, scope.notes,
-                                          scope.block.name if scope.block else None))
+                                          scope.block.name if scope.block else None,
+                                          scope.uses))
             return name
         if len(calls) < len(stage.ops):
             op = next(c for c in stage.ops if c.name not in self.blocks)
+            hint = f"put {op.text()} in a stage of its own (a stage is a run of ops, or of " \
+                "block instances)"
+            if lookup(op.name) is None:
+                hint = f"'{op.name}' is neither an op nor a block" + (
+                    f"; to read stage '{op.name}', write `{stage.name}({op.name}): …`"
+                    if op.name in scope.outputs else "")
             with self.diags.within(scope.notes):
                 self.diags.error(STRUCTURE, op.name_loc, f"stage '{stage.name}' both runs ops "
-                                 "and instantiates blocks", f"put {op.text()} in a stage of its "
-                                 f"own (a stage is a run of ops, or of block instances)")
-            return name
+                                 "and instantiates blocks", hint)
+            return sources[0]
         return self._instances(scope, stage, calls, sources, stack)
 
     def _instances(self, scope: _Scope, stage: ast.Stage, calls: list[ast.OpCall],
@@ -215,14 +244,19 @@ class _Expander:
                     self.diags.error(CYCLE, call.name_loc, f"block '{block.name}' instantiates "
                                      f"itself: {chain}", "a block may use other blocks, "
                                      "but not itself, directly or through another")
-                    return scope.prefix + stage.name
+                    env = None
             if env is None:
-                return scope.prefix + stage.name
+                k += n
+                continue
             for _ in range(n):
                 prefix = f"{scope.prefix}{stage.name}" + (f".{k}" if total > 1 else "") + "."
                 note = Note(call.loc, f"in `{prefix.rstrip('.')}`, an instance of block "
                             f"'{block.name}' ({_bound(env)})")
-                inner = _Scope(prefix, last, block.stages, block, env, (note, *scope.notes), {})
+                use = Use(prefix.rstrip("."), block.name, f"{block.name}("
+                          + ",".join(ast.format_value(v) for v in env.values()) + ")" if env
+                          else block.name)
+                inner = _Scope(prefix, last, block.stages, block, env, (note, *scope.notes), {},
+                               (use, *scope.uses))
                 last = self.scope(inner, (*stack, block.name))
                 k += 1
                 if self.stopped:
@@ -287,12 +321,13 @@ class _Expander:
             return name
         if not isinstance(value, int) or isinstance(value, bool):
             self.diags.error(BLOCK, call.channels_loc, f"`x{name}` is a channel count, and "
-                             f"'{name}' is {ast._fmt(value)} here", "pass a whole number")
+                             f"'{name}' is {ast.format_value(value)} here",
+                             "pass a whole number")
             return name
         return value
 
     def unused(self) -> None:
-        readers = {s for f in self.out for s in f.sources}
+        readers = {s for f in self.out for s in f.sources} | self.read_early
         final = self.out[-1].name if self.out else None
         for f in self.out:
             if f.name in readers or f.name == final:
@@ -300,10 +335,11 @@ class _Expander:
             what = f"stage '{f.written.name}' of block '{f.block}'" if f.block \
                 else f"stage '{f.name}'"
             with self.diags.within(f.notes):
+                last = "the block's last stage is its" if f.block else \
+                    "the last stage is the network's"
                 self.diags.warning(UNUSED, f.written.name_loc, f"the output of {what} is never "
                                    "read", "read it from a later stage, as `next(" +
-                                   f"{f.written.name}): …`, or delete it; only the last "
-                                   "stage is the network's output")
+                                   f"{f.written.name}): …`, or delete it; only {last} output")
         for b in self.blocks.values():
             if b.name not in self.used:
                 self.diags.warning(UNUSED, b.name_loc, f"block '{b.name}' is never used",
@@ -367,13 +403,14 @@ def _bind(block: ast.Block, call: ast.OpCall, diags: Diagnostics) -> dict[str, a
 
 
 def _signature(block: ast.Block) -> str:
-    parts = [p.name if p.default is None else f"{p.name}={ast._fmt(p.default)}"
+    parts = [p.name if p.default is None else f"{p.name}={ast.format_value(p.default)}"
              for p in block.params]
     return f"{block.name}({', '.join(parts)})"
 
 
 def _bound(env: dict[str, ast.Value]) -> str:
-    return ", ".join(f"{k}={ast._fmt(v)}" for k, v in env.items()) or "no parameters"
+    return (", ".join(f"{k}={ast.format_value(v)}" for k, v in env.items())
+            or "no parameters")
 
 
 def _dependencies(scope: _Scope) -> dict[str, list[str]]:

@@ -163,6 +163,17 @@ def notes(node: dict[str, Any]) -> tuple[Note, ...]:
     return found
 
 
+def branches(stages: list[FlatStage]) -> bool:
+    """Whether any stage reads other than the stage above it (or merges several): also for
+    the stages of a spec that failed, which the report and the picture draw."""
+    prev = INPUT
+    for s in stages:
+        if s.sources != (prev,):
+            return True
+        prev = s.name
+    return False
+
+
 @dataclass(frozen=True)
 class Layer:
     """One op of the checked network, with everything the passes found out about it."""
@@ -214,12 +225,7 @@ class CheckedNetwork:
     @property
     def branches(self) -> bool:
         """Whether any stage reads other than the stage above it (or merges several)."""
-        prev = INPUT
-        for s in self.flat_stages():
-            if s.sources != (prev,):
-                return True
-            prev = s.name
-        return False
+        return branches(self.flat_stages())
 
     def stages(self) -> list[tuple[str, list[Layer]]]:
         """Layers grouped by (flat) stage, in order."""

@@ -11,6 +11,7 @@ from typing import Any
 import networkx as nx
 
 from alexnetc.compiler import ast
+from alexnetc.compiler.ast import OpCall
 from alexnetc.compiler.errors import Diagnostic, Severity
 from alexnetc.compiler.expand import FlatStage
 from alexnetc.compiler.graph import Key, topo_ops
@@ -37,7 +38,7 @@ class StageView:
         return self.flat.name
 
     @property
-    def calls(self) -> tuple[ast.OpCall, ...]:
+    def calls(self) -> tuple[OpCall, ...]:
         """Its ops, a block's parameters substituted."""
         return self.flat.ops
 

@@ -106,7 +106,8 @@ class TowerInfo:
     `reads` is "tower" when each tower reads only its own maps, "all" when every tower
     needs every tower's maps (an all-gather across devices), and "gather" when the result
     is collected on the first tower (the final softmax). `route` brings the input, which
-    arrives in `layout_in` (each input of a merge: `layouts_in`), to the towers; `single`: the op runs on tower 0 alone; `layout`:
+    arrives in `layout_in` (each input of a merge: `layouts_in`), to the towers; `single`:
+    the op runs on tower 0 alone; `layout`:
     where its output lives. `cross_bytes` are what `route` moves between towers per image.
     """
 

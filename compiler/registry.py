@@ -210,8 +210,9 @@ class ConvArgs:
     pad: Pair | Literal["same"] = arg(
         Pair.of(0), minimum=0, doc="zero padding on both sides, N or HxW; same: the output "
         "keeps the input's size (stride 1 only; an even span pads one more at the bottom/right)")
-    remainder: Literal["error", "drop"] = arg(
-        "error", doc="what to do when the windows do not tile the input: error, or drop the edge")
+    remainder: Literal["error", "drop", "ceil"] = arg(
+        "error", doc="what to do when the windows do not tile the input: error, drop the edge, "
+        "or ceil: one more window over it, zero-padded past the edge (cuda-convnet2's convs)")
     groups: int = arg(1, minimum=1, doc="channel groups; groups=towers keeps each tower to itself")
     bias: float | Literal["false"] | None = arg(
         None, doc="initial bias (default: the init section's bias); false: no bias at all")
@@ -384,12 +385,15 @@ class OpDef(Generic[A]):
 # --- shape rules and counts --------------------------------------------------------------------
 
 def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, axis: str,
-                what: str, can_ceil: bool = False,
+                what: str, pool: bool = False,
                 pad_text: Callable[[int], str] = str, square: bool = True) -> int:
     """Output length of a sliding window along one axis; uneven tiling is an error unless
-    remainder=drop (floor) or, for pools, remainder=ceil.
+    remainder=drop (floor) or remainder=ceil (one more window).
 
     `size` is the span of the window (a dilated kernel's taps and the gaps between them).
+    A ceil conv counts as cuda-convnet2 does, 1 + ⌈(length + 2·pad − size) / stride⌉, its last
+    window reading zeros past the edge; a ceil pool (`pool`) also drops a last window that
+    would start wholly in the right padding, as PyTorch and Caffe do.
     A window that differs down and across (`square` False) names the axis in its messages,
     and `pad_text` writes the `pad=` that would tile this axis, keeping the other's."""
     span = length + 2 * pad - size
@@ -404,9 +408,9 @@ def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, a
     dropped = span % stride
     if dropped and remainder == "ceil":
         out = span // stride + 2
-        # PyTorch's (and Caffe's) rule: the last window starts inside the input or its left
+        # PyTorch's (and Caffe's) pools: the last window starts inside the input or its left
         # padding, never wholly in the right padding
-        return out - 1 if (out - 1) * stride >= length + pad else out
+        return out - 1 if pool and (out - 1) * stride >= length + pad else out
     if dropped and remainder != "drop":
         # input lengths that tile: the next larger and smaller, within PyTorch's sizes
         fits = [n for n in (length + (stride - dropped), length - dropped)
@@ -419,7 +423,7 @@ def _window_out(size: int, stride: int, pad: int, length: int, remainder: str, a
         if tiling_pad is not None:
             options.append(f"pad={pad_text(tiling_pad)}")
         options.append("remainder=drop to floor as PyTorch does"
-                       + (" (remainder=ceil: one more window, as Caffe)" if can_ceil else ""))
+                       + (" (remainder=ceil: one more window, as Caffe)" if pool else ""))
         raise ShapeProblem(
             f"{what} does not tile its {length}-pixel {axis}: ({length} + 2·{pad} − {size}) = "
             f"{span} is not a multiple of stride {stride}, so {dropped} "
@@ -469,11 +473,11 @@ def _spatial(in_shape: Shape, args: ConvArgs | PoolArgs, what: str) -> tuple[int
         raise ShapeProblem(f"padding {pad} is more than half {window}",
                            f"use pad ≤ {Pair(span.h // 2, span.w // 2)}", "pad")
     square = all(p.square for p in (size, stride, pad, dilation))
-    can_ceil = isinstance(args, PoolArgs)
+    pool = isinstance(args, PoolArgs)
     h = _window_out(span.h, stride.h, pad.h, in_shape.h, args.remainder, "height", what,
-                    can_ceil, lambda p: str(p) if square else str(Pair(p, pad.w)), square)
+                    pool, lambda p: str(p) if square else str(Pair(p, pad.w)), square)
     w = _window_out(span.w, stride.w, pad.w, in_shape.w, args.remainder, "width", what,
-                    can_ceil, lambda p: str(p) if square else str(Pair(pad.h, p)), square)
+                    pool, lambda p: str(p) if square else str(Pair(pad.h, p)), square)
     return h, w
 
 
@@ -578,7 +582,8 @@ def _concat_merge(inputs: Sequence[tuple[str, Shape]], args: NoArgs) -> Shape:
         if (a.h, a.w) != (b.h, b.w):
             raise ShapeProblem(
                 f"Concat needs inputs of the same height and width: '{first}' is {a}, "
-                f"'{name}' is {b}", _resize_hint(first, a, name, b) + "; channels may differ")
+                f"'{name}' is {b}", _resize_hint(first, a, name, b, None) + "; channels may "
+                "differ")
     return Shape(a.h, a.w, sum(s.c for _, s in inputs), a.flat)
 
 
@@ -586,28 +591,44 @@ def _add_merge(inputs: Sequence[tuple[str, Shape]], args: NoArgs) -> Shape:
     """Element-wise sum: every input the same shape."""
     (first, a), *rest = inputs
     for name, b in rest:
-        if a != b:
-            hint = _resize_hint(first, a, name, b)
-            if (a.h, a.w, a.flat) == (b.h, b.w, b.flat):
-                hint = (f"project the narrower to {max(a.c, b.c)} channels with a 1x1 conv, e.g. "
-                        f"`proj({name if b.c < a.c else first}): Conv(1,1, bias=false) "
-                        f"x{max(a.c, b.c)}; BatchNorm`, and add `proj`")
-            raise ShapeProblem(f"Add needs inputs of one shape: '{first}' is {a}, '{name}' is "
-                               f"{b}", hint)
+        if a == b:
+            continue
+        c = max(a.c, b.c)
+        if (a.h, a.w, a.flat) != (b.h, b.w, b.flat):
+            hint = _resize_hint(first, a, name, b, c)
+        else:
+            narrow = name if b.c < a.c else first
+            proj = f"FC({c}, bias=false)" if a.flat else f"Conv(1,1, bias=false) x{c}"
+            hint = (f"project '{narrow}' to {c} {'features' if a.flat else 'channels'}, e.g. "
+                    f"`proj({narrow}): {proj}; BatchNorm`, and add `proj` in place of "
+                    f"'{narrow}'")
+        raise ShapeProblem(f"Add needs inputs of one shape: '{first}' is {a}, '{name}' is "
+                           f"{b}", hint)
     return a
 
 
-def _resize_hint(first: str, a: Shape, name: str, b: Shape) -> str:
-    """How the larger of two maps could be brought to the smaller one's size."""
+def _resize_hint(first: str, a: Shape, name: str, b: Shape, channels: int | None) -> str:
+    """What would bring two maps to one height and width: a stride (or, for an Add, a strided
+    projection to `channels`) on the larger's branch, or more padding on the smaller's."""
     if a.flat or b.flat:
         return "flatten both with FC layers, or neither"
-    big, small, big_name = (a, b, first) if a.h * a.w >= b.h * b.w else (b, a, name)
+    (big_name, big), (small_name, small) = sorted(((first, a), (name, b)),
+                                                  key=lambda x: -x[1].h * x[1].w)
+    dh, dw = big.h - small.h, big.w - small.w
     if small.h and small.w and big.h % small.h == 0 and big.w % small.w == 0 \
             and big.h // small.h == big.w // small.w:
         s = big.h // small.h
-        return (f"'{big_name}' is {s} times larger across: a stride {s} on its branch, e.g. "
-                f"`proj({big_name}): Conv(1,{s}, bias=false) x{max(a.c, b.c)}; BatchNorm`, would "
-                "make them agree")
+        after = (f"`proj({big_name}): Conv(1,{s}, bias=false) x{channels}; BatchNorm`, added"
+                 if channels is not None else f"`pool({big_name}): MaxPool({s},{s})`, "
+                 "concatenated")
+        return (f"'{big_name}' is {s} times as large each way: a stride of {s} on its branch "
+                f"would make them agree, or after it {after} in place of '{big_name}'")
+    if dh >= 0 and dw >= 0 and dh % 2 == 0 and dw % 2 == 0:
+        pad = dh // 2 if dh == dw else f"{dh // 2}x{dw // 2}"
+        less = f"{dh} smaller each way" if dh == dw else f"{dh} shorter and {dw} narrower"
+        return (f"'{small_name}' comes out {less}: {pad} more padding on each side of its "
+                "branch (`pad=` on a stride-1 window) would make them agree; a kxk window "
+                "keeps its input's size with pad=(k-1)/2")
     return (f"give both branches the same strides and padding, so '{big_name}' also comes out "
             f"{small.h}x{small.w}")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +12,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from alexnetc.compiler.errors import Diagnostic
-from alexnetc.compiler.graph import CheckedNetwork, Key, Layer
+from alexnetc.compiler.errors import Diagnostic, Note
+from alexnetc.compiler.expand import FlatStage
+from alexnetc.compiler.graph import CheckedNetwork, Key, Layer, branches
 from alexnetc.compiler.pipeline import CheckResult, collector_paused
 from alexnetc.compiler.progress import stage_views
 from alexnetc.compiler.registry import as_dict
@@ -35,6 +37,66 @@ def _tower(layer: Layer) -> str:
 
 
 @dataclass(frozen=True)
+class Instance:
+    """A block instance, shown above its first stage: its flat name (`layer1.0`), its block
+    with the values of its parameters as ops are written (`basic(64)`), what it reads (as
+    `Structure.reads` writes it) and its flat stages in order (nested instances' too)."""
+
+    key: tuple[Note, ...]  # the notes its stages' notes end with: one per instance
+    name: str
+    call: str
+    reads: str
+    stages: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Structure:
+    """A flat stage's place in the graph: the instances that start with it (outermost
+    first) and what it reads, each stage named relative to its instance (`b, conv1` for
+    `layer1.0.out`, which reads `layer1.0.b` and `conv1`) and the image as `input`."""
+
+    instances: list[Instance]
+    reads: str
+
+
+def structure(stages: Sequence[FlatStage]) -> list[Structure]:
+    """For each flat stage in order, the instances it starts and what it reads."""
+    members: dict[tuple[Note, ...], list[str]] = {}
+    for s in stages:
+        for k in range(len(s.notes)):
+            members.setdefault(s.notes[k:], []).append(s.name)
+    seen: set[tuple[Note, ...]] = set()
+    out = []
+    for s in stages:
+        names = [u.name for u in s.uses]  # innermost first
+        started = []
+        for k in reversed(range(len(s.notes))):
+            key, found = s.notes[k:], s.uses[k]
+            if key in seen:
+                continue
+            seen.add(key)
+            outer = names[k + 1] if k + 1 < len(names) else None
+            started.append(Instance(key, found.name, found.call,
+                                    _reads(list(dict.fromkeys(s.sources)), outer),
+                                    tuple(members[key])))
+        out.append(Structure(started, _reads(s.sources, names[0] if names else None)))
+    return out
+
+
+def _instance_name(stage: FlatStage) -> str | None:
+    """The (innermost) block instance a stage is in."""
+    return stage.uses[0].name if stage.uses else None
+
+
+def _reads(sources: Sequence[str], instance: str | None) -> str:
+    """Flat stage names as seen from inside `instance`: its own stages by their names in
+    the block."""
+    prefix = f"{instance}." if instance else ""
+    return ", ".join(s[len(prefix):] if prefix and s.startswith(prefix) else s
+                     for s in sources)
+
+
+@dataclass(frozen=True)
 class _Layout:
     """The report's table as plain strings, drawn by rich for a terminal and by `_plain_table`
     for a file or a pipe."""
@@ -46,22 +108,40 @@ class _Layout:
 
 
 def _layout(net: CheckedNetwork) -> _Layout:
+    """One row per op, and above each block instance a row with its block and its totals;
+    in a network that branches, each stage's first row says what it reads."""
     towers = net.towers > 1
     total = net.total()
     buffers = total.buffers > 0  # a column only for networks that hold any
-    rows = []
-    for name, layers in net.stages():
+    flats = net.flat_stages()
+    reads = branches(flats)
+    layers_of = dict(net.stages())
+    rows: list[tuple[list[str], bool]] = []
+
+    def counts(layers: Sequence[Layer]) -> list[str]:
+        return [_n(sum(x.counts.params for x in layers)),
+                *([_n(sum(x.counts.buffers for x in layers))] if buffers else []),
+                _n(sum(x.counts.neurons for x in layers)), _n(sum(x.counts.macs for x in layers))]
+
+    for flat, place in zip(flats, structure(flats), strict=True):
+        for inst in place.instances:
+            inside = [x for s in inst.stages for x in layers_of.get(s, [])]
+            rows.append(([inst.name, *([inst.reads] if reads else []), f"block {inst.call}",
+                          str(inside[-1].shape) if inside else "", *counts(inside),
+                          *([""] if towers else []), ""], False))
+        layers = layers_of.get(flat.name, [])
+        head = [flat.name, *([place.reads] if reads else [])]
         for i, layer in enumerate(layers):
-            row = [name if i == 0 else "", ("+ " if layer.call.joined else "") + layer.call.text(),
-                   str(layer.shape), _n(layer.counts.params),
-                   *([_n(layer.counts.buffers)] if buffers else []),
-                   _n(layer.counts.neurons), _n(layer.counts.macs)]
+            row = [*(head if i == 0 else [""] * len(head)),
+                   ("+ " if layer.call.joined else "") + layer.call.text(), str(layer.shape),
+                   *counts([layer])]
             if towers:
                 row.append(_tower(layer))
             row.append(layer.fusion.kernel if layer.fusion and layer.fusion.head == layer.id
                        else ("│" if layer.fusion else ""))
             rows.append((row, i == len(layers) - 1))
-    columns = [("stage", "total", False), ("op", "", False), ("output", str(net.output), True),
+    columns = [("stage", "total", False), *([("reads", "", False)] if reads else []),
+               ("op", "", False), ("output", str(net.output), True),
                ("params", f"{total.params:,}", True)]
     if buffers:
         columns.append(("buffers", f"{total.buffers:,}", True))
@@ -78,9 +158,10 @@ def _layout(net: CheckedNetwork) -> _Layout:
 def table(net: CheckedNetwork) -> Table:
     """One row per op, the stage named on its first row, totals in the footer.
 
-    No number is ever shown cut short (`123,…`), however narrow the console: the number
-    columns never wrap nor shrink below their widest cell, and the towers column (byte
-    counts) may wrap between words but never shrinks below its longest word."""
+    Nothing is ever shown cut short (`123,…`), however narrow the console: the number
+    columns never wrap nor shrink below their widest cell, the towers column (byte counts)
+    may wrap between words but never shrinks below its longest word, and the other text
+    columns wrap, folding a word wider than the column."""
     layout = _layout(net)
     t = Table(title=layout.title, box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     rows = layout.rows
@@ -91,8 +172,8 @@ def table(net: CheckedNetwork) -> Table:
         elif index == layout.towers_column:
             words = [w for row, _ in rows for w in row[index].split()] + footer.split()
             t.add_column(header, footer=footer, min_width=max(len(w) for w in words))
-        else:
-            t.add_column(header, footer=footer)
+        else:  # a word wider than the column (`inception3a.out`) folds rather than ends in …
+            t.add_column(header, footer=footer, overflow="fold")
     for row, last in rows:
         t.add_row(*row, end_section=last)
     return t
@@ -144,18 +225,29 @@ def partial_table(result: CheckResult) -> Table | None:
         return None
     t = Table(title=f"{result.ast.name}: input {ctx.input}", box=box.SIMPLE_HEAD,
               title_justify="left")
+    views = stage_views(result.ast, ctx.graph, result.diagnostics)
+    flats = [v.flat for v in views]
+    reads = branches(flats)
     t.add_column("stage")
+    if reads:
+        t.add_column("reads")
     t.add_column("op")
     t.add_column("output", justify="right", no_wrap=True)
     t.add_column("status")
-    for stage in stage_views(result.ast, ctx.graph, result.diagnostics):
+    shape_of = {v.name: v.shape for v in views}
+    for stage, place in zip(views, structure(flats), strict=True):
+        for inst in place.instances:
+            shape = shape_of.get(inst.stages[-1])
+            t.add_row(inst.name, *([inst.reads] if reads else []), f"block {inst.call}",
+                      str(shape) if shape else "?", "")
         node_of = {id(n[Key.CALL]): n for n in stage.nodes}
         status = ("error (below)" if stage.errors else "" if stage.has(Key.SHAPE)
                   else "not reached")
         for i, call in enumerate(stage.calls):
             shape = node_of.get(id(call), {}).get(Key.SHAPE)
             last = i == len(stage.calls) - 1
-            t.add_row(stage.name if i == 0 else "",
+            head = [stage.name, *([place.reads] if reads else [])]
+            t.add_row(*(head if i == 0 else [""] * len(head)),
                       ("+ " if call.joined else "") + call.text(), str(shape) if shape else "?",
                       status if last else "", end_section=last)
     return t
@@ -232,7 +324,8 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
         "input": list(net.input.dims()),
         "towers": net.towers,
         "layers": [{
-            "id": layer.id, "stage": layer.stage, "op": layer.op.name, "text": layer.call.text(),
+            "id": layer.id, "stage": layer.stage, "inputs": list(layer.inputs),
+            "op": layer.op.name, "text": layer.call.text(),
             "args": as_dict(layer.args), "output": list(layer.shape.dims()),
             "params": layer.counts.params, "weights": layer.counts.weights,
             "biases": layer.counts.biases, "buffers": layer.counts.buffers,
@@ -244,6 +337,7 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
             "fusion": layer.fusion.kernel if layer.fusion else None,
             "line": layer.call.loc.line, "col": layer.call.loc.col,
         } for layer in net.layers()],
+        "stages": _stages_json(net),
         "total": {"params": total.params, "weights": total.weights, "biases": total.biases,
                   "buffers": total.buffers,
                   "neurons": total.neurons, "macs": total.macs,
@@ -251,4 +345,18 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
                   "cross_tower_bytes": net.cross_tower_bytes()},
         "recipe": recipe,
     })
+    return out
+
+
+def _stages_json(net: CheckedNetwork) -> list[dict[str, Any]]:
+    """The graph of stages: what each reads (flat stage names, or `input`), its output and
+    parameters, and the block instance it is a stage of (None at the top level)."""
+    layers_of = dict(net.stages())
+    out = []
+    for flat in net.flat_stages():
+        layers = layers_of.get(flat.name, [])
+        out.append({"name": flat.name, "reads": list(flat.sources),
+                    "output": list(layers[-1].shape.dims()) if layers else None,
+                    "params": sum(x.counts.params for x in layers), "block": flat.block,
+                    "instance": _instance_name(flat)})
     return out

@@ -136,3 +136,231 @@ def valid_specs(draw: st.DrawFn, max_size: int = 32, max_channels: int = 8) -> S
     case.stage_shapes["out"] = (classes,)
     case.text = "\n".join(lines) + "\n"
     return case
+
+
+# --- networks that branch -----------------------------------------------------------------
+#
+# Every window here keeps the maps' size (1x1 convs, 3x3 convs and pools with pad=1, stride 1),
+# so any stage may read any stage above it; the arithmetic is a conv's k·k·Cin·Cout weights,
+# Cout biases, H·W·Cout neurons and H·W·Cout·k·k·Cin multiply-adds, whatever the graph.
+
+
+@dataclass
+class DagCase:
+    """A generated branching spec: stages that read named stages, Concat and Add merges,
+    blocks with parameters instantiated (and repeated); what a correct checker must say."""
+
+    text: str
+    towers: int
+    input: tuple[int, int, int]
+    stage_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    params: int = 0
+    macs: int = 0
+    neurons: int = 0
+
+
+@dataclass(frozen=True)
+class _DagOp:
+    """A conv (`channels` a number, or a block parameter's name; `size` 1 or 3, or None for
+    the block's `k` parameter), or a stride-1 pool (`pool` its op name)."""
+
+    pool: str | None = None
+    size: int | None = 1
+    channels: int | str = 0
+    relu: bool = False
+
+    def text(self) -> str:
+        if self.pool:
+            return f"{self.pool}(3,1, pad=1)"
+        window = "k,1, pad=p" if self.size is None else \
+            "1,1" if self.size == 1 else "3,1, pad=1"
+        return f"Conv({window}) x{self.channels}" + (" + ReLU" if self.relu else "")
+
+
+@dataclass(frozen=True)
+class _Branch:
+    name: str
+    source: str  # the stage it reads
+    ops: tuple[_DagOp, ...]
+    named: bool = True  # False: written without `(source)`, as it is the stage above
+
+
+@dataclass(frozen=True)
+class _Module:
+    """Branches merged by one stage, `merge(branches…, extra…): Concat|Add [+ ReLU]`."""
+
+    branches: tuple[_Branch, ...]
+    extra: tuple[str, ...]  # stages merged as they are (Add: a shortcut)
+    merge: str
+    relu: bool
+    out: str
+
+    def lines(self) -> list[str]:
+        lines = [f"{b.name}{f'({b.source})' if b.named else ''}: "
+                 + "; ".join(op.text() for op in b.ops) for b in self.branches]
+        inputs = ", ".join([*(b.name for b in self.branches), *self.extra])
+        return [*lines, f"{self.out}({inputs}): {self.merge}" + (" + ReLU" if self.relu else "")]
+
+
+def _run_module(case: DagCase, module: _Module, channels: dict[str, int],
+                env: dict[str, int], prefix: str, hw: tuple[int, int]) -> int:
+    """Count a module's convs into `case` and record its stages' shapes (names under
+    `prefix`); `channels` maps each readable stage to its channel count and gains the
+    module's stages. Its output's channel count."""
+    h, w = hw
+    for b in module.branches:
+        c = channels[b.source]
+        for op in b.ops:
+            if op.pool:
+                continue
+            k = env["k"] if op.size is None else op.size
+            out = env[op.channels] if isinstance(op.channels, str) else op.channels
+            case.params += k * k * c * out + out
+            case.macs += h * w * out * k * k * c
+            case.neurons += h * w * out
+            c = out
+        channels[b.name] = c
+        case.stage_shapes[prefix + b.name] = (h, w, c)
+    merged = [channels[n] for n in (*(b.name for b in module.branches), *module.extra)]
+    c = sum(merged) if module.merge == "Concat" else merged[0]
+    assert module.merge == "Concat" or len(set(merged)) == 1  # the generator's own rule
+    channels[module.out] = c
+    case.stage_shapes[prefix + module.out] = (h, w, c)
+    return c
+
+
+@st.composite
+def _branch_ops(draw: st.DrawFn, end: int | str | None, params: list[str],
+                kernel: bool, unit: int) -> tuple[_DagOp, ...]:
+    """One to three ops; with `end`, the last conv has that many channels (an Add's input)
+    and nothing after it but pools."""
+    ops: list[_DagOp] = []
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.integers(0, 3)) == 0:  # a branch of pools only passes its input through
+            ops.append(_DagOp(pool=draw(st.sampled_from(["MaxPool", "AvgPool"]))))
+            continue
+        size = draw(st.sampled_from([1, 3, *([None] if kernel else [])]))
+        named = bool(params) and draw(st.booleans())  # a block parameter's channels
+        channels = draw(st.sampled_from(params)) if named else unit * draw(st.integers(1, 6))
+        ops.append(_DagOp(size=size, channels=channels, relu=draw(st.booleans())))
+    if end is not None:
+        convs = [i for i, op in enumerate(ops) if op.pool is None]
+        if not convs:
+            ops.insert(0, _DagOp(size=1, channels=end))
+        else:
+            last = ops[convs[-1]]
+            ops[convs[-1]] = _DagOp(size=last.size, channels=end, relu=last.relu)
+    return tuple(ops)
+
+
+@st.composite
+def _module(draw: st.DrawFn, names: list[str], prefix: str, out: str,
+            shortcuts: list[str], params: list[str], add_channels: int | str,
+            kernel: bool, unit: int) -> _Module:
+    """A module whose branches read `names` (or each other); Add merges may also take a
+    stage of `shortcuts` (those with the Add's channel count) as it is."""
+    merge = draw(st.sampled_from(["Concat", "Add"]))
+    end = add_channels if merge == "Add" else None
+    branches: list[_Branch] = []
+    readable = list(names)
+    for j in range(draw(st.integers(1, 3))):
+        source = draw(st.sampled_from(readable))
+        above = branches[-1].name if branches else names[-1]
+        ops = draw(_branch_ops(end, params, kernel, unit))
+        name = f"{prefix}b{j + 1}"
+        branches.append(_Branch(name, source, ops, source != above or draw(st.booleans())))
+        readable.append(name)
+    extra = [draw(st.sampled_from(shortcuts))] if merge == "Add" and shortcuts and \
+        draw(st.booleans()) else []
+    if len(branches) + len(extra) < 2:
+        branches.append(_Branch(f"{prefix}b{len(branches) + 1}", draw(st.sampled_from(names)),
+                                draw(_branch_ops(end, params, kernel, unit))))
+    return _Module(tuple(branches), tuple(extra), merge, draw(st.booleans()), out)
+
+
+@st.composite
+def dag_specs(draw: st.DrawFn) -> DagCase:
+    """A stem, then one to three units, each either a module written out at the top level
+    or a stage of block instances (one block, called with one to two argument lists, each
+    repeated one to three times); then global pooling and an FC classifier."""
+    towers = draw(st.sampled_from([1, 1, 2]))  # each conv's and FC's maps split evenly
+    h, w = draw(st.integers(3, 9)), draw(st.integers(3, 9))
+    c = draw(st.integers(1, 3))
+    case = DagCase("", towers, (h, w, c))
+    channels: dict[str, int] = {"input": c}
+    stem = towers * draw(st.integers(1, 6))
+    case.params += 9 * c * stem + stem
+    case.macs += h * w * stem * 9 * c
+    case.neurons += h * w * stem
+    channels["stem"] = stem
+    case.stage_shapes["stem"] = (h, w, stem)
+    blocks: list[str] = []
+    lines = ["stem: Conv(3,1, pad=1) x" + str(stem) + " + ReLU"]
+    top = ["input", "stem"]
+    for u in range(1, draw(st.integers(1, 3)) + 1):
+        if draw(st.booleans()):
+            add = towers * draw(st.integers(1, 6))
+            module = draw(_module(top, f"u{u}", f"u{u}", [n for n in top if channels[n] == add],
+                                  [], add, False, towers))
+            _run_module(case, module, channels, {}, "", (h, w))
+            lines += module.lines()
+            top += [*(b.name for b in module.branches), module.out]
+        else:
+            lines += _block_unit(draw, case, f"u{u}", top, channels, blocks, (h, w), towers)
+            top.append(f"u{u}")
+    classes = towers * draw(st.integers(1, 5))
+    last = channels[top[-1]]
+    case.params += last * classes + classes
+    case.macs += last * classes
+    case.neurons += classes
+    lines.append(f"out: GlobalAvgPool; FC({classes})")
+    case.stage_shapes["out"] = (classes,)
+    case.text = f"network Dag\ninput {h}x{w}x{c}\ntowers {towers}\n" + "\n".join(
+        [*blocks, *lines]) + "\n"
+    return case
+
+
+def _block_unit(draw: st.DrawFn, case: DagCase, name: str, top: list[str],
+                channels: dict[str, int], blocks: list[str], hw: tuple[int, int],
+                unit: int) -> list[str]:
+    """Define a block and instantiate it in stage `name`; the stage's lines."""
+    source = draw(st.sampled_from(top))
+    cin = channels[source]
+    params = [f"c{i}" for i in range(1, draw(st.integers(1, 3)) + 1)]
+    kernel = draw(st.booleans())
+    # Add may take the instance's input as it is (its channels split over the towers)
+    shortcut = cin % unit == 0 and draw(st.booleans())
+    module = draw(_module(["in"], "", "out", ["in"] if shortcut else [], params, "c1", kernel,
+                          unit))
+    if "in" in module.extra:  # then every instance reads and gives c1 = its input's channels
+        values = [[cin] + [unit * draw(st.integers(1, 6)) for _ in params[1:]]]
+        repeats = [draw(st.integers(1, 3))]
+    else:
+        values = [[unit * draw(st.integers(1, 6)) for _ in params]
+                  for _ in range(draw(st.integers(1, 2)))]
+        repeats = [draw(st.integers(1, 3)) for _ in values]
+    header = ", ".join([*params, *(["k", "p=0"] if kernel else [])])
+    blocks.append(f"block {name}blk({header}) {{\n  "
+                  + "\n  ".join(module.lines()) + "\n}")
+    total = sum(repeats)
+    calls = []
+    i = 0
+    for vals, n in zip(values, repeats, strict=True):
+        env = dict(zip(params, vals, strict=True))
+        named = draw(st.booleans())  # every parameter by name, in any order
+        args = [f"{k}={v}" if named else str(v) for k, v in env.items()]
+        if kernel:
+            env["k"] = draw(st.sampled_from([1, 3]))
+            args += [f"k={env['k']}", *(["p=1"] if env["k"] == 3 else [])]
+        if named:
+            args = draw(st.permutations(args))
+        calls.append(f"{name}blk({', '.join(args)})" + (f" * {n}" if n > 1 else ""))
+        for _ in range(n):
+            inner = {"in": cin}
+            prefix = f"{name}.{i}." if total > 1 else f"{name}."
+            cin = _run_module(case, module, inner, env, prefix, hw)
+            i += 1
+    channels[name] = cin
+    above = top[-1]
+    reads = "" if source == above and draw(st.booleans()) else f"({source})"
+    return [f"{name}{reads}: " + "; ".join(calls)]

@@ -8,8 +8,9 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from reference_nets import GoogLeNet, ResNet, googlenet, resnet18, resnet34
 from torch import nn
+
+from reference_nets import GoogLeNet, ResNet, googlenet, resnet18, resnet34
 
 FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "resnet18": resnet18, "resnet34": resnet34, "googlenet": googlenet,

@@ -29,6 +29,7 @@ from alexnetc.backends.kernels.reference import local_response_norm, lrn_per_tow
 from alexnetc.backends.lowering.fused import FusedChain
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
+from alexnetc.compiler.records import Shape
 from alexnetc.compiler.registry import (
     BatchNormArgs,
     ConvArgs,
@@ -165,8 +166,10 @@ class Window:
     """A convolution's stride, padding and dilation as F.conv2d takes them.
 
     `pad` is (top, bottom, left, right): `pad=same` with an even span (an even kernel, say)
-    pads one more at the bottom and right, as PyTorch's padding='same' does. Written as
-    explicit padding rather than padding='same' so that .pt2 and ONNX export plain convs.
+    pads one more at the bottom and right, as PyTorch's padding='same' does, and
+    `remainder=ceil` pads the bottom and right by what its extra window reads past the edge
+    (cuda-convnet2's zeros). Written as explicit padding rather than padding='same' so that
+    .pt2 and ONNX export plain convs.
     """
 
     stride: tuple[int, int]
@@ -174,14 +177,18 @@ class Window:
     dilation: tuple[int, int]
 
     @classmethod
-    def of(cls, a: ConvArgs) -> Window:
+    def of(cls, a: ConvArgs, into: Shape, out: Shape) -> Window:
+        """The window of a conv from `into` to `out` (the checked shapes)."""
+        (kh, kw), (dh, dw) = a.size.hw, a.dilation.hw
+        th, tw = dh * (kh - 1), dw * (kw - 1)  # each axis's span, less one
         if a.pad == "same":
-            (kh, kw), (dh, dw) = a.size.hw, a.dilation.hw
-            th, tw = dh * (kh - 1), dw * (kw - 1)  # the padding same needs, per axis
-            pad = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
-        else:
-            pad = (a.pad.h, a.pad.h, a.pad.w, a.pad.w)
-        return cls(a.stride.hw, pad, a.dilation.hw)
+            return cls(a.stride.hw, (th // 2, th - th // 2, tw // 2, tw - tw // 2),
+                       a.dilation.hw)
+        (sh, sw), (ph, pw) = a.stride.hw, a.pad.hw
+        # what the last window reads past the padded input: > 0 only for remainder=ceil
+        bottom = max((out.h - 1) * sh + th + 1 - (into.h + 2 * ph), 0)
+        right = max((out.w - 1) * sw + tw + 1 - (into.w + 2 * pw), 0)
+        return cls(a.stride.hw, (ph, ph + bottom, pw, pw + right), a.dilation.hw)
 
     def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
         top, bottom, left, right = self.pad
@@ -249,7 +256,7 @@ def lower_conv(layer: Layer, b: Build) -> nn.Module:
     std, bias = b.init_of(a)
     weight = b.normal((c_out, c_in // a.groups, *a.size.hw), std)  # C x Cin/g x kh x kw
     own = layer.tower.shares == t  # its input arrives split: each tower reads its own share
-    window = Window.of(a)
+    window = Window.of(a, layer.in_shape, layer.shape)
     shards: list[nn.Module] = [
         ConvShard(w.clone().to(d), b.bias(c_out // t, bias, d), window,
                   conv_calls(c_in, c_out, a.groups, t, i, own))
@@ -469,6 +476,41 @@ class Softmax(WholeIsForward, nn.Module):
         return x if self.final else torch.softmax(x, dim=1)
 
 
+class Concat(nn.Module):
+    """The inputs' channels side by side. With towers each tower joins its own shares, so the
+    whole activation (the towers' shares in tower order) interleaves the inputs by tower;
+    `whole` builds that order from whole inputs in one cat."""
+
+    def __init__(self, shares: int = 1):
+        super().__init__()
+        self.shares = shares
+
+    def forward(self, xs: list[Tensor], tower: int = 0) -> Tensor:  # k x [N x Ci(/T) (x H x W)]
+        return torch.cat(xs, dim=1)  # N x ΣCi(/T) (x H x W)
+
+    def whole(self, xs: list[Tensor]) -> Tensor:  # k x [N x Ci (x H x W)]
+        if self.shares == 1:
+            return torch.cat(xs, dim=1)  # N x ΣCi (x H x W)
+        parts = [x.unflatten(1, (self.shares, -1)) for x in xs]  # k x [N x T x Ci/T (x H x W)]
+        return torch.cat(parts, dim=2).flatten(1, 2)  # N x ΣCi (x H x W), tower by tower
+
+    def extra_repr(self) -> str:
+        return f"towers={self.shares}" if self.shares > 1 else ""
+
+
+class Add(nn.Module):
+    """The element-wise sum of the inputs (the same on one tower's shares as on the whole)."""
+
+    def forward(self, xs: list[Tensor], tower: int = 0) -> Tensor:  # k x [N x C x H x W]
+        out = xs[0]
+        for x in xs[1:]:
+            out = out + x
+        return out  # N x C x H x W
+
+    def whole(self, xs: list[Tensor]) -> Tensor:
+        return self(xs)
+
+
 def _lrn(args: LRNArgs) -> LRNParams:
     return LRNParams(args.size, args.alpha, args.beta, args.k)
 
@@ -536,6 +578,8 @@ LAYERS: dict[str, LayerBackend] = {
     "AdaptiveAvgPool": LayerBackend(lambda layer, b: AdaptiveAvgPool(layer.args.size.hw)),
     "Dropout": LayerBackend(lambda layer, b: _dropout(layer.args)),
     "Softmax": LayerBackend(lambda layer, b: Softmax(final=layer.id == b.last)),
+    "Concat": LayerBackend(lambda layer, b: Concat(layer.tower.shares)),
+    "Add": LayerBackend(lambda layer, b: Add()),
 }
 
 

@@ -5,12 +5,18 @@ made once by the checker's towers pass (each layer's `TowerInfo`); the module ca
 so forward is a fixed sequence of per-tower ops and moves, with no Python state that
 DistributedDataParallel or torch.export could trip over. Each op's module comes from its
 entry in `layers.LAYERS`.
+
+A network that branches runs its stages in the order written (each after the stages it
+reads), keeping each stage's output until its last reader has run and no longer: a DAG holds
+only the activations still to be read. A block instance's stages sit under containers named
+as the checker names them (`layer1.0.a`), so module and state_dict names follow the spec.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,23 +32,25 @@ from alexnetc.backends.lowering.placement import (
     resolve_devices,
 )
 from alexnetc.compiler.errors import SpecError
-from alexnetc.compiler.graph import CheckedNetwork, Layer, reserved_name_error
+from alexnetc.compiler.graph import INPUT, CheckedNetwork, Layer, reserved_name_error
 from alexnetc.compiler.recipe import Recipe
 
 
 @dataclass(frozen=True)
 class Step:
-    """One lowered op or fused chain of a stage: how its input reaches the towers."""
+    """One lowered op or fused chain of a stage: how its inputs reach the towers."""
 
     name: str  # submodule name in the stage
     layer: str  # id of its (first) layer, for the byte accounting
     route: RouteFn | None
-    layout_in: Layout
+    layouts_in: tuple[Layout, ...]  # each input's (a merge reads several)
     single: bool  # runs on tower 0 only (its input is not split over the towers)
+    merge: bool  # takes every input of the stage as a list
 
 
 class StageModule(nn.Module):
-    """The ops of one spec stage; takes and returns one tensor per tower (or one, `SINGLE`)."""
+    """The ops of one spec stage; takes one tensor per tower (or one, `SINGLE`) for each stage
+    it reads, and returns its output the same way."""
 
     def __init__(self, name: str):
         super().__init__()
@@ -50,25 +58,49 @@ class StageModule(nn.Module):
         self.steps: list[Step] = []
         self.layout = Layout.REPLICATED  # layout of the stage's output
 
-    def add(self, step: Step, module: nn.Module, layout_out: Layout) -> None:
+    def add_step(self, step: Step, module: nn.Module, layout_out: Layout) -> None:
         self.add_module(step.name, module)
         self.steps.append(step)
         self.layout = layout_out
 
-    def whole(self, x: Tensor) -> Tensor:  # N x C x H x W, every tower's maps on one device
+    def whole(self, xs: list[Tensor]) -> Tensor:  # per input: N x C x H x W, every tower's maps
+        x = xs[0]
         for step in self.steps:
-            x = self._modules[step.name].whole(x)  # type: ignore[union-attr,operator]
+            op: Any = self._modules[step.name]
+            x = op.whole(xs) if step.merge else op.whole(x)
         return x
 
-    def forward(self, xs: list[Tensor], devices: list[torch.device]) -> list[Tensor]:
+    def forward(self, inputs: list[list[Tensor]], devices: list[torch.device]) -> list[Tensor]:
+        xs = inputs[0]  # T x [N x C(/T) x H x W]
         for step in self.steps:
+            op: Any = self._modules[step.name]
+            if step.merge:
+                parts = [x if step.route is None else step.route(x, lay, devices, step.layer)
+                         for x, lay in zip(inputs, step.layouts_in, strict=True)]
+                xs = ([op([p[0] for p in parts], 0)] if step.single  # [N x C x H x W] on tower 0
+                      else [op([p[t] for p in parts], t)  # T x [N x C/T x H x W]
+                            for t in range(len(parts[0]))])
+                continue
             if step.route is not None:
-                xs = step.route(xs, step.layout_in, devices, step.layer)  # T x [N x C(/T) ..]
-            op = self._modules[step.name]
-            assert op is not None
+                xs = step.route(xs, step.layouts_in[0], devices, step.layer)  # T x [N x C(/T) ..]
             xs = ([op(xs[0], 0)] if step.single  # [N x C x H x W] on tower 0
                   else [op(x, t) for t, x in enumerate(xs)])  # T x [N x C/T x H x W]
         return xs
+
+
+class BlockInstance(nn.Module):
+    """Holds the stages of one block instance (or of a stage of several), under the names the
+    checker gives them; the network's forward runs them."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stage in the network's forward: what it reads and the outputs to let go after it
+    (those it was the last to read)."""
+
+    stage: StageModule
+    sources: tuple[str, ...]
+    frees: tuple[str, ...]
 
 
 class AlexnetcModule(nn.Module):
@@ -83,15 +115,31 @@ class AlexnetcModule(nn.Module):
         for t, d in enumerate(devices):  # where each tower lives; follows .to() (not saved)
             self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
         self._expect = (net.input.c, net.input.h, net.input.w)
+        self._runs: list[Run] = []
+        self._output = INPUT
+        self._class_vector = net.class_vector  # read once: forward stays free of graph walks
 
-    def add_stage(self, stage: StageModule) -> None:
-        if hasattr(self, stage.stage):  # the checker refuses these names; a last guard
+    def add_stage(self, stage: StageModule, sources: tuple[str, ...] = ()) -> None:
+        """Place a stage at its path (`conv1`, `layer1.0.a`); it reads `sources` (default: the
+        stage added before it)."""
+        *outer, name = stage.stage.split(".")
+        parent: nn.Module = self
+        for part in outer:
+            child = parent._modules.get(part)
+            if child is None:
+                child = BlockInstance()
+                parent.add_module(part, child)
+            parent = child
+        if hasattr(parent, name):  # the checker refuses these names; a last guard
             raise SpecError([reserved_name_error(
                 self.net.ast, stage.stage,
                 f"stage name '{stage.stage}' clashes with an attribute of torch.nn.Module")],
                 self.net.ast.source)
-        self.add_module(stage.stage, stage)
+        parent.add_module(name, stage)
         self.stage_names.append(stage.stage)
+        self._runs.append(Run(stage, sources or (self._output,), ()))
+        self._output = stage.stage
+        self._runs = _with_frees(self._runs, self._output)
 
     @property
     def devices(self) -> list[torch.device]:
@@ -107,23 +155,43 @@ class AlexnetcModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # N x C x H x W on devices[0]
         self.check_input(x)
         if self.merged:
-            for name in self.stage_names:
-                x = getattr(self, name).whole(x)  # N x C' x H' x W' (or N x F)
-            return x.flatten(1) if self.net.class_vector else x  # N x classes
+            out: dict[str, Tensor] = {INPUT: x}
+            for run in self._runs:
+                out[run.stage.stage] = run.stage.whole([out[s] for s in run.sources])
+                for name in run.frees:  # N x C' x H' x W' (or N x F) each, read no more
+                    del out[name]
+            y = out[self._output]  # N x classes (x 1 x 1)
+            return y.flatten(1) if self._class_vector else y
         devices = self.devices
-        xs = [x.to(d) for d in devices]  # T x [N x C x H x W]: the image given to every tower
-        layout = Layout.REPLICATED
-        for name in self.stage_names:
-            stage = getattr(self, name)
-            xs = stage(xs, devices)  # T x [N x C/T x H' x W'] or [N x C x H' x W']
-            layout = stage.layout
-        y = gather(xs, layout, devices, "output")[0]  # N x classes (x 1 x 1) on devices[0]
-        return y.flatten(1) if self.net.class_vector else y
+        # the image given to every tower: T x [N x C x H x W]
+        towers: dict[str, list[Tensor]] = {INPUT: [x.to(d) for d in devices]}
+        for run in self._runs:
+            towers[run.stage.stage] = run.stage([towers[s] for s in run.sources], devices)
+            for name in run.frees:  # T x [N x C/T x H' x W'] or [N x C x H' x W'] each
+                del towers[name]
+        last = self._runs[-1].stage.layout if self._runs else Layout.REPLICATED
+        y = gather(towers[self._output], last, devices, "output")[0]  # N x classes on devices[0]
+        return y.flatten(1) if self._class_vector else y
 
     def predict(self, x: Tensor) -> Tensor:
         """Probabilities: forward then the spec's final Softmax (forward's output if none)."""
         logits = self(x)  # N x classes
         return torch.softmax(logits, dim=1) if self.final_softmax else logits
+
+
+def _with_frees(runs: list[Run], output: str) -> list[Run]:
+    """Each run with the outputs it is the last to read (or, read by none, its own), so
+    forward holds an activation only while a later stage still needs it."""
+    last_reader: dict[str, int] = {}
+    for i, run in enumerate(runs):
+        last_reader[run.stage.stage] = i  # read by nothing: let go at once
+        for s in run.sources:
+            last_reader[s] = i
+    frees: dict[int, list[str]] = {}
+    for name, i in last_reader.items():
+        if name != output:
+            frees.setdefault(i, []).append(name)
+    return [Run(r.stage, r.sources, tuple(frees.get(i, ()))) for i, r in enumerate(runs)]
 
 
 def _groups(layers: list[Layer]) -> list[list[Layer]]:
@@ -175,6 +243,7 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
         raise ValueError("merge=True needs every tower on one device")
     module = AlexnetcModule(net, devs, merged=one_device if merge is None else merge)
     module.final_softmax = layers[-1].op.final
+    sources = {s.name: s.sources for s in net.flat_stages()}
     for name, stage_layers in net.stages():
         stage = StageModule(name)
         used: dict[str, int] = {}
@@ -185,7 +254,8 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
                 else head.op.name.lower()
             used[base] = used.get(base, 0) + 1
             sub = base if used[base] == 1 else f"{base}_{used[base] - 1}"
-            stage.add(Step(sub, head.id, ROUTES[placed.route], placed.layout_in, placed.single),
-                      op, group[-1].tower.layout)
-        module.add_stage(stage)
+            stage.add_step(Step(sub, head.id, ROUTES[placed.route],
+                           placed.layouts_in or (placed.layout_in,), placed.single,
+                           head.op.merge is not None), op, group[-1].tower.layout)
+        module.add_stage(stage, sources[name])
     return module

@@ -8,6 +8,8 @@ also reads must exist in memory, which the fused kernel never writes.
 
 from __future__ import annotations
 
+import itertools
+
 import networkx as nx
 
 from alexnetc.compiler.graph import Key, topo_ops
@@ -57,4 +59,4 @@ def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | No
 def _only_reader(g: nx.DiGraph, chain: list[str]) -> bool:
     """Each member reads the one before it, which nothing else reads."""
     return all(g.nodes[b][Key.INPUTS] == (a,) and list(g.successors(a)) == [b]
-               for a, b in zip(chain, chain[1:], strict=False))
+               for a, b in itertools.pairwise(chain))

@@ -77,25 +77,31 @@ def _verify_node(ctx: Context, node: dict[str, Any]) -> None:
 
 
 def _merges(op: OpDef[object], node: dict[str, Any], diags: Diagnostics) -> bool:
-    """Only a merge reads several stages, and a merge reads at least two."""
+    """Only a merge reads several stages, and a merge, its stage's first op, reads at least
+    two."""
     call: ast.OpCall = node[Key.CALL]
     sources: tuple[str, ...] = node[Key.SOURCES]
-    stage = node[Key.STAGE]
+    stage: str = node[Key.STAGE]
+    written = stage.rsplit(".", 1)[-1]
     if op.merge is None and len(sources) > 1:
         listed = ", ".join(f"'{s}'" for s in sources)
-        diags.error(STRUCTURE, call.name_loc, f"stage '{stage}' reads {len(sources)} stages "
+        diags.error(STRUCTURE, call.name_loc, f"stage '{written}' reads {len(sources)} stages "
                     f"({listed}), and its first op, {op.name}, reads one",
                     "begin the stage with a merge: Concat (their channels side by side) or Add "
-                    f"(their sum), e.g. `{stage.rsplit('.', 1)[-1]}({', '.join(sources)}): "
-                    f"Concat; {call.text()}`")
+                    f"(their sum), e.g. `{written}({', '.join(sources)}): Concat; "
+                    f"{call.text()}`")
         return False
     if op.merge is not None and len(sources) < 2:
-        first = sources != (stage,)  # a later op reads the op before it, in its own stage
-        diags.error(STRUCTURE, call.name_loc, f"{op.name} merges two or more stages, and "
-                    f"here it reads {'one' if sources else 'none'}",
-                    "name them in its stage's parentheses, as its first op: "
-                    f"`s(a, b): {op.name}`" + ("" if first else f"; or start a new stage for "
-                                                  f"the {op.name}"))
+        if any(i.rsplit(".", 1)[0] == stage for i in node[Key.INPUTS]):  # a later op
+            diags.error(STRUCTURE, call.name_loc, f"{op.name} merges stages, so it is the "
+                        f"first op of its stage; here it follows another op of '{written}'",
+                        f"start a new stage with it, e.g. `m({written}, other): {op.name}`")
+        else:
+            what = f"only '{sources[0]}'" if sources else "nothing"
+            diags.error(STRUCTURE, call.name_loc, f"{op.name} merges two or more stages, and "
+                        f"here it reads {what}", "name every stage it merges in its stage's "
+                        f"parentheses, e.g. `{written}({', '.join((*sources, 'other'))}): "
+                        f"{op.name}`")
         return False
     return True
 

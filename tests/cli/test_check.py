@@ -196,3 +196,104 @@ def test_terminal_table_never_cuts_a_number(width: int) -> None:
     numbers = [cell for line in out.splitlines() for cell in line.split()
                if cell[:1].isdigit()]
     assert not [cell for cell in numbers if cell.endswith("…")], width
+
+
+# Two branches of a block joined by a Concat, then added to the stage they branched from.
+BRANCHING = """network Small
+input 8x8x4
+
+block two(c) {
+  a: Conv(1,1) xc + ReLU
+  b(in): Conv(3,1, pad=1) xc + ReLU
+  cat(a, b): Concat
+}
+
+stem: Conv(3,1, pad=1) x8 + ReLU
+m: two(4)
+sum(m, stem): Add + ReLU
+fc: FC(10) + Softmax
+"""
+
+
+def test_json_gives_each_layers_inputs_and_the_graph_of_stages(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "small.net"
+    spec.write_text(BRANCHING)
+    assert main(["check", str(spec), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    inputs = {layer["id"]: layer["inputs"] for layer in data["layers"]}
+    assert inputs == {"stem.0": ["input"], "stem.1": ["stem.0"], "m.a.0": ["stem.1"],
+                      "m.a.1": ["m.a.0"], "m.b.0": ["stem.1"], "m.b.1": ["m.b.0"],
+                      "m.cat.0": ["m.a.1", "m.b.1"], "sum.0": ["m.cat.0", "stem.1"],
+                      "sum.1": ["sum.0"], "fc.0": ["sum.1"], "fc.1": ["fc.0"]}
+    assert data["stages"] == [
+        {"name": "stem", "reads": ["input"], "output": [8, 8, 8], "params": 296,
+         "block": None, "instance": None},
+        {"name": "m.a", "reads": ["stem"], "output": [8, 8, 4], "params": 36,
+         "block": "two", "instance": "m"},
+        {"name": "m.b", "reads": ["stem"], "output": [8, 8, 4], "params": 292,
+         "block": "two", "instance": "m"},
+        {"name": "m.cat", "reads": ["m.a", "m.b"], "output": [8, 8, 8], "params": 0,
+         "block": "two", "instance": "m"},
+        {"name": "sum", "reads": ["m.cat", "stem"], "output": [8, 8, 8], "params": 0,
+         "block": None, "instance": None},
+        {"name": "fc", "reads": ["sum"], "output": [10], "params": 5130, "block": None,
+         "instance": None},
+    ]
+    assert sum(s["params"] for s in data["stages"]) == data["total"]["params"]
+    assert all(layer["stage"] in {s["name"] for s in data["stages"]} for layer in data["layers"])
+
+
+def test_json_of_a_chain_reads_the_stage_above(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", ALEXNET, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    names = [s["name"] for s in data["stages"]]
+    assert names == ["conv1", "conv2", "conv3", "conv4", "conv5", "fc6", "fc7", "fc8"]
+    assert [s["reads"] for s in data["stages"]] == [["input"]] + [[n] for n in names[:-1]]
+    assert data["stages"][5]["params"] == 9216 * 4096 + 4096
+    assert data["layers"][1]["inputs"] == [data["layers"][0]["id"]]
+
+
+def test_the_table_of_a_branching_spec_says_what_each_stage_reads(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "small.net"
+    spec.write_text(BRANCHING)
+    assert main([str(spec), "--check-shapes"]) == 0
+    lines = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert lines[2][:3] == ["stage", "reads", "op"]
+    assert ["m", "stem", "block", "two(4)", "8x8x8", "328", "512", "20,480"] in lines
+    assert ["m.cat", "a,", "b", "Concat", "8x8x8"] in lines
+    assert ["sum", "m.cat,", "stem", "Add", "8x8x8"] in lines
+
+
+def test_the_table_of_a_failing_branching_spec_says_what_each_stage_reads(
+        tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    spec = tmp_path / "bad.net"
+    spec.write_text(BRANCHING.replace("b(in): Conv(3,1, pad=1)", "b(in): Conv(3,1)"))
+    assert main([str(spec), "--check-shapes"]) == 1
+    captured = capsys.readouterr()
+    lines = [line.split() for line in captured.out.splitlines()]
+    assert lines[2] == ["stage", "reads", "op", "output", "status"]
+    assert ["m", "stem", "block", "two(4)", "?"] in lines  # its output was never computed
+    assert ["m.b", "stem", "Conv(3,1)", "x4", "6x6x4"] in lines
+    assert ["m.cat", "a,", "b", "Concat", "?", "error", "(below)"] in lines
+    assert ["sum", "m.cat,", "stem", "Add", "?"] in lines
+    assert "note: in `m`, an instance of block 'two' (c=4)" in captured.err
+
+
+def test_terminal_table_of_a_branching_spec_cuts_nothing() -> None:
+    """GoogLeNet's table is wider than 132 columns: its text wraps and folds, never ends
+    in an ellipsis."""
+    import io
+
+    from rich.console import Console
+
+    from alexnetc.compiler.pipeline import load
+    from alexnetc.compiler.report import print_report
+
+    net, _ = load(SPECS / "googlenet.net")
+    buf = io.StringIO()
+    print_report(net, Console(file=buf, width=132, highlight=False))
+    out = buf.getvalue()
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 132
+    assert "6,624,904" in out and "inception3a.out" in out

@@ -174,3 +174,25 @@ def test_the_picture_never_replaces_the_spec(tmp_path: Path,
     assert main(["graph", str(spec), "-o", str(spec)]) == 2
     assert "which this command reads" in capsys.readouterr().err
     assert spec.read_text() == (SPECS / "lenet5.net").read_text()
+
+
+@pytest.mark.parametrize("ext", ["dot", "svg"])
+def test_a_branching_spec_is_drawn_with_its_branches_and_blocks(
+        ext: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if ext == "svg" and not HAS_DOT:
+        pytest.skip("Graphviz's dot is not installed")
+    spec = tmp_path / "small.net"
+    spec.write_text("input 8x8x4\nblock two(c) {\n  a: Conv(1,1) xc\n  b(in): Conv(3,1, pad=1) xc\n"
+                    "  cat(a, b): Concat\n}\nstem: Conv(1,1) x8\nm: two(4)\n"
+                    "sum(m, stem): Add + ReLU\n")
+    out = tmp_path / f"small.{ext}"
+    assert main(["graph", str(spec), "-o", str(out)]) == 0
+    if ext == "svg":
+        words = "".join(ET.parse(out).getroot().itertext())
+        assert all(w in words for w in ("m.a", "m.b", "m.cat", "two(4)", "Add + ReLU"))
+        return
+    text = out.read_text()
+    assert 'subgraph "cluster_1" {' in text and "<B>m</B>  two(4)" in text
+    assert '"stage:stem:7" -> "stage:m.a:3";' in text  # the two branches read the stem
+    assert '"stage:stem:7" -> "stage:m.b:4";' in text
+    assert '"stage:stem:7" -> "stage:sum:9" [headlabel=" 2 "' in text  # the shortcut

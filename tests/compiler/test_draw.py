@@ -202,3 +202,154 @@ def test_rectangular_dilated_and_same_windows_are_drawn_as_written() -> None:
     fig = draw.figure(r)
     assert f"{(7 * 3 + 1) * 4:,} params" in _label(_node(fig, "a", 1))  # 1x7 kernel, 4 maps
     assert "fused" not in _label(_node(fig, "a", 1))  # a 3x2 pool is not the kernel's
+
+
+# Two branches of a block joined by a Concat, then added to the stage they branched from.
+BRANCHING = """network Small
+input 8x8x4
+towers 1
+
+block two(c) {
+  a: Conv(1,1) xc + ReLU
+  b(in): Conv(3,1, pad=1) xc; ReLU
+  cat(a, b): Concat
+}
+
+stem: Conv(3,1, pad=1) x8 + ReLU
+m: two(4)
+sum(m, stem): Add + ReLU
+fc: FC(10) + Softmax
+"""
+
+
+def _branching(towers: int = 1) -> CheckResult:
+    r = check(BRANCHING.replace("towers 1", f"towers {towers}"), "small.net")
+    assert r.ok, [d.message for d in r.diagnostics]
+    return r
+
+
+def _stage_of(fig: nx.DiGraph, n: str) -> str:
+    return str(fig.nodes[n].get("stage", n))
+
+
+@pytest.mark.parametrize("towers", [1, 2])
+def test_every_stage_has_an_edge_from_each_stage_it_reads(towers: int) -> None:
+    r = _branching(towers)
+    fig = draw.figure(r)
+    assert r.network is not None
+    for flat in r.network.flat_stages():
+        into = {_stage_of(fig, a) for a, b in fig.edges if _stage_of(fig, b) == flat.name}
+        assert into == set(flat.sources), flat.name
+    # with towers, each tower of a merge reads its own tower of each input
+    if towers == 2:
+        ins = [(fig.nodes[a]["tower"], fig.nodes[b]["tower"]) for a, b in fig.edges
+               if fig.nodes[b].get("stage") == "m.cat"]
+        assert sorted(ins) == [(1, 1), (1, 1), (2, 2), (2, 2)]
+
+
+def test_merges_are_marked_and_number_their_inputs() -> None:
+    fig = draw.figure(_branching())
+    for stage in ("m.cat", "sum"):
+        d = _node(fig, stage)
+        assert d["merge"] and d["dot"]["fillcolor"] == draw.MERGE_FILL
+        assert d["dot"]["ordering"] == "in"  # inputs left to right as read
+    assert "<B>Concat</B>" in _label(_node(fig, "m.cat"))
+    assert "<B>Add + ReLU</B>" in _label(_node(fig, "sum"))
+    assert not _node(fig, "stem")["merge"]
+    heads = {(_stage_of(fig, a), _stage_of(fig, b)): d["dot"].get("headlabel")
+             for a, b, d in fig.edges(data=True)}
+    assert heads[("m.a", "m.cat")] == " 1 " and heads[("m.b", "m.cat")] == " 2 "
+    assert heads[("m.cat", "sum")] == " 1 " and heads[("stem", "sum")] == " 2 "
+    assert heads[("stem", "m.a")] is None  # one input: nothing to number
+
+
+def test_a_merge_reading_one_stage_twice_numbers_both() -> None:
+    r = check("input 8x8x4\na: Conv(1,1) x4\ns(a, a): Concat\n", "twice.net")
+    assert r.ok, [d.message for d in r.diagnostics]
+    fig = draw.figure(r)
+    (edge,) = [d for a, b, d in fig.edges(data=True) if _stage_of(fig, b) == "s"]
+    assert edge["dot"]["headlabel"] == " 1, 2 "
+
+
+def test_a_block_instance_is_a_cluster_named_with_its_arguments() -> None:
+    fig = draw.figure(_branching())
+    (cluster,) = fig.graph["clusters"].values()
+    assert cluster["instance"] == "m" and cluster["params"] == (8 * 4 + 4) + (9 * 8 * 4 + 4)
+    assert str(cluster["dot"]["label"]) == "<B>m</B>  two(4) · 328 params"
+    inside = sorted(d["stage"] for _, d in fig.nodes(data=True) if d.get("cluster"))
+    assert inside == ["m.a", "m.b", "m.cat"]
+    text = draw.to_dot(fig)
+    body = text[text.index('subgraph "cluster_1" {'):]
+    body = body[:body.index("\n  }\n")]
+    assert all(f'"stage:{s}:' in body for s in ("m.a", "m.b", "m.cat"))
+    assert '"stage:stem:' not in body and '"stage:sum:' not in body
+
+
+def test_repeated_instances_are_drawn_apart_and_nested_clusters_nest() -> None:
+    r = check("input 8x8x4\nblock inner(c) {\n  a: Conv(1,1) xc\n  s(a, in): Add\n}\n"
+              "block outer(c) {\n  x: inner(c) * 2\n}\nstem: Conv(1,1) x4\no: outer(4)\n",
+              "nested.net")
+    assert r.ok, [d.message for d in r.diagnostics]
+    fig = draw.figure(r)
+    stages = [d["stage"] for _, d in fig.nodes(data=True) if "stage" in d]
+    assert stages == ["stem", "o.x.0.a", "o.x.0.s", "o.x.1.a", "o.x.1.s"]
+    clusters = fig.graph["clusters"]
+    by_name = {c["instance"]: cid for cid, c in clusters.items()}
+    assert set(by_name) == {"o", "o.x.0", "o.x.1"}
+    assert clusters[by_name["o.x.0"]]["parent"] == clusters[by_name["o.x.1"]]["parent"] \
+        == by_name["o"]
+    assert _node(fig, "o.x.1.a")["cluster"] == by_name["o.x.1"]
+    text = draw.to_dot(fig)
+    assert text.index(f'subgraph "{by_name["o"]}"') < text.index(f'subgraph "{by_name["o.x.0"]}"')
+
+
+def test_a_branching_network_writes_one_op_a_line() -> None:
+    label = _label(_node(draw.figure(_branching()), "m.b"))
+    assert "<B>m.b</B><BR/>Conv(3,1,pad=1) x4<BR/>ReLU<" in label
+
+
+def test_a_chain_has_no_clusters_nor_numbered_inputs(result: CheckResult) -> None:
+    text = draw.draw(result)
+    assert "subgraph" not in text and "headlabel" not in text and "ordering" not in text
+
+
+def test_a_failing_merge_in_an_instance_is_red_inside_its_cluster() -> None:
+    r = check(BRANCHING.replace("b(in): Conv(3,1, pad=1)", "b(in): Conv(3,1)"), "bad.net")
+    assert not r.ok
+    fig = draw.figure(r)
+    bad = _node(fig, "m.cat")
+    assert bad["status"] == "error" and bad["cluster"] is not None
+    assert "Concat needs inputs of the same height and width" in _label(bad)
+    assert _node(fig, "sum")["status"] == "unchecked"
+    into = {_stage_of(fig, a) for a, b in fig.edges if _stage_of(fig, b) == "sum"}
+    assert into == {"m.cat", "stem"}
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pydot's parser on new pyparsing
+def test_branching_dot_text_is_valid_graphviz() -> None:
+    pydot = pytest.importorskip("pydot")
+    for towers in (1, 2):
+        graphs = pydot.graph_from_dot_data(draw.draw(_branching(towers)))
+        assert graphs and len(graphs) == 1
+
+
+@pytest.mark.skipif(not HAS_DOT, reason="Graphviz's dot is not installed")
+@pytest.mark.parametrize("towers", [1, 2])
+def test_branching_svg_renders_with_every_stage(towers: int, tmp_path: Path) -> None:
+    out = tmp_path / "small.svg"
+    draw.render(draw.draw(_branching(towers)), out, "svg")
+    text = "".join(ET.parse(out).getroot().itertext())
+    for name in ("stem", "m.a", "m.b", "m.cat", "sum", "fc", "two(4)"):
+        assert name in text
+
+
+def test_maps_a_merge_gathers_are_named_in_its_header() -> None:
+    """Concat of a pool that runs on tower 1 alone (3 channels do not split over 2 towers)
+    and a split conv: the conv's other half goes to tower 1 (8*8*2 values of 4 bytes)."""
+    r = check("input 8x8x3\ntowers 2\np: MaxPool(3,1, pad=1)\nc(input): Conv(1,1) x4\n"
+              "m(p, c): Concat\nfc: FC(10) + Softmax\n", "gather.net")
+    assert r.ok and r.network is not None, [d.message for d in r.diagnostics]
+    fig = draw.figure(r)
+    assert "gather inside the stage: 512 B per image" in _label(_node(fig, "m"))
+    edges = sum(d["bytes"] for *_, d in fig.edges(data=True))
+    assert edges + 512 == r.network.cross_tower_bytes()

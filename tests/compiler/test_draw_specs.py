@@ -76,3 +76,27 @@ def test_graph_command_renders_the_new_specs(name: str, tmp_path: Path) -> None:
     assert result.network is not None
     for stage, _ in result.network.stages():
         assert stage in words
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
+def test_branching_specs_are_drawn_as_their_graphs(name: str) -> None:
+    """Every stage a box with an edge from each stage it reads; every block instance a
+    cluster holding its stages, labelled with its parameters."""
+    result = check_file(SPECS / f"{name}.net")
+    net = result.network
+    assert net is not None and net.branches
+    fig = draw.figure(result)
+    box = {d["stage"]: n for n, d in fig.nodes(data=True) if "stage" in d}
+    assert list(box) == [s.name for s in net.flat_stages()]
+    for flat in net.flat_stages():
+        for src in flat.sources:
+            assert fig.has_edge(box.get(src, "input"), box[flat.name]), (src, flat.name)
+        assert fig.in_degree(box[flat.name]) == len(set(flat.sources))
+    params = {stage: sum(x.counts.params for x in layers) for stage, layers in net.stages()}
+    clusters = fig.graph["clusters"]
+    instances = {s.name.rsplit(".", 1)[0] for s in net.flat_stages() if s.block}
+    assert {c["instance"] for c in clusters.values()} == instances
+    for cid, c in clusters.items():
+        inside = [d["stage"] for _, d in fig.nodes(data=True) if d.get("cluster") == cid]
+        assert inside and all(s.startswith(c["instance"] + ".") for s in inside)
+        assert c["params"] == sum(params[s] for s in inside)

@@ -70,7 +70,7 @@ def test_headers_and_settings() -> None:
 
 
 @pytest.mark.parametrize("text, line, col, hint_part", [
-    ("Conv(11,4) x96\n", 1, 5, "needs a name and a colon"),
+    ("Conv(11,4) x96\n", 1, 6, "needs a name and a colon"),  # `Conv(` reads as `name(sources`
     ("c: Conv(11,4 x96\n", 1, 14, "closing `)`"),
     ("c: Conv(11,4) 96\n", 1, 15, "as `x96`"),
     ("input 227,227,3\n", 1, 10, "HxWxC"),

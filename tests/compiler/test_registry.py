@@ -137,7 +137,7 @@ def test_arguments_are_described_once_by_their_record() -> None:
     assert conv.signature() == ("Conv(size, stride, pad=0, remainder=error, groups=1, bias=…, "
                                 "std=…, dilation=1) xC")
     kinds = {p.name: p.kind for p in conv.params}
-    assert kinds["remainder"] == ("error", "drop") and kinds["size"] is Pair
+    assert kinds["remainder"] == ("error", "drop", "ceil") and kinds["size"] is Pair
     assert conv.param("pad").words == ("same",) and OPS["MaxPool"].param("pad").words == ()
     bias = conv.param("bias")
     assert kinds["bias"] is float and bias is not None and bias.default is None

@@ -26,6 +26,7 @@ from alexnetc.backends.lowering.export import export_program
 from alexnetc.compiler.errors import RESERVED, SpecError
 from alexnetc.compiler.graph import (
     ALEXNETC_MODULE_ATTRIBUTES,
+    INPUT,
     NN_MODULE_ATTRIBUTES,
     CheckedNetwork,
     reserved_stage_name,
@@ -52,7 +53,7 @@ def run_with_hooks(model: AlexnetcModule,
         dims = tuple(whole.shape[1:])
         seen[stage.stage] = dims if len(dims) == 1 else (dims[1], dims[2], dims[0])
 
-    handles = [getattr(model, n).register_forward_hook(hook) for n in model.stage_names]
+    handles = [model.get_submodule(n).register_forward_hook(hook) for n in model.stage_names]
     try:
         y = model(x)
     finally:
@@ -75,13 +76,18 @@ def image(net: CheckedNetwork, batch: int, seed: int = 0) -> torch.Tensor:
 
 
 def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tensor) -> torch.Tensor:
-    """The network on whole tensors with stock torch ops (eval mode, logits): towers matter
-    only to LRN, whose window stays inside each tower's channels once they are split."""
-    towers, split, last = net.towers, False, list(net.layers())[-1].id
+    """The network on whole tensors with stock torch ops (eval mode, logits), each layer on
+    the outputs it reads: towers matter only to LRN, whose window stays inside each tower's
+    channels once they are split, and to Concat, which joins each tower's shares (the whole
+    activation interleaves its inputs by tower)."""
+    towers, last = net.towers, list(net.layers())[-1].id
+    out: dict[str, torch.Tensor] = {INPUT: x}
+    split: dict[str, bool] = {INPUT: False}  # whether the maps are cut over the towers
     for name, layers in net.stages():
-        shards = iter(m for m in getattr(model, name).children() if hasattr(m, "towers"))
+        shards = iter(m for m in model.get_submodule(name).children() if hasattr(m, "towers"))
         for layer in layers:
             a, op = layer.args, layer.op.name
+            x, cut = out[layer.inputs[0]], any(split[i] for i in layer.inputs)
             if op in ("Conv", "FC"):
                 sh = next(shards).towers
                 w = torch.cat([s.weight.cpu() for s in sh])
@@ -91,7 +97,13 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                     x = F.conv2d(x, w, b, a.stride.hw, pad, a.dilation.hw, a.groups)
                 else:
                     x = F.linear(x.flatten(1), w, b)
-                split = True
+                cut = True
+            elif op == "Concat":
+                shares = layer.tower.shares  # 1: the inputs whole, side by side
+                x = torch.cat([out[i].unflatten(1, (shares, -1)) for i in layer.inputs],
+                              2).flatten(1, 2)  # N x ΣCi (x H x W), tower by tower
+            elif op == "Add":
+                x = sum((out[i] for i in layer.inputs[1:]), x)
             elif op in ("BatchNorm", "PReLU"):
                 cat = partial(_joined, next(shards).towers)
                 x = (F.prelu(x, cat("weight")) if op == "PReLU" else
@@ -103,7 +115,7 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
             elif op == "LeakyReLU":
                 x = F.leaky_relu(x, a.slope)
             elif op == "ResNorm":
-                parts = x.chunk(towers, 1) if split or x.shape[1] % towers == 0 else (x,)
+                parts = x.chunk(towers, 1) if cut or x.shape[1] % towers == 0 else (x,)
                 x = torch.cat([_paper_lrn(p, a.size, a.alpha, a.beta, a.k) for p in parts], 1)
             elif op in ("MaxPool", "AvgPool"):
                 pool = F.max_pool2d if op == "MaxPool" else F.avg_pool2d
@@ -112,6 +124,8 @@ def reference_forward(net: CheckedNetwork, model: AlexnetcModule, x: torch.Tenso
                 x = F.adaptive_avg_pool2d(x, a.size.hw if op == "AdaptiveAvgPool" else 1)
             elif op == "Softmax" and layer.id != last:
                 x = torch.softmax(x, 1)
+            out[layer.id], split[layer.id] = x, cut
+    x = out[last]
     return x.flatten(1) if net.class_vector else x
 
 

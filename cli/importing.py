@@ -1,0 +1,96 @@
+"""`alexnetc import FILE [FILE2] [-o SPEC.net]`: a network written for Caffe, cuda-convnet2,
+Darknet or PyTorch as a checked alexnetc spec. (The module is not named `import`: that is a
+Python keyword.)"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from alexnetc.atomic import write_text
+from alexnetc.cli.common import output_file
+from alexnetc.cli.main import RunError, Subparsers, UsageError
+from alexnetc.compiler.errors import Severity
+from alexnetc.compiler.pipeline import check
+from alexnetc.compiler.report import report_text
+
+_DIMS = re.compile(r"([0-9]+)x([0-9]+)x([0-9]+)")
+
+
+def register(sub: Subparsers) -> None:
+    p = sub.add_parser(
+        "import", help="read a Caffe, cuda-convnet2, Darknet or PyTorch network into a spec",
+        description="Read a network written for another framework, write it as a spec and "
+        "check it. The format comes from the files' names and content: a Caffe .prototxt, a "
+        "cuda-convnet2 layer file and its layer-params file, a Darknet .cfg, or a PyTorch "
+        "module as `package.module:ClassOrFactory`.")
+    p.add_argument("source", nargs="+", metavar="FILE",
+                   help="the network's file(s), or module:Class for PyTorch")
+    p.add_argument("-o", "--output", help="the spec to write (default: print it)")
+    p.add_argument("--input", metavar="HxWxC",
+                   help="the input size, where the format does not state it")
+    p.add_argument("--format", help="the source format, when its files do not tell")
+    p.add_argument("--skip-unsupported", action="store_true",
+                   help="cut the network before the first layer alexnetc cannot express "
+                   "(with a warning) instead of failing")
+    p.add_argument("--weights", metavar="CKPT",
+                   help="PyTorch: also write the module's weights as a checkpoint that "
+                   "`alexnetc eval` and `compile --weights` take")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnetc.importers import Options, detect, format_named, formats
+
+    paths = list(args.source)
+    fmt = format_named(args.format) if args.format else detect(paths)
+    if fmt is None:
+        if args.format:
+            raise UsageError(f"unknown format '{args.format}'; known: "
+                             + ", ".join(f.name for f in formats()))
+        missing = [p for p in paths if ":" not in p and not Path(p).exists()]
+        if missing:
+            raise UsageError(f"{missing[0]}: no such file")
+        raise UsageError(f"cannot tell the format of {' '.join(paths)}: give --format, one of "
+                         + ", ".join(f"{f.name} ({f.title})" for f in formats()))
+    if len(paths) not in fmt.files:
+        raise UsageError(f"{fmt.title} takes {' or '.join(map(str, fmt.files))} file(s), "
+                         f"got {len(paths)}")
+    if args.weights is not None:
+        output_file(args.weights, [("source", p) for p in paths if Path(p).is_file()])
+    out = output_file(args.output, [("source", p) for p in paths if Path(p).is_file()]) \
+        if args.output else None
+    imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, args.weights))
+    text = imported.draft.text()
+    for d in imported.warnings:
+        print(d.render(None), file=sys.stderr)
+    name = str(out) if out else "<imported>"
+    result = check(text, name)
+    if out is not None:
+        write_text(out, text)
+        print(f"wrote {out} ({fmt.title}, {len(text.splitlines())} lines)", file=sys.stderr)
+        if result.network is not None:
+            sys.stdout.write(report_text(result.network))
+    else:
+        sys.stdout.write(text)
+    if imported.weights is not None:
+        print(f"wrote {imported.weights} (the module's weights)", file=sys.stderr)
+    for d in result.diagnostics:
+        print(d.render(result.source), file=sys.stderr)
+    if not result.ok:
+        n = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+        raise RunError(f"the imported spec has {n} error{'s' if n != 1 else ''} (above)"
+                       + ("" if out else "; write it with -o to edit it"))
+    return 0
+
+
+def _input(text: str | None) -> tuple[int, int, int] | None:
+    if text is None:
+        return None
+    m = _DIMS.fullmatch(text.strip())
+    if m is None or min(int(g) for g in m.groups()) < 1:
+        raise UsageError(f"--input takes HxWxC, e.g. 224x224x3, not {text!r}")
+    h, w, c = (int(g) for g in m.groups())
+    return h, w, c

@@ -1,0 +1,66 @@
+"""A file in another framework's format, and located errors in it.
+
+Importers report what they cannot read or express as the checker reports a spec's mistakes:
+a `Diagnostic` at `file:line:col` with a hint, raised together in a `SpecError`, so the CLI
+renders them the same way (source line, caret) and never shows a traceback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc, SpecError, source_lines
+
+# Diagnostic kinds of the importers (the checker's own kinds are in compiler/errors.py).
+MALFORMED = "import-malformed"  # the file does not follow its format's syntax
+UNSUPPORTED = "import-unsupported"  # a layer or setting alexnetc cannot express
+INCONSISTENT = "import-inconsistent"  # well-formed, but refers to what is not there
+
+
+@dataclass
+class Source:
+    """One input file: its name as given, its text, and the diagnostics found in it."""
+
+    path: str
+    text: str
+    diagnostics: list[Diagnostic] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Source:
+        data = Path(path).read_bytes()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("latin-1")  # these formats are ASCII; keep every byte's column
+        return cls(str(path), text.removeprefix("\ufeff"))
+
+    @property
+    def lines(self) -> list[str]:
+        return source_lines(self.text)
+
+    def loc(self, line: int, col: int = 1, width: int = 0) -> SourceLoc:
+        """A location on `line` from `col`, `width` characters wide (0: to the line's end)."""
+        lines = self.lines
+        text = lines[line - 1] if 0 < line <= len(lines) else ""
+        end = col + width if width else max(len(text.rstrip()) + 1, col + 1)
+        return SourceLoc(self.path, line, col, line, end)
+
+    def error(self, kind: str, loc: SourceLoc, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(kind, loc, message, hint))
+
+    def warning(self, kind: str, loc: SourceLoc, message: str, hint: str = "") -> None:
+        self.diagnostics.append(Diagnostic(kind, loc, message, hint, Severity.WARNING))
+
+    @property
+    def errors(self) -> list[Diagnostic]:
+        return [d for d in self.diagnostics if d.severity is Severity.ERROR]
+
+    def fail(self, kind: str, loc: SourceLoc, message: str, hint: str = "") -> SpecError:
+        """The error that ends reading this file (with every diagnostic found so far)."""
+        self.error(kind, loc, message, hint)
+        return self.failure()
+
+    def failure(self) -> SpecError:
+        return SpecError(sorted(self.diagnostics, key=lambda d: (d.loc.line, d.loc.col)),
+                         self.text)

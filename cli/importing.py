@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, args.weights))
     text = imported.draft.text()
     for d in imported.warnings:
-        print(d.render(None), file=sys.stderr)
+        print(d.render(_text(d.loc.file)), file=sys.stderr)
     name = str(out) if out else "<imported>"
     result = check(text, name)
     if out is not None:
@@ -84,6 +84,14 @@ def run(args: argparse.Namespace) -> int:
         raise RunError(f"the imported spec has {n} error{'s' if n != 1 else ''} (above)"
                        + ("" if out else "; write it with -o to edit it"))
     return 0
+
+
+def _text(path: str) -> str | None:
+    """A source file's text, to quote the line a warning is about (None: not a file)."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
 
 
 def _input(text: str | None) -> tuple[int, int, int] | None:

@@ -26,8 +26,8 @@ class Entry:
 
 @dataclass
 class Section:
-    """`[name]` and its entries, in order (a key given twice keeps both; `get` takes the last,
-    as both formats' readers do)."""
+    """`[name]` and its entries, in order (a key given twice keeps both: each format says
+    which counts; `get` takes the last)."""
 
     name: str
     loc: SourceLoc

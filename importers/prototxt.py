@@ -95,9 +95,10 @@ class _Parser:
         self.source = source
         self.tokens = list(_tokens(source))
         self.pos = 0
+        self.closed: list[tuple[_Token, _Token]] = []  # (name, closing brace) of each message
 
     def top(self) -> Message:
-        message = Message(self.source.loc(1, 1, 1))
+        message = Message(SourceLoc(self.source.path, 1, 1, 1, 2))
         self._fields(message, None)
         return message
 
@@ -110,13 +111,16 @@ class _Parser:
         self.pos += 1
         return tok
 
-    def _loc(self, tok: _Token) -> SourceLoc:
-        return self.source.loc(tok.line, tok.col, max(tok.width, 1))
+    def _loc(self, tok: _Token, width: int = 0) -> SourceLoc:
+        # built here rather than by Source.loc, which splits the whole text into lines on
+        # each call: once per field would make reading a large net quadratic
+        end = tok.col + max(width or tok.width, 1)
+        return SourceLoc(self.source.path, tok.line, tok.col, tok.line, end)
 
     def _span(self, first: _Token, last: _Token) -> SourceLoc:
         """From `first` to `last` when they share a line, else `first` alone."""
         width = last.col + last.width - first.col if last.line == first.line else first.width
-        return self.source.loc(first.line, first.col, max(width, 1))
+        return self._loc(first, width)
 
     def _fail(self, tok: _Token, message: str, hint: str = "") -> Exception:
         return self.source.fail(MALFORMED, self._loc(tok), message, hint)
@@ -127,11 +131,7 @@ class _Parser:
             tok = self.tok
             if tok.kind == "end":
                 if opened is not None:
-                    name, brace = opened
-                    raise self.source.fail(
-                        MALFORMED, self._span(name, brace),
-                        f"`{name.text} {brace.text}` is never closed",
-                        f"add `{_CLOSE[brace.text]}` after its last field")
+                    raise self._unclosed(*opened)
                 return
             if tok.kind == "punct" and tok.text in "}>":
                 if opened is None:
@@ -142,12 +142,30 @@ class _Parser:
                     raise self._fail(tok, f"`{tok.text}` cannot close `{name.text} "
                                      f"{brace.text}` (line {name.line})",
                                      f"close it with `{_CLOSE[brace.text]}`")
+                self.closed.append((name, tok))
                 self.pos += 1
                 return
             if tok.kind == "punct" and tok.text in ",;":
                 self.pos += 1
                 continue
             message.fields.extend(self._field())
+
+    def _unclosed(self, name: _Token, brace: _Token) -> Exception:
+        """A message left open at the end of the file. When a message inside it was closed
+        by a brace indented as this one's name, that inner message is the one missing its
+        brace (the usual slip), and the error points there."""
+        close = _CLOSE[brace.text]
+        for inner, end in self.closed:
+            if ((inner.line, inner.col) > (brace.line, brace.col) and end.col == name.col
+                    and inner.col != name.col):
+                return self.source.fail(
+                    MALFORMED, self._loc(inner), f"`{inner.text}` is never closed: the "
+                    f"`{end.text}` on line {end.line} lines up with `{name.text}` (line "
+                    f"{name.line}), which is left open", f"add `{close}` to end "
+                    f"`{inner.text}` before line {end.line}")
+        return self.source.fail(MALFORMED, self._span(name, brace),
+                                f"`{name.text} {brace.text}` is never closed",
+                                f"add `{close}` after its last field")
 
     def _field(self) -> list[Field]:
         name = self._take()
@@ -192,8 +210,8 @@ class _Parser:
                        and self.tokens[self.pos + 1].kind == "punct"))
         if missing:
             raise self.source.fail(
-                MALFORMED, self._span(name, colon), f"`{name.text}:` has no value", f"write `{name.text}: VALUE`, e.g. "
-                "a number, a \"string\" or an enum word")
+                MALFORMED, self._span(name, colon), f"`{name.text}:` has no value",
+                f"write `{name.text}: VALUE`, e.g. a number, a \"string\" or an enum word")
         self.pos += 1
         if tok.kind == "string":
             text = tok.text

@@ -95,10 +95,11 @@ class BlockInstance(nn.Module):
 
 @dataclass(frozen=True)
 class Run:
-    """One stage in the network's forward: what it reads and the outputs to let go after it
-    (those it was the last to read)."""
+    """One stage in the network's forward, by its module path (so that a copy or a replica of
+    the module runs its own stages): what it reads and the outputs to let go after it (those
+    it was the last to read)."""
 
-    stage: StageModule
+    stage: str
     sources: tuple[str, ...]
     frees: tuple[str, ...]
 
@@ -116,6 +117,7 @@ class AlexnetcModule(nn.Module):
             self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
         self._expect = (net.input.c, net.input.h, net.input.w)
         self._runs: list[Run] = []
+        self._frees_known = True
         self._output = INPUT
         self._class_vector = net.class_vector  # read once: forward stays free of graph walks
 
@@ -137,9 +139,9 @@ class AlexnetcModule(nn.Module):
                 self.net.ast.source)
         parent.add_module(name, stage)
         self.stage_names.append(stage.stage)
-        self._runs.append(Run(stage, sources or (self._output,), ()))
+        self._runs.append(Run(stage.stage, sources or (self._output,), ()))
         self._output = stage.stage
-        self._runs = _with_frees(self._runs, self._output)
+        self._frees_known = False
 
     @property
     def devices(self) -> list[torch.device]:
@@ -152,12 +154,20 @@ class AlexnetcModule(nn.Module):
             raise ValueError(f"{self.net.name} takes N x {c} x {h} x {w} images (input "
                              f"{self.net.input}), got a tensor of shape {tuple(x.shape)}")
 
+    def _plan(self) -> list[Run]:
+        if not self._frees_known:
+            self._runs = _with_frees(self._runs, self._output)
+            self._frees_known = True
+        return self._runs
+
     def forward(self, x: Tensor) -> Tensor:  # N x C x H x W on devices[0]
         self.check_input(x)
+        runs = self._plan()
         if self.merged:
             out: dict[str, Tensor] = {INPUT: x}
-            for run in self._runs:
-                out[run.stage.stage] = run.stage.whole([out[s] for s in run.sources])
+            for run in runs:
+                stage: Any = self.get_submodule(run.stage)
+                out[run.stage] = stage.whole([out[s] for s in run.sources])
                 for name in run.frees:  # N x C' x H' x W' (or N x F) each, read no more
                     del out[name]
             y = out[self._output]  # N x classes (x 1 x 1)
@@ -165,11 +175,12 @@ class AlexnetcModule(nn.Module):
         devices = self.devices
         # the image given to every tower: T x [N x C x H x W]
         towers: dict[str, list[Tensor]] = {INPUT: [x.to(d) for d in devices]}
-        for run in self._runs:
-            towers[run.stage.stage] = run.stage([towers[s] for s in run.sources], devices)
+        for run in runs:
+            towers[run.stage] = self.get_submodule(run.stage)([towers[s] for s in run.sources],
+                                                              devices)
             for name in run.frees:  # T x [N x C/T x H' x W'] or [N x C x H' x W'] each
                 del towers[name]
-        last = self._runs[-1].stage.layout if self._runs else Layout.REPLICATED
+        last = self.get_submodule(self._output).layout if runs else Layout.REPLICATED
         y = gather(towers[self._output], last, devices, "output")[0]  # N x classes on devices[0]
         return y.flatten(1) if self._class_vector else y
 
@@ -184,7 +195,7 @@ def _with_frees(runs: list[Run], output: str) -> list[Run]:
     forward holds an activation only while a later stage still needs it."""
     last_reader: dict[str, int] = {}
     for i, run in enumerate(runs):
-        last_reader[run.stage.stage] = i  # read by nothing: let go at once
+        last_reader[run.stage] = i  # read by nothing: let go at once
         for s in run.sources:
             last_reader[s] = i
     frees: dict[int, list[str]] = {}

@@ -1,5 +1,5 @@
-"""The shipped small BatchNorm and global-pooling specs learn the embedded digits from one
-command, with their own recipes (no flags but where to write the run)."""
+"""The shipped small BatchNorm, global-pooling, residual and Inception specs learn the embedded
+digits from one command, with their own recipes (no flags but where to write the run)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ from helpers import SPECS
 pytestmark = pytest.mark.torch_threads(2)
 
 
-@pytest.mark.parametrize(("name", "epochs"), [("digits-bn", 6), ("digits-gap", 8)])
+@pytest.mark.parametrize(("name", "epochs"), [("digits-bn", 6), ("digits-gap", 8),
+                                              ("digits-resnet", 8), ("digits-inception", 8)])
 def test_small_spec_reaches_97_percent_on_the_digits(name: str, epochs: int,
                                                      tmp_path: Path) -> None:
     spec = SPECS / f"{name}.net"

@@ -9,8 +9,8 @@ import re
 import sys
 from pathlib import Path
 
-from alexnetc.atomic import write_text
-from alexnetc.cli.common import output_file
+from alexnetc.atomic import make_folder, write_text
+from alexnetc.cli.common import output_file, run_errors
 from alexnetc.cli.main import RunError, Subparsers, UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check
@@ -35,9 +35,10 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--skip-unsupported", action="store_true",
                    help="cut the network before the first layer alexnetc cannot express "
                    "(with a warning) instead of failing")
-    p.add_argument("--weights", metavar="CKPT",
-                   help="PyTorch: also write the module's weights as a checkpoint that "
-                   "`alexnetc eval` and `compile --weights` take")
+    p.add_argument("--weights", metavar="RUN_DIR",
+                   help="PyTorch: also write the module's weights as RUN_DIR/checkpoint.pt "
+                   "(the folder is created), a run that `alexnetc eval RUN_DIR`, `predict` and "
+                   "`compile --weights RUN_DIR` take")
     p.set_defaults(func=run)
 
 
@@ -45,24 +46,23 @@ def run(args: argparse.Namespace) -> int:
     from alexnetc.importers import Options, detect, format_named, formats
 
     paths = list(args.source)
+    missing = [p for p in paths if ":" not in p and not Path(p).exists()]  # `mod:Class` is none
+    if missing:
+        raise UsageError(f"{missing[0]}: no such file")
     fmt = format_named(args.format) if args.format else detect(paths)
     if fmt is None:
         if args.format:
             raise UsageError(f"unknown format '{args.format}'; known: "
                              + ", ".join(f.name for f in formats()))
-        missing = [p for p in paths if ":" not in p and not Path(p).exists()]
-        if missing:
-            raise UsageError(f"{missing[0]}: no such file")
         raise UsageError(f"cannot tell the format of {' '.join(paths)}: give --format, one of "
                          + ", ".join(f"{f.name} ({f.title})" for f in formats()))
     if len(paths) not in fmt.files:
         raise UsageError(f"{fmt.title} takes {' or '.join(map(str, fmt.files))} file(s), "
                          f"got {len(paths)}")
-    if args.weights is not None:
-        output_file(args.weights, [("source", p) for p in paths if Path(p).is_file()])
     out = output_file(args.output, [("source", p) for p in paths if Path(p).is_file()]) \
         if args.output else None
-    imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, args.weights))
+    checkpoint = _checkpoint(args.weights)
+    imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, checkpoint))
     text = imported.draft.text()
     for d in imported.warnings:
         print(d.render(_text(d.loc.file)), file=sys.stderr)
@@ -84,6 +84,20 @@ def run(args: argparse.Namespace) -> int:
         raise RunError(f"the imported spec has {n} error{'s' if n != 1 else ''} (above)"
                        + ("" if out else "; write it with -o to edit it"))
     return 0
+
+
+def _checkpoint(run: str | None) -> str | None:
+    """Where `--weights RUN_DIR` puts the checkpoint, the folder made (as `train --out` makes
+    its run folder)."""
+    if run is None:
+        return None
+    folder = Path(run)
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--weights {run} is a file; give the run folder to write "
+                         "checkpoint.pt into")
+    with run_errors():
+        make_folder(folder)
+    return str(folder / "checkpoint.pt")
 
 
 def _text(path: str) -> str | None:

@@ -564,7 +564,7 @@ class Converter:
         self.recipe = Recipe()
         self.last = layers[-1] if layers else None
         self.blobs: dict[str, Blob] = {}
-        self.unsized: dict[str, Problem] = {}  # inputs whose size nothing states
+        self.unusable: dict[str, Problem] = {}  # inputs without an image's size, and why
         self.kinds: dict[str, str] = {}  # stage name → "weighted", "merge" or "other"
         self.image: str | None = None  # the input blob the network reads
         self.stated: tuple[int, int, int] | None = None  # the input size the file states
@@ -621,20 +621,25 @@ class Converter:
         for i, f in enumerate(names):
             size = ([_positive(d) for d in dims[4 * i: 4 * i + 4]] if dims else
                     [_positive(d) for d in shapes[i].all("dim")] if i < len(shapes) else None)
-            self._image_blob(_string(f), _image_shape(size, f.loc), f.loc,
-                             "the net states no `input_dim` or `input_shape` for it: give its "
-                             "size with --input HxWxC")
+            self._image_blob(_string(f), size, f.loc, "the net states no `input_dim` or "
+                             "`input_shape` for it: give its size with --input HxWxC")
 
-    def _image_blob(self, name: str, shape: Shape | None, loc: SourceLoc, hint: str) -> None:
-        """An input blob: its size from --input if given, else from the file."""
+    def _image_blob(self, name: str, dims: list[int] | None, loc: SourceLoc, hint: str) -> None:
+        """An input blob of N, C, H, W: its size from --input if given, else from the file.
+        One that has no size, or not four dimensions, is an error only once a layer reads
+        it (a deploy file may declare labels it never uses)."""
+        shape = Shape(dims[2], dims[3], dims[1]) if dims is not None and len(dims) == 4 else None
         if shape is not None and self.stated is None:
             self.stated = (shape.h, shape.w, shape.c)
-        given = self.options.input
-        if given is not None:
-            shape = Shape(*given)
-        if shape is None:
-            self.unsized[name] = Problem(INCONSISTENT, loc, f"the size of the input \"{name}\" "
-                                         "is not stated", hint)
+        if self.options.input is not None:
+            shape = Shape(*self.options.input)
+        elif dims is not None and shape is None:
+            self.unusable[name] = Problem(
+                UNSUPPORTED, loc, f"the input \"{name}\" has {len(dims)} dimensions "
+                f"({'x'.join(map(str, dims))})", "alexnetc's input is an image: N, C, H and W")
+        elif shape is None:
+            self.unusable[name] = Problem(INCONSISTENT, loc, f"the size of the input \"{name}\" "
+                                          "is not stated", hint)
         self.blobs[name] = Blob(None, shape)
 
     def _data(self, layer: Layer) -> None:
@@ -643,30 +648,31 @@ class Converter:
         tops = layer.top_names
         if not tops:
             raise Problem(MALFORMED, layer.loc, f"data layer '{layer.name}' has no `top`")
-        shape, hint = self._data_shape(layer)
-        images = tops if layer.type == "Input" else tops[:1]
-        for t in images:
-            self._image_blob(t, shape, layer.loc, hint)
-        for t in tops[len(images):]:
-            self.blobs[t] = Blob(None, Shape(1, 1, 1, flat=True), label=True)
-        if layer.type != "Input":
-            self._data_recipe(layer)
-
-    def _data_shape(self, layer: Layer) -> tuple[Shape | None, str]:
-        msg = layer.msg
         if layer.type == "Input":
-            param = msg.message("input_param")
+            param = layer.msg.message("input_param")
             shapes = param.messages("shape") if param is not None else []
-            dims = [_positive(d) for d in shapes[0].all("dim")] if shapes else None
-            return (_image_shape(dims, shapes[0].loc if shapes else layer.loc),
-                    "the Input layer states no shape: give it with --input HxWxC")
+            for i, t in enumerate(tops):  # one shape for every top, or one for each
+                shape = shapes[0] if len(shapes) == 1 else shapes[i] if i < len(shapes) else None
+                self._image_blob(t, [_positive(d) for d in shape.all("dim")] if shape else None,
+                                 shape.loc if shape else layer.loc,
+                                 "the Input layer states no shape: give it with --input HxWxC")
+            return
+        dims, hint = self._data_dims(layer)
+        self._image_blob(tops[0], dims, layer.loc, hint)
+        for t in tops[1:]:
+            self.blobs[t] = Blob(None, Shape(1, 1, 1, flat=True), label=True)
+        self._data_recipe(layer)
+
+    def _data_dims(self, layer: Layer) -> tuple[list[int] | None, str]:
+        """N, C, H, W of a data layer's images (N unknown: 1), and what to do if unknown."""
+        msg = layer.msg
         if layer.type in ("MemoryData", "DummyData"):
-            return self._stated_shape(layer), (f"the {layer.type} layer states no size: give "
-                                               "it with --input HxWxC")
+            return _stated_dims(msg), (f"the {layer.type} layer states no size: give it with "
+                                       "--input HxWxC")
         channels = _channels(msg)
         side = _crop(msg)
         if side is not None:
-            return Shape(side[0], side[1], channels), ""
+            return [1, channels, *side], ""
         source = ""
         for key in ("data_param", "image_data_param", "hdf5_data_param", "window_data_param"):
             p = msg.message(key)
@@ -674,18 +680,6 @@ class Converter:
                 source = f" ({_opt(p, 'source', _string, '')})"
         return None, (f"the {layer.type} layer takes its images' size from its data{source}: "
                       f"give it with --input HxWxC, e.g. --input 227x227x{channels}")
-
-    def _stated_shape(self, layer: Layer) -> Shape | None:
-        p = layer.msg.message("memory_data_param") or layer.msg.message("dummy_data_param")
-        if p is None:
-            return None
-        shapes = p.messages("shape")
-        if shapes:
-            return _image_shape([_positive(d) for d in shapes[0].all("dim")], shapes[0].loc)
-        c, h, w = (p.get(k) for k in ("channels", "height", "width"))
-        if c is None or h is None or w is None:
-            return None
-        return Shape(_positive(h), _positive(w), _positive(c))
 
     def _data_recipe(self, layer: Layer) -> None:
         """The TRAIN data layer's batch size, mirroring and pixel scale (in transform_param,
@@ -717,9 +711,9 @@ class Converter:
         if blob.label:
             raise Problem(UNSUPPORTED, loc, f"'{layer.name}' reads the labels \"{name}\"",
                           "alexnetc's layers read images; only the loss reads labels")
-        if name in self.unsized:
+        if name in self.unusable:
             self.poisoned.add(name)  # said once, not again for each reader
-            raise self.unsized[name]
+            raise self.unusable[name]
         if blob.stage is None:
             if self.image is not None and self.image != name:
                 raise Problem(UNSUPPORTED, loc, f"'{layer.name}' reads a second input "
@@ -1099,15 +1093,18 @@ class Converter:
         shared[name] = layer.name
 
 
-def _image_shape(dims: list[int] | None, loc: SourceLoc) -> Shape | None:
-    """N, C, H, W as an HxWxC image (N, the batch, is not the network's)."""
-    if dims is None:
+def _stated_dims(msg: Message) -> list[int] | None:
+    """The size MemoryData or DummyData states: a `shape`, or channels, height and width."""
+    p = msg.message("memory_data_param") or msg.message("dummy_data_param")
+    if p is None:
         return None
-    if len(dims) != 4:
-        raise Problem(UNSUPPORTED, loc, f"the input has {len(dims)} dimensions "
-                      f"({'x'.join(map(str, dims))})", "alexnetc's input is an image: N, C, H "
-                      "and W")
-    return Shape(dims[2], dims[3], dims[1])
+    shapes = p.messages("shape")
+    if shapes:
+        return [_positive(d) for d in shapes[0].all("dim")]
+    c, h, w = (p.get(k) for k in ("channels", "height", "width"))
+    if c is None or h is None or w is None:
+        return None
+    return [1, _positive(c), _positive(h), _positive(w)]
 
 
 def _crop(msg: Message) -> tuple[int, int] | None:

@@ -420,6 +420,17 @@ def test_data_layer_needs_a_size_or_input(tmp_path: Path) -> None:
     assert "0.00390625" in text
 
 
+def test_an_input_no_layer_reads_may_be_anything(tmp_path: Path) -> None:
+    """A deploy file may declare a 2-D label input it never uses; only read inputs count."""
+    head = ('input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n'
+            'input: "label"\ninput_shape { dim: 1 dim: 1 }\n')
+    path = _net(tmp_path, _conv_layer("conv1", "data", 4), head=head)
+    assert imported(path)[1].ok
+    reads_label = _conv_layer("conv1", "label", 4)
+    with pytest.raises(SpecError, match='the input "label" has 2 dimensions'):
+        FORMAT.read([str(_net(tmp_path, reads_label, head=head))], Options())
+
+
 def test_skip_unsupported_cuts_the_network(tmp_path: Path) -> None:
     body = (_conv_layer("conv1", "data", 4)
             + 'layer { name: "py" type: "Python" bottom: "conv1" top: "py"\n'

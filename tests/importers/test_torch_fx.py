@@ -218,10 +218,9 @@ def test_import_then_eval_and_compile_the_weights(tmp_path: Path,
     import small_custom
 
     monkeypatch.setattr(small_custom, "SmallNet", trained(small_custom.SmallNet))
-    spec, run = tmp_path / "small.net", tmp_path / "run"
-    run.mkdir()
+    spec, run = tmp_path / "small.net", tmp_path / "run"  # the run folder is made
     assert main(["import", "small_custom:SmallNet", "--input", "32x32x3", "-o", str(spec),
-                 "--weights", str(run / "checkpoint.pt")]) == 0
+                 "--weights", str(run)]) == 0
     out = capsys.readouterr()
     assert f"wrote {spec} (PyTorch module (torch.fx), " in out.err
     assert f"wrote {run / 'checkpoint.pt'} (the module's weights)" in out.err

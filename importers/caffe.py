@@ -32,6 +32,7 @@ from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc
 from alexnetc.compiler.records import Shape
 from alexnetc.compiler.registry import lookup
 from alexnetc.importers import Format, Imported, Options
+from alexnetc.importers.blocks import fold_blocks
 from alexnetc.importers.draft import Draft, Op, Stage
 from alexnetc.importers.prototxt import Field, Message, Value, parse
 from alexnetc.importers.source import INCONSISTENT, MALFORMED, UNSUPPORTED, Source
@@ -1403,7 +1404,7 @@ def read(paths: Sequence[str], options: Options) -> Imported:
     draft.settings = {k: draft.settings[k] for k in ("train", "augment", "init")
                       if k in draft.settings}
     draft.notes, draft.setting_notes = _wrapped(draft.notes), _wrapped(draft.setting_notes)
-    return Imported(draft, warnings)
+    return Imported(fold_blocks(draft).draft, warnings)
 
 
 def _convert(source: Source, net: Message, options: Options) -> tuple[Draft, Converter]:

@@ -29,6 +29,7 @@ from typing import NoReturn, TypeVar
 from alexnetc.compiler.ast import NETWORK_INPUT
 from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc
 from alexnetc.importers import Format, Imported, Options
+from alexnetc.importers.blocks import fold_blocks
 from alexnetc.importers.draft import Draft, Names, Op, number
 from alexnetc.importers.ini import Entry, Section, read_sections
 from alexnetc.importers.source import INCONSISTENT, MALFORMED, UNSUPPORTED, Source
@@ -89,7 +90,7 @@ def read(paths: Sequence[str], options: Options) -> Imported:
         first, second = second, first  # the layer-params file given first
     reader = _Reader(first, second, options)
     try:
-        return Imported(reader.run(), reader.warnings)
+        return Imported(fold_blocks(reader.run()).draft, reader.warnings)
     except _Failed:  # reported in one file: quoted from that file's text
         raise next(s.failure() for s in (first, second) if s.errors) from None
 

@@ -26,6 +26,7 @@ from alexnetc.compiler.ast import NETWORK_INPUT
 from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc
 from alexnetc.compiler.records import Shape
 from alexnetc.importers import Format, Imported, Options
+from alexnetc.importers.blocks import fold_blocks
 from alexnetc.importers.draft import Draft, Names, Op, number
 from alexnetc.importers.ini import Entry, Section, read_sections
 from alexnetc.importers.source import INCONSISTENT, MALFORMED, UNSUPPORTED, Source
@@ -919,6 +920,7 @@ def _read(paths: Sequence[str], options: Options) -> Imported:
     imported.draft.notes[:0] = [f"Imported from {paths[0]} (Darknet cfg) by `alexnetc import`.",
                                 "Stages are named after Darknet's layers, numbered from 0 as "
                                 "Darknet numbers them."]
+    imported.draft = fold_blocks(imported.draft).draft
     return imported
 
 

@@ -45,6 +45,20 @@ class Stage:
 
 
 @dataclass
+class Block:
+    """Stages written once with parameters (`block NAME(p, q) { … }`), which stages of the
+    draft use like an op: `inception_3a: inception(64, 96, 128, 16, 32, 32)`."""
+
+    name: str
+    params: list[str]
+    stages: list[Stage]
+
+    def lines(self) -> list[str]:
+        head = f"block {self.name}({', '.join(self.params)}) {{"
+        return [head, *(f"  {line}" for line in _aligned(self.stages)), "}"]
+
+
+@dataclass
 class Draft:
     """A whole spec: header, recipe lines and stages, with the comments that explain them."""
 
@@ -55,6 +69,7 @@ class Draft:
     settings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     setting_notes: list[str] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)  # written before the stages
     names: Names = field(default_factory=lambda: Names())
 
     def set(self, section: str, key: str, value: object) -> None:
@@ -84,12 +99,19 @@ class Draft:
             out += [f"{section} " + ", ".join(f"{k}={v}" for k, v in entries)
                     for section, entries in self.settings.items() if entries]
         out.append("")
-        lines = [s.line() for s in self.stages]
-        width = min(max((len(line) for line in lines), default=0), 72)
-        for stage, line in zip(self.stages, lines, strict=True):
-            note = "; ".join(stage.comments)
-            out.append(f"{line.ljust(width)}  # {note}" if note else line)
+        for block in self.blocks:
+            out += [*block.lines(), ""]
+        out += _aligned(self.stages)
         return "\n".join(out) + "\n"
+
+
+def _aligned(stages: list[Stage]) -> list[str]:
+    """One line per stage, their comments starting in one column (unless a line is long)."""
+    lines = [s.line() for s in stages]
+    notes = ["; ".join(s.comments) for s in stages]
+    width = min(max((len(line) for line in lines), default=0), 72)
+    return [f"{line.ljust(width)}  # {note}" if note else line
+            for line, note in zip(lines, notes, strict=True)]
 
 
 class Names:

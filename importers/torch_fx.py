@@ -31,6 +31,7 @@ from typing import Any
 from alexnetc.compiler.ast import NETWORK_INPUT
 from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc, SpecError
 from alexnetc.importers import Format, Imported, Options
+from alexnetc.importers.blocks import fold_blocks
 from alexnetc.importers.draft import Draft, Op, Stage, number
 from alexnetc.importers.source import INCONSISTENT, MALFORMED, UNSUPPORTED, Source
 
@@ -65,9 +66,11 @@ def read(paths: Sequence[str], options: Options) -> Imported:
         _propagate(gm, options.input, where)
         reader = _Reader(gm, target, options, where)
         imported = reader.read()
+    folded = fold_blocks(imported.draft)
+    imported.draft = folded.draft
     if options.weights is not None and imported.draft.stages:
-        imported.weights = _write_weights(imported.draft, reader.sources, Path(options.weights),
-                                          target)
+        imported.weights = _write_weights(imported.draft, folded.rekey(reader.sources),
+                                          Path(options.weights), target)
     return imported
 
 

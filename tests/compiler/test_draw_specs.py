@@ -78,7 +78,7 @@ def test_graph_command_renders_the_new_specs(name: str, tmp_path: Path) -> None:
         assert stage in words
 
 
-@pytest.mark.parametrize("name", ["resnet18", "googlenet"])
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "digits-resnet", "digits-inception"])
 def test_branching_specs_are_drawn_as_their_graphs(name: str) -> None:
     """Every stage a box with an edge from each stage it reads; every block instance a
     cluster holding its stages, labelled with its parameters."""

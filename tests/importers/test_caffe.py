@@ -272,11 +272,12 @@ def test_googlenet_branches_become_concat_stages() -> None:
     text, result, _ = imported(FIXTURES / "bvlc_googlenet" / "deploy.prototxt")
     assert result.network is not None
     stages = {s.name: s for s in result.network.flat_stages()}
-    out = stages["inception_3a_output"]
-    assert out.sources == ("inception_3a_1x1", "inception_3a_3x3", "inception_3a_5x5",
-                           "inception_3a_pool_proj")
-    assert sum(1 for line in text.splitlines() if ": Concat" in line) == 9
-    assert stages["inception_3a_pool"].sources == ("conv2_3x3",)
+    out = stages["inception_3a.output"]  # the nine modules are uses of one block
+    assert out.sources == ("inception_3a.l1x1", "inception_3a.l3x3", "inception_3a.l5x5",
+                           "inception_3a.pool_proj")
+    assert sum(1 for line in text.splitlines() if ": Concat" in line) == 1
+    assert sum(1 for line in text.splitlines() if ": inception(" in line) == 9
+    assert stages["inception_3a.pool"].sources == ("conv2_3x3",)
     assert "conv1_7x7_s2: Conv(7,2, pad=3, remainder=drop) x64 + ReLU; " \
         "MaxPool(3,2, remainder=ceil)" in text
     assert result.network.output.c == 1000

@@ -28,6 +28,8 @@ import torch
 
 from alexnetc.cli.main import main
 from alexnetc.compiler.pipeline import CheckResult, check
+from alexnetc.importers import darknet
+from alexnetc.importers.blocks import Folded
 
 from helpers import ROOT
 
@@ -163,13 +165,20 @@ PUBLISHED = ["alexnet", "darknet19", "vgg-16", "darknet53", "resnet18-projection
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
-def test_shapes_and_parameters_are_darknets(name: str,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
-    """Every layer that computes has a stage of its number with Darknet's output shape; the
-    network's input and parameter count are Darknet's."""
+def test_shapes_and_parameters_are_darknets(name: str, capsys: pytest.CaptureFixture[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every layer that computes has a stage of its number with Darknet's output shape (in
+    the spec before its repeated modules are folded into blocks, whose stages are named
+    within the block; the folded spec computes the same layers); the network's input and
+    parameter count are Darknet's."""
     path = FIXTURES / f"{name}.cfg"
+    written = imported(path, capsys)
+    monkeypatch.setattr(darknet, "fold_blocks", lambda draft: Folded(draft, {}))
     result = imported(path, capsys)
-    assert result.network is not None
+    assert result.network is not None and written.network is not None
+    assert [(layer.op.name, layer.shape) for layer in written.network.layers()] == \
+        [(layer.op.name, layer.shape) for layer in result.network.layers()]
+    assert written.network.total() == result.network.total()
     (h, w, c), layers = darknet_layers(path.read_text())
     first = layers[0]
     expected_input = (first.h, first.w, first.c) if first.kind == "crop" else (h, w, c)
@@ -231,11 +240,12 @@ def test_projection_shortcuts_are_merges(capsys: pytest.CaptureFixture[str]) -> 
     """A [route] of one layer is what the next stage reads; a [shortcut] is an Add of the
     layer before it and the one it names, with its activation."""
     _, spec, _ = run_import(FIXTURES / "resnet18-projection.cfg", capsys)
-    assert "\nshortcut4(conv3, pool1): Add + ReLU\n" in spec
-    assert "\nconv11(shortcut7): Conv(1,2, bias=false, remainder=drop) x128; " \
-        "BatchNorm(momentum=0.01)" in spec
+    assert "\n  shortcut(conv2, in): Add + ReLU\n" in spec  # block residual: layer 4 and others
+    assert "\n  conv3(in): Conv(1,2, bias=false, remainder=drop) xc; " \
+        "BatchNorm(momentum=0.01)\n" in spec  # block projection: layer 11 and others
     assert "[route] layer 10 reads layer 7 (shortcut7)" in spec
-    assert "\nshortcut12(conv11, conv9): Add + ReLU\n" in spec
+    assert "\n  shortcut(conv3, conv2): Add + ReLU\n" in spec
+    assert "\nshortcut7: residual(64) * 2 " in spec
 
 
 def test_darknets_resnet18_shortcuts_are_located_errors(

@@ -137,18 +137,23 @@ def layer_shapes(net: CheckedNetwork) -> list[tuple[str, str]]:
 
 
 def test_branches_become_merges_reading_named_stages() -> None:
-    resnet = stage_lines(FORMAT.read(["reference_nets:resnet18"], Options((224, 224, 3))))
-    assert "layer1_0(layer1_0_conv2, conv1): Add + ReLU" in resnet
-    assert ("layer2_0_downsample_0(layer1_1): Conv(1,2, bias=false, remainder=drop) x128; "
-            "BatchNorm") in resnet
-    assert resnet[-2:] == ["layer4_1(layer4_1_conv2, layer4_0): Add + ReLU; GlobalAvgPool",
-                           "fc: FC(1000)"]
-    googlenet = stage_lines(FORMAT.read(["reference_nets:googlenet"], Options((224, 224, 3))))
-    assert ("inception3a(inception3a_branch1_conv, inception3a_branch2_1_conv, "
-            "inception3a_branch3_1_conv, inception3a_branch4_1_conv): Concat") in googlenet
-    assert "inception4a_branch4_0(inception3b): MaxPool(3,1, pad=1)" in googlenet
-    assert googlenet[0] == ("conv1_conv: Conv(7,2, pad=3, bias=false, remainder=drop) x64; "
-                            "BatchNorm(eps=0.001) + ReLU; MaxPool(3,2, remainder=ceil)")
+    """The merges read named stages; the repeated modules are folded into blocks
+    (test_blocks.py), so they are the blocks' stages."""
+    resnet = FORMAT.read(["reference_nets:resnet18"], Options((224, 224, 3)))
+    residual, projection = ([s.line() for s in b.stages] for b in resnet.draft.blocks)
+    assert "out(conv2, in): Add + ReLU" in residual
+    assert "downsample_0(in): Conv(1,2, bias=false, remainder=drop) xc; BatchNorm" in projection
+    assert "out(conv2, downsample_0): Add + ReLU" in projection
+    assert stage_lines(resnet)[-3:] == ["layer4: projection(512); residual(512)",
+                                        "layer4_1_globalavgpool: GlobalAvgPool", "fc: FC(1000)"]
+    googlenet = FORMAT.read(["reference_nets:googlenet"], Options((224, 224, 3)))
+    inception = [s.line() for s in googlenet.draft.blocks[0].stages]
+    assert inception[-1] == ("out(branch1_conv, branch2_1_conv, branch3_1_conv, "
+                             "branch4_1_conv): Concat")
+    assert "branch4_0(in): MaxPool(3,1, pad=1)" in inception
+    assert stage_lines(googlenet)[0] == ("conv1_conv: Conv(7,2, pad=3, bias=false, "
+                                         "remainder=drop) x64; BatchNorm(eps=0.001) + ReLU; "
+                                         "MaxPool(3,2, remainder=ceil)")
 
 
 def test_conventions_are_converted_and_said() -> None:

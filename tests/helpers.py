@@ -17,3 +17,20 @@ def fill(folder: Path) -> None:
                     f.write(b"\0" * chunk)
             except OSError:
                 pass
+
+
+# Two branches of a block joined by a Concat, then added to the stage they branched from.
+BRANCHING = """network Small
+input 8x8x4
+
+block two(c) {
+  a: Conv(1,1) xc + ReLU
+  b(in): Conv(3,1, pad=1) xc + ReLU
+  cat(a, b): Concat
+}
+
+stem: Conv(3,1, pad=1) x8 + ReLU
+m: two(4)
+sum(m, stem): Add + ReLU
+fc: FC(10) + Softmax
+"""

@@ -12,7 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["BasicBlock", "GoogLeNet", "Inception", "ResNet", "googlenet", "resnet18", "resnet34"]
+__all__ = ["BasicBlock", "GoogLeNet", "Inception", "ResNet", "googlenet", "load_reference",
+           "randomise", "resnet18", "resnet34"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -232,3 +233,50 @@ class GoogLeNet(nn.Module):
 
 def googlenet(num_classes: int = 1000) -> GoogLeNet:
     return GoogLeNet(num_classes=num_classes)
+
+
+# --------------------------------------------------------------------------------------------
+# Weights shared with an alexnetc module
+# --------------------------------------------------------------------------------------------
+
+
+def randomise(ref: nn.Module, seed: int) -> None:
+    """He-scaled weights, and BatchNorm scales, shifts and running statistics far from their
+    1/0 initial values, so that eval mode tests them (and activations stay O(1) through deep
+    stacks)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, nn.Conv2d | nn.Linear):
+                m.weight.normal_(0.0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
+                if m.bias is not None:
+                    m.bias.uniform_(-0.1, 0.1, generator=g)
+            elif isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
+                m.weight.uniform_(0.5, 1.5, generator=g)
+                m.bias.uniform_(-0.2, 0.2, generator=g)
+                m.running_mean.uniform_(-0.5, 0.5, generator=g)
+                m.running_var.uniform_(0.5, 2.0, generator=g)
+
+
+def load_reference(model: nn.Module, ref: nn.Module) -> dict[str, str]:
+    """The reference's tensors into an alexnetc module, in network order, each pair agreeing
+    in its tensor name (weight, running_mean, ...) and shape; returns our name → the
+    reference's."""
+    from alexnetc.backends.lowering.weights import (
+        canonical_state_dict,
+        load_canonical_state_dict,
+    )
+
+    ours = list(canonical_state_dict(model).items())
+    theirs = list(ref.state_dict().items())
+    assert len(ours) == len(theirs)
+    state, names = {}, {}
+    for (name, mine), (ref_name, tensor) in zip(ours, theirs, strict=True):
+        assert name.rsplit(".", 1)[1] == ref_name.rsplit(".", 1)[1], (name, ref_name)
+        assert mine.shape == tensor.shape, (name, ref_name)
+        state[name], names[name] = tensor.clone(), ref_name
+    load_canonical_state_dict(model, state)
+    for name, mine in canonical_state_dict(model).items():
+        assert torch.equal(mine, ref.state_dict()[names[name]]), name
+    return names

@@ -12,7 +12,7 @@ import pytest
 
 from alexnetc.cli.main import main
 
-from helpers import ROOT, SPECS
+from helpers import BRANCHING, ROOT, SPECS
 
 ALEXNET = str(SPECS / "alexnet.net")
 
@@ -198,21 +198,6 @@ def test_terminal_table_never_cuts_a_number(width: int) -> None:
     assert not [cell for cell in numbers if cell.endswith("…")], width
 
 
-# Two branches of a block joined by a Concat, then added to the stage they branched from.
-BRANCHING = """network Small
-input 8x8x4
-
-block two(c) {
-  a: Conv(1,1) xc + ReLU
-  b(in): Conv(3,1, pad=1) xc + ReLU
-  cat(a, b): Concat
-}
-
-stem: Conv(3,1, pad=1) x8 + ReLU
-m: two(4)
-sum(m, stem): Add + ReLU
-fc: FC(10) + Softmax
-"""
 
 
 def test_json_gives_each_layers_inputs_and_the_graph_of_stages(

@@ -14,6 +14,8 @@ from alexnetc.compiler import report
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check, check_file
 
+from helpers import BRANCHING
+
 ROOT = Path(__file__).resolve().parents[2]
 SPECS = sorted((ROOT / "specs").glob("*.net"))
 
@@ -70,21 +72,6 @@ def test_check_leaves_the_collector_as_it_found_it() -> None:
         gc.enable()
 
 
-# Two branches of a block joined by a Concat, then added to the stage they branched from.
-BRANCHING = """network Small
-input 8x8x4
-
-block two(c) {
-  a: Conv(1,1) xc + ReLU
-  b(in): Conv(3,1, pad=1) xc + ReLU
-  cat(a, b): Concat
-}
-
-stem: Conv(3,1, pad=1) x8 + ReLU
-m: two(4)
-sum(m, stem): Add + ReLU
-fc: FC(10) + Softmax
-"""
 
 
 def _rows(text: str) -> dict[str, list[str]]:

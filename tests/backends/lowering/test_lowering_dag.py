@@ -21,9 +21,7 @@ from alexnetc.backends.lowering import (
     AlexnetcModule,
     StageModule,
     build_module,
-    canonical_state_dict,
     count_cross_bytes,
-    load_canonical_state_dict,
 )
 from alexnetc.backends.lowering import module as lowering_module
 from alexnetc.backends.lowering.export import export_onnx, export_program, onnx_missing
@@ -32,7 +30,7 @@ from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check, load
 
 from helpers import SPECS
-from reference_nets import googlenet, resnet18, resnet34
+from reference_nets import googlenet, load_reference, randomise, resnet18, resnet34
 from test_lowering_networks import assert_lowering_states_the_checker
 
 pytestmark = pytest.mark.torch_threads(2)
@@ -66,39 +64,8 @@ def image(net: CheckedNetwork, batch: int = 3, seed: int = 0) -> Tensor:
 
 # --- the published networks against plain PyTorch --------------------------------------------
 
-def randomise(ref: nn.Module, seed: int) -> None:
-    """He-scaled weights, and BatchNorm scales, shifts and running statistics far from their
-    1/0 initial values, so eval mode tests them."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, nn.Conv2d | nn.Linear):
-                m.weight.normal_(0.0, (2.0 / m.weight[0].numel()) ** 0.5, generator=g)
-                if m.bias is not None:
-                    m.bias.uniform_(-0.1, 0.1, generator=g)
-            elif isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
 
 
-def load_reference(model: AlexnetcModule, ref: nn.Module) -> dict[str, str]:
-    """The reference's tensors into the module, in network order, each pair agreeing in its
-    tensor name (weight, running_mean, ...) and shape; returns our name → the reference's."""
-    ours = list(canonical_state_dict(model).items())
-    theirs = list(ref.state_dict().items())
-    assert len(ours) == len(theirs)
-    state, names = {}, {}
-    for (name, mine), (ref_name, tensor) in zip(ours, theirs, strict=True):
-        assert name.rsplit(".", 1)[1] == ref_name.rsplit(".", 1)[1], (name, ref_name)
-        assert mine.shape == tensor.shape, (name, ref_name)
-        state[name], names[name] = tensor.clone(), ref_name
-    load_canonical_state_dict(model, state)
-    for name, mine in canonical_state_dict(model).items():
-        assert torch.equal(mine, ref.state_dict()[names[name]]), name
-    return names
 
 
 # Names the spec gives against torchvision's: the block's stages are its convs, `proj` the

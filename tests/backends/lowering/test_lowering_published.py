@@ -20,11 +20,12 @@ from torch import nn
 
 from alexnetc.backends.lowering import build_module
 from alexnetc.backends.lowering.layers import Dropout
-from alexnetc.backends.lowering.weights import canonical_state_dict, load_canonical_state_dict
+from alexnetc.backends.lowering.weights import canonical_state_dict
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check
 
 from helpers import SPECS
+from reference_nets import load_reference, randomise
 
 VGG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
@@ -105,41 +106,8 @@ def checked(text: str) -> CheckedNetwork:
     return r.network
 
 
-def randomise(ref: nn.Sequential, seed: int) -> None:
-    """Weights of a scale that keeps activations O(1) through 16 layers, and BatchNorm scales,
-    shifts and running statistics far from their 1/0 initial values (or eval mode would not
-    test them)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                fan_in = m.weight[0].numel()
-                m.weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=g)
-                assert m.bias is not None
-                m.bias.uniform_(-0.1, 0.1, generator=g)
-            elif isinstance(m, nn.BatchNorm2d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.2, 0.2, generator=g)
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
 
 
-def load_reference(model: nn.Module, ref: nn.Sequential) -> None:
-    """The reference's tensors into the alexnetc module, in network order: each pair must
-    agree in its tensor name (weight, bias, running_mean, ...) and shape."""
-    ours = list(canonical_state_dict(model).items())
-    theirs = list(ref.state_dict().items())
-    assert len(ours) == len(theirs)
-    state = {}
-    for (name, mine), (ref_name, tensor) in zip(ours, theirs, strict=True):
-        assert name.rsplit(".", 1)[1] == ref_name.rsplit(".", 1)[1], (name, ref_name)
-        assert mine.shape == tensor.shape, (name, ref_name)
-        state[name] = tensor.clone()
-    load_canonical_state_dict(model, state)
-    for (name, mine), (_, tensor) in zip(canonical_state_dict(model).items(), theirs,
-                                         strict=True):
-        assert torch.equal(mine, tensor), name
 
 
 def train_mode(model: nn.Module, ref: nn.Sequential, dropout: bool) -> None:

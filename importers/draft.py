@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import keyword
 import re
+import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from alexnetc.compiler.ast import BLOCK_INPUT, KEYWORDS, NETWORK_INPUT
@@ -87,7 +89,7 @@ class Draft:
         return stage
 
     def text(self) -> str:
-        out = [f"# {line}".rstrip() for line in self.notes]
+        out = [f"# {line}".rstrip() for line in _wrapped(self.notes)]
         out.append(f"network {self.network}")
         if self.input is not None:
             out.append("input " + "x".join(map(str, self.input)))
@@ -95,7 +97,7 @@ class Draft:
             out.append(f"towers {self.towers}")
         if self.settings or self.setting_notes:
             out.append("")
-            out += [f"# {line}" for line in self.setting_notes]
+            out += [f"# {line}" for line in _wrapped(self.setting_notes)]
             out += [f"{section} " + ", ".join(f"{k}={v}" for k, v in entries)
                     for section, entries in self.settings.items() if entries]
         out.append("")
@@ -103,6 +105,13 @@ class Draft:
             out += [*block.lines(), ""]
         out += _aligned(self.stages)
         return "\n".join(out) + "\n"
+
+
+def _wrapped(notes: list[str]) -> list[str]:
+    """Comment lines of at most 96 characters, a long note continuing indented."""
+    return [line for note in notes
+            for line in textwrap.wrap(note, 94, subsequent_indent="  ", break_on_hyphens=False)
+            or [""]]
 
 
 def _aligned(stages: list[Stage]) -> list[str]:
@@ -152,3 +161,16 @@ def _value(value: object) -> str:
 def number(value: float) -> str:
     """A number as a spec writes it: `2`, `0.0001`, `1e-05`."""
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e16 else repr(value)
+
+
+def side(h: int, w: int) -> str:
+    """A window, stride or size as a spec writes it: `3` when square, else `3x5` (h x w)."""
+    return str(h) if h == w else f"{h}x{w}"
+
+
+def call(op: str, args: Sequence[str]) -> str:
+    """`Conv(11,4, pad=2)`: the positional arguments as the paper writes them (no spaces),
+    then the keywords (`key=value`); the bare name when there are none."""
+    head = ",".join(a for a in args if "=" not in a)
+    rest = ", ".join(a for a in args if "=" in a)
+    return f"{op}({head}{', ' if head and rest else ''}{rest})" if args else op

@@ -7,10 +7,20 @@ renders them the same way (source line, caret) and never shows a traceback.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc, SpecError, source_lines
+
+
+def closest(word: str, words: Iterable[str], cutoff: float = 0.6) -> str | None:
+    """The known word `word` most likely misspells, for a "did you mean" hint (None: none is
+    close enough)."""
+    found = difflib.get_close_matches(word, list(words), n=1, cutoff=cutoff)
+    return found[0] if found else None
+
 
 # Diagnostic kinds of the importers (the checker's own kinds are in compiler/errors.py).
 MALFORMED = "import-malformed"  # the file does not follow its format's syntax

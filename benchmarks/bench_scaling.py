@@ -2,10 +2,10 @@
 stages, timed in-process per phase and per stage (flat columns mean linear time), and the whole
 `alexnetc SPEC --check-shapes` process for the 1,000-stage spec.
 
-Phases, as the check command runs them: parse (text → AST), passes (graph build and every
-checking pass), report (the table as written to a file or a pipe). Each in-process figure is
-the median of --runs checks after one warm-up; the process figure the median of --runs
-processes after one warm-up.
+Phases, as the check command runs them: parse (text → AST), passes (blocks expanded, graph
+build and every checking pass), report (the table as written to a file or a pipe). Each
+in-process figure is the median of --runs checks after one warm-up; the process figure the
+median of --runs processes after one warm-up.
 
     python benchmarks/bench_scaling.py [--runs 5] [--stages 100 1000 10000]
 """
@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from alexnetc.compiler.errors import Diagnostics
+from alexnetc.compiler.expand import expand
 from alexnetc.compiler.graph import CheckedNetwork, build
 from alexnetc.compiler.parse import parse
 from alexnetc.compiler.passes import Context, run_passes
@@ -47,7 +48,8 @@ def phases(text: str) -> tuple[float, float, float]:
         t0 = time.perf_counter()
         net = parse(text, "deep.net")
         t1 = time.perf_counter()
-        ctx = Context(net, build(net), Diagnostics())
+        diags = Diagnostics()  # as `pipeline.check`: blocks instantiated, then the graph
+        ctx = Context(net, build(net, expand(net, diags)), diags)
         run_passes(ctx)
         t2 = time.perf_counter()
     assert not ctx.diags.errors and ctx.input is not None

@@ -18,6 +18,7 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -157,7 +158,10 @@ def alexnetc_module(channels_last: bool, fused: bool | None) -> nn.Module:
 
     net, recipe = load(SPEC)
     model = build_module(net, recipe, devices=["cuda:0"], seed=0, fused=fused)
-    return model.to(memory_format=torch.channels_last) if channels_last else model
+    if not channels_last:
+        return model
+    # Module.to takes memory_format (documented); torch's overloads leave it out
+    return model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
 def check_same_loss(batch: int) -> list[str]:
@@ -218,6 +222,7 @@ def main() -> None:
         try:
             model = make().cuda()
             if cl:
+                # Module.to's overloads leave out its documented memory_format
                 model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             forward = None
             if compiled:  # as `alexnetc train --compile` does: the first (warm-up) call eager,
@@ -254,9 +259,12 @@ def main() -> None:
     lines += [f"| {n} | {v:,.0f} | {v / base:.2f}x | {v / floor:.0%} |" for n, v in rows]
     from alexnetc.backends.kernels import choose, library
 
-    picks = ", ".join(f"{k[0]} {'x'.join(map(str, k[1]))} {str(k[3]).removeprefix('torch.')}"
-                      f"{' argmax' if k[0] == 'fwd' and k[5] else ''}: {v}"
-                      for k, v in choose.chosen().items())
+    shown = []
+    for k, v in choose.chosen().items():  # k: choose.signature's (kind, shape, stride, dtype, ..)
+        shape = cast("tuple[int, ...]", k[1])
+        shown.append(f"{k[0]} {'x'.join(map(str, shape))} {str(k[3]).removeprefix('torch.')}"
+                     f"{' argmax' if k[0] == 'fwd' and k[5] else ''}: {v}")
+    picks = ", ".join(shown)
     lines += ["", f"alexnetc / torch.compile: {best / base:.2f}x (LRN kernels: forward "
               f"{library.VARIANT}, backward {library.BWD_VARIANT}; "
               f"measured choices: {picks or 'none'})"]

@@ -230,10 +230,10 @@ def cases(shape_name: str, dtype_name: str) -> Iterator[Case]:
         "rows": (lrn_pool_bwd_rows.launch_backward,
                  [_config_dict(cf) for cf in lrn_pool_bwd_rows._configs(iwp)]),
     }
-    for name, (launch_fn, configs) in backwards.items():
+    for name, (backward_fn, configs) in backwards.items():  # (x, dy, idx, dx, ...)
         for cfg in configs:
             rec = Recorder()
-            launch_fn(x, y, idx, x, *lrn_args, wrap=rec, config=cfg)
+            backward_fn(x, y, idx, x, *lrn_args, wrap=rec, config=cfg)
             (launch,) = rec.launches
             steps = _steps(launch.programs, cpt, cfg["CB"], 2 * (LRN.size // 2) * 2)
             yield Case(name + "-bwd", shape_name, dtype_name, True, cfg, launch, steps)

@@ -191,7 +191,8 @@ def _config(args: argparse.Namespace, flags: dict[str, Any], recipe: Any, text: 
         raise UsageError(f"--max-steps {flags['max_steps']} is not beyond the {state['step']} "
                          f"steps {out} has trained (it counts steps in all)")
     lr = flags.pop("lr")
-    stored = replace(stored, **{name: None for name in _NOT_INHERITED})
+    cleared: dict[str, Any] = dict.fromkeys(_NOT_INHERITED)
+    stored = replace(stored, **cleared)
     return stored.override(**flags, out=str(out), spec=args.spec), state, lr
 
 

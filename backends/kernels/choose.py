@@ -32,8 +32,9 @@ from . import lrn_pool
 
 Variants = Mapping[str, Callable[[], object]]
 Timer = Callable[[Callable[[], object], torch.device], float]
+Key = tuple[Hashable, ...]  # what `signature` gives: the op's name first
 
-_chosen: dict[Hashable, str] = {}
+_chosen: dict[Key, str] = {}
 
 
 def _time_cuda(fn: Callable[[], object], device: torch.device) -> float:
@@ -57,7 +58,7 @@ def _time_cuda(fn: Callable[[], object], device: torch.device) -> float:
 timer: Timer = _time_cuda
 
 
-def signature(kind: str, x: Tensor, *params: Hashable) -> tuple[Hashable, ...] | None:
+def signature(kind: str, x: Tensor, *params: Hashable) -> Key | None:
     """What a choice is remembered for: the op, the input's shape, strides, dtype and device,
     and the op's parameters (including whether the argmax is written).  None for symbolic
     sizes (a dynamic-shape trace): they name no one call, and cannot be hashed."""
@@ -78,7 +79,7 @@ def can_measure(*tensors: Tensor) -> bool:
     )
 
 
-def choose(key: Hashable | None, default: str, tensors: tuple[Tensor, ...],
+def choose(key: Key | None, default: str, tensors: tuple[Tensor, ...],
            variants: Callable[[], Variants]) -> str:
     """The variant to run for ``key``: remembered, else timed now when ``tensors`` can be
     timed, else ``default``.  ``variants`` builds the launchers only on a miss; timing runs
@@ -97,7 +98,7 @@ def choose(key: Hashable | None, default: str, tensors: tuple[Tensor, ...],
     return best
 
 
-def chosen() -> dict[Hashable, str]:
+def chosen() -> dict[Key, str]:
     """A copy of the choices made so far (for benchmarks and tests)."""
     return dict(_chosen)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -180,7 +180,8 @@ class AlexnetcModule(nn.Module):
                                                               devices)
             for name in run.frees:  # T x [N x C/T x H' x W'] or [N x C x H' x W'] each
                 del towers[name]
-        last = self.get_submodule(self._output).layout if runs else Layout.REPLICATED
+        last = (cast(StageModule, self.get_submodule(self._output)).layout if runs
+                else Layout.REPLICATED)
         y = gather(towers[self._output], last, devices, "output")[0]  # N x classes on devices[0]
         return y.flatten(1) if self._class_vector else y
 

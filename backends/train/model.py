@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -11,12 +11,16 @@ from torch import Tensor, nn
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.recipe import Recipe
 
+if TYPE_CHECKING:
+    from alexnetc.backends.lowering import AlexnetcModule
+
 
 class DeviceError(ValueError):
     """A --devices value this machine cannot honour (message fit for the command line)."""
 
 
-def build(net: CheckedNetwork, recipe: Recipe, devices: str | None, seed: int) -> nn.Module:
+def build(net: CheckedNetwork, recipe: Recipe, devices: str | None, seed: int
+          ) -> AlexnetcModule:
     """`build_module` with the paper's initialisation, seeded so a run is reproducible."""
     from alexnetc.backends.lowering import build_module, parse_devices
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -40,6 +40,9 @@ from alexnetc.backends.train.optim import PaperSGD, PlateauSchedule
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.pipeline import check
 from alexnetc.compiler.recipe import Recipe
+
+if TYPE_CHECKING:
+    from alexnetc.backends.lowering import AlexnetcModule
 
 STATS_IMAGES = 1000  # images sampled from a folder for the mean and PCA (all, when in memory)
 
@@ -214,7 +217,9 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
                                resuming=True)
     device = input_device(model)
     fmt = memory_format(device)
-    model.to(memory_format=fmt)  # in place: the optimiser below sees these parameters
+    # in place: the optimiser below sees these parameters. Module.to takes memory_format
+    # (documented, torch/nn/modules/module.py); torch's overloads leave it out.
+    model.to(memory_format=fmt)  # type: ignore[call-overload]
     distributed.init(d, device)
     if d.active:  # same initial weights everywhere (seeded), different dropout masks
         torch.manual_seed(cfg.seed * 7_919 + d.rank)
@@ -257,7 +262,7 @@ class LoadedRun:
     cfg: TrainConfig
     net: CheckedNetwork
     recipe: Recipe
-    model: nn.Module
+    model: AlexnetcModule
     augment: Augmenter
     classes: list[str]
     side: int
@@ -278,7 +283,8 @@ def load_run(run_dir: Path, devices: str | None = None) -> LoadedRun:
         cfg = TrainConfig.from_dict(state["config"]).override(devices=devices)
     model = build(net, result.recipe, cfg.devices, cfg.seed)
     checkpoint.ensure_fits(path, state, f"the spec it holds (network {net.name})", net, model)
-    model.to(memory_format=memory_format(input_device(model)))  # as in training
+    # as in training (Module.to's overloads leave out its documented memory_format)
+    model.to(memory_format=memory_format(input_device(model)))  # type: ignore[call-overload]
     with checkpoint.applying(path):
         model.load_state_dict(state["model"])
         stats = PixelStats.from_dict(state["stats"])

@@ -364,6 +364,8 @@ def _pair(param: Param, arg: ast.Arg, op: OpDef[A]) -> Pair | Diagnostic:
         c = _coerce(whole, dataclasses.replace(arg, value=part), op)
         if isinstance(c, Diagnostic):
             return c
-        checked.append(int(c))
+        # a whole-number parameter gives an int (a word never reaches _pair: _coerce keeps it)
+        assert isinstance(c, int), c
+        checked.append(c)
     h, w = checked if len(checked) == 2 else checked * 2
     return Pair(h, w, "x".join(map(str, parts)))

@@ -17,6 +17,7 @@ def write_weights(draft: Draft, sources: dict[str, dict[int, Any]], path: Path,
     import torch
 
     from alexnetc.backends.lowering import (
+        StageModule,
         build_module,
         canonical_state_dict,
         load_canonical_state_dict,
@@ -35,6 +36,7 @@ def write_weights(draft: Draft, sources: dict[str, dict[int, Any]], path: Path,
     with torch.no_grad():
         for name, layers in net.stages():
             stage = model.get_submodule(name)
+            assert isinstance(stage, StageModule), name
             steps = {s.layer: s.name for s in stage.steps}
             for index, mod in sources.get(name, {}).items():
                 prefix = f"{name}.{steps[layers[index].id]}."

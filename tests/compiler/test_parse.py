@@ -11,6 +11,12 @@ from alexnetc.compiler.errors import SYNTAX, Diagnostic, SpecError
 from alexnetc.compiler.parse import KEYWORDS, parse
 
 
+def header_value(net: ast.Network, key: str) -> ast.Value:
+    header = net.header(key)
+    assert header is not None, key
+    return header.value
+
+
 def ops_of(text: str) -> list[ast.OpCall]:
     net = parse(f"input 8x8x3\ns: {text}\n")
     return list(net.stages[0].ops)
@@ -63,8 +69,8 @@ def test_comments_blank_lines_and_continuations() -> None:
 def test_headers_and_settings() -> None:
     net = parse("network N\ninput 227x227x3\ntowers 2\ntrain lr=0.01, epochs=3\n"
                 "augment flip=false pca=0\ns: ReLU\n")
-    assert net.header("input") is not None and net.header("input").value == (227, 227, 3)
-    assert net.header("towers").value == 2
+    assert header_value(net, "input") == (227, 227, 3)
+    assert header_value(net, "towers") == 2
     assert [(s.section, [a.name for a in s.args]) for s in net.settings] == [
         ("train", ["lr", "epochs"]), ("augment", ["flip", "pca"])]
 
@@ -118,7 +124,7 @@ def test_names_that_start_with_a_keyword_are_stage_names(name: str) -> None:
 def test_keyword_prefixed_words_elsewhere_are_names() -> None:
     net = parse("network training\ninput 8x8x3\ntrain init=1, augment=2\n"
                 "s: initial(train=1, towers=input) + augmented\n")
-    assert net.header("network") is not None and net.header("network").value == "training"
+    assert header_value(net, "network") == "training"
     assert [a.name for a in net.settings[0].args] == ["init", "augment"]
     ops = net.stages[0].ops
     assert [o.name for o in ops] == ["initial", "augmented"]
@@ -261,7 +267,7 @@ def test_lines_of_only_spaces_and_indented_comments_are_blank(text: str, crlf: b
     s = net.stages[0]
     assert [o.name for o in s.ops] == ["Conv", "ReLU", "MaxPool"]
     assert [o.joined for o in s.ops] == [False, True, False]
-    assert net.header("input") is not None and net.header("input").value == (8, 8, 3)
+    assert header_value(net, "input") == (8, 8, 3)
 
 
 def test_the_issues_spec_with_a_line_of_spaces_parses() -> None:

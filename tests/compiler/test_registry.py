@@ -138,7 +138,9 @@ def test_arguments_are_described_once_by_their_record() -> None:
                                 "std=…, dilation=1) xC")
     kinds = {p.name: p.kind for p in conv.params}
     assert kinds["remainder"] == ("error", "drop", "ceil") and kinds["size"] is Pair
-    assert conv.param("pad").words == ("same",) and OPS["MaxPool"].param("pad").words == ()
+    conv_pad, pool_pad = conv.param("pad"), OPS["MaxPool"].param("pad")
+    assert conv_pad is not None and conv_pad.words == ("same",)
+    assert pool_pad is not None and pool_pad.words == ()
     bias = conv.param("bias")
     assert kinds["bias"] is float and bias is not None and bias.default is None
     assert bias.words == ("false",)  # bias=false: no bias parameter

@@ -59,16 +59,19 @@ class Reference:
     ops: list[tuple[str, tuple[int, int, int, bool]]] = field(default_factory=list)
 
 
-def _values(msg: Message, key: str) -> list[str]:
+def _values(msg: Message | None, key: str) -> list[str]:
+    """The scalar values of `key`; none in a parameter message left out (Caffe's defaults)."""
+    if msg is None:
+        return []
     return [f.value.text for f in msg.all(key) if not isinstance(f.value, Message)]
 
 
 def _num(msg: Message | None, key: str, default: float) -> float:
-    found = _values(msg, key) if msg is not None else []
+    found = _values(msg, key)
     return float(found[-1]) if found else default
 
 
-def _hw(p: Message, key: str, default: int) -> tuple[int, int]:
+def _hw(p: Message | None, key: str, default: int) -> tuple[int, int]:
     values = [int(v) for v in _values(p, key)]
     stem = key.replace("_size", "")
     if values:
@@ -121,7 +124,9 @@ def _pool_op(layer: Message) -> str:
 def _layer(kind: str, layer: Message, ins: list[tuple[int, ...]],
            image: tuple[int, int, int] | None) -> tuple[tuple[int, ...], int]:
     if kind == "Input":
-        shape = layer.message("input_param").messages("shape")[0]
+        param = layer.message("input_param")
+        assert param is not None, "an Input layer without input_param"
+        shape = param.messages("shape")[0]
         n, c, h, w = (int(v) for v in _values(shape, "dim"))
         return ((c, h, w) if image is None else (image[2], image[0], image[1])), 0
     if kind == "Data":
@@ -144,7 +149,7 @@ def _layer(kind: str, layer: Message, ins: list[tuple[int, ...]],
     return (ins[0] if ins else ()), 0
 
 
-def _conv(p: Message, x: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
+def _conv(p: Message | None, x: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
     c, h, w = x
     (kh, kw), (sh, sw), (ph, pw) = _hw(p, "kernel_size", 0), _hw(p, "stride", 1), _hw(p, "pad", 0)
     d = int(_num(p, "dilation", 1))
@@ -155,7 +160,7 @@ def _conv(p: Message, x: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
     return (n, oh, ow), kh * kw * (c // group) * n + (n if bias else 0)
 
 
-def _pool(p: Message, x: tuple[int, ...]) -> tuple[int, ...]:
+def _pool(p: Message | None, x: tuple[int, ...]) -> tuple[int, ...]:
     c, h, w = x
     if _values(p, "global_pooling") == ["true"]:
         return c, 1, 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alexnetc.compiler.errors import SpecError
-from alexnetc.importers.prototxt import Message, Value, parse
+from alexnetc.importers.prototxt import Field, Message, Value, parse
 from alexnetc.importers.source import Source
 
 
@@ -16,6 +16,18 @@ def _parse(tmp_path: Path, text: str) -> Message:
     path = tmp_path / "t.prototxt"
     path.write_text(text)
     return parse(Source.read(path))
+
+
+def _message(m: Message, name: str) -> Message:
+    found = m.message(name)
+    assert found is not None, name
+    return found
+
+
+def _text(f: Field | None) -> str:
+    """A scalar field's text."""
+    assert f is not None and isinstance(f.value, Value), f
+    return f.value.text
 
 
 def _error(tmp_path: Path, text: str) -> tuple[int, int, int, str, str]:
@@ -31,11 +43,9 @@ def test_fields_messages_and_positions(tmp_path: Path) -> None:
                            'layer {\n  name: "data"\n'
                            "  input_param { shape: { dim: 10 dim: 3 dim: 227 dim: 227 } }\n}\n")
     assert top.names() == ["name", "layer"]
-    layer = top.message("layer")
-    assert layer is not None
-    shape = layer.message("input_param").message("shape")
+    shape = _message(_message(_message(top, "layer"), "input_param"), "shape")
     dims = shape.all("dim")
-    assert [d.value.text for d in dims] == ["10", "3", "227", "227"]
+    assert [_text(d) for d in dims] == ["10", "3", "227", "227"]
     name = top.get("name")
     assert name is not None and isinstance(name.value, Value)
     assert (name.loc.line, name.loc.col, name.value.loc.col, name.value.loc.end_col) == \
@@ -54,14 +64,14 @@ def test_scalars_as_protobuf_writes_them(tmp_path: Path) -> None:
         "a": "1e-4", "b": ".75", "c": "1.", "d": "-3", "e": "0.5f", "dim": "224", "x": "1"}
     assert values["s"].text == "it'sa\tb" and values["s"].kind == "string"
     assert (values["t"].kind, values["u"].kind) == ("word", "word")
-    assert [f.value.text for f in top.all("dim")] == ["1", "3", "224"]
+    assert [_text(f) for f in top.all("dim")] == ["1", "3", "224"]
     assert top.message("y") is not None
 
 
 def test_repeated_fields_keep_order_and_get_takes_the_last(tmp_path: Path) -> None:
     top = _parse(tmp_path, 'bottom: "a"\nbottom: "b"\ntop: "c"\n')
-    assert [f.value.text for f in top.all("bottom")] == ["a", "b"]
-    assert top.get("bottom").value.text == "b"
+    assert [_text(f) for f in top.all("bottom")] == ["a", "b"]
+    assert _text(top.get("bottom")) == "b"
     assert top.get("nothing") is None and top.messages("bottom") == []
 
 

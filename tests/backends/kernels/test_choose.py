@@ -58,17 +58,17 @@ def test_the_fastest_is_chosen_and_remembered(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setattr(choose, "timer", lambda fn, device: (fn(), next(times))[1])
     monkeypatch.setattr(choose, "can_measure", lambda *t: True)
     x = torch.zeros(1)
-    assert choose.choose("k", "a", (x,), variants) == "b"
-    assert choose.choose("k", "a", (x,), variants) == "b"  # remembered: not built nor timed
+    assert choose.choose(("k",), "a", (x,), variants) == "b"
+    assert choose.choose(("k",), "a", (x,), variants) == "b"  # remembered: not built nor timed
     assert runs == ["a", "b"] and built == [1]
-    assert choose.chosen() == {"k": "b"}
+    assert choose.chosen() == {("k",): "b"}
 
 
 def test_what_cannot_be_timed_gets_the_default_and_is_not_remembered() -> None:
     def never() -> dict[str, Callable[[], object]]:
         raise AssertionError("built")
 
-    assert choose.choose("k", "a", (torch.zeros(1),), never) == "a"  # a CPU tensor
+    assert choose.choose(("k",), "a", (torch.zeros(1),), never) == "a"  # a CPU tensor
     assert choose.choose(None, "a", (torch.zeros(1),), never) == "a"  # no signature
     assert choose.chosen() == {}
 

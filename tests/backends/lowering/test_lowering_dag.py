@@ -177,7 +177,8 @@ def watched(model: AlexnetcModule, net: CheckedNetwork) -> Iterator[Refs]:
     for stage in stages:
         assert isinstance(stage, StageModule)
         if model.merged:
-            stage.whole = _around(stage, stage.whole, before, after)
+            # an instance attribute shadowing the method (popped below)
+            stage.__dict__["whole"] = _around(stage, stage.whole, before, after)
         else:
             handles.append(stage.register_forward_pre_hook(lambda s, args: before(s)))
             handles.append(stage.register_forward_hook(lambda s, args, out: after(s, out)))

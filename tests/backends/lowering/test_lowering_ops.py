@@ -38,6 +38,13 @@ def _net(text: str):
     return result.network
 
 
+def _sharded(model: torch.nn.Module, path: str) -> Sharded:
+    """The layer with parameters at `path` (`f.fc`: stage f's FC)."""
+    layer = model.get_submodule(path)
+    assert isinstance(layer, Sharded), path
+    return layer
+
+
 def exports(net, m, x: torch.Tensor, want: torch.Tensor, tmp_path):
     """`m`'s .pt2 program computes `want` from `x`; its ONNX model (None without onnx)."""
     export_program(net, None, b"", tmp_path / "m.pt2", model=m)
@@ -155,31 +162,33 @@ def test_final_softmax_only_in_predict_and_middle_softmax_in_forward():
     logits = m(x)
     torch.testing.assert_close(m.predict(x), torch.softmax(logits, 1))
     mid = build_module(_net("input 1x1x3\nf: FC(4) + Softmax\ng: FC(2)\n"), devices=["cpu"])
-    h = torch.softmax(F.linear(x.flatten(1), mid.f.fc.towers[0].weight, mid.f.fc.towers[0].bias),
-                      1)
-    torch.testing.assert_close(mid(x), F.linear(h, mid.g.fc.towers[0].weight,
-                                                mid.g.fc.towers[0].bias))
+    h = torch.softmax(F.linear(x.flatten(1), mid.get_parameter("f.fc.towers.0.weight"),
+                               mid.get_parameter("f.fc.towers.0.bias")), 1)
+    torch.testing.assert_close(mid(x), F.linear(h, mid.get_parameter("g.fc.towers.0.weight"),
+                                                mid.get_parameter("g.fc.towers.0.bias")))
     torch.testing.assert_close(mid.predict(x), mid(x))  # no final Softmax: predict = forward
 
 
-def _full(sharded) -> torch.Tensor:
-    return torch.cat([s.weight for s in sharded.towers], 0)
+def _full(sharded: Sharded) -> torch.Tensor:
+    return torch.cat([s.get_parameter("weight") for s in sharded.towers], 0)
 
 
 def test_init_as_the_paper_with_spec_overrides(alexnet):
     net, recipe = alexnet
     m = build_module(net, recipe, devices=["cpu"])
-    biases = {name: getattr(m, name).fc.towers[0].bias if name.startswith("fc")
-              else getattr(m, name).conv.towers[0].bias for name in m.stage_names}
+    biases = {name: m.get_parameter(f"{name}.{'fc' if name.startswith('fc') else 'conv'}"
+                                    ".towers.0.bias") for name in m.stage_names}
     assert {n for n, b in biases.items() if torch.all(b == 1)} == {"conv2", "conv4", "conv5",
                                                                      "fc6", "fc7"}
     assert torch.all(biases["conv1"] == 0) and torch.all(biases["fc8"] == 0)
-    w = _full(m.fc6.fc)
+    w = _full(_sharded(m, "fc6.fc"))
     assert w.mean().abs() < 1e-4 and w.std().item() == pytest.approx(0.01, rel=1e-2)
     other = _net("input 4x4x1\nc: Conv(3,1) x4\nd: Conv(1,1, std=0.5, bias=-2) x4\n")
     m2 = build_module(other, Recipe(init=Init(std=2.0, bias=0.25)), devices=["cpu"])
-    assert _full(m2.c.conv).std().item() > 1.0 and torch.all(m2.c.conv.towers[0].bias == 0.25)
-    assert _full(m2.d.conv).std().item() < 1.0 and torch.all(m2.d.conv.towers[0].bias == -2)
+    assert _full(_sharded(m2, "c.conv")).std().item() > 1.0
+    assert torch.all(m2.get_parameter("c.conv.towers.0.bias") == 0.25)
+    assert _full(_sharded(m2, "d.conv")).std().item() < 1.0
+    assert torch.all(m2.get_parameter("d.conv.towers.0.bias") == -2)
 
 
 def test_seed_makes_weights_reproducible(alexnet):
@@ -195,8 +204,8 @@ def test_seed_makes_weights_reproducible(alexnet):
 def test_fused_chain_is_one_op_and_fused_true_needs_the_kernels(alexnet):
     net, recipe = alexnet
     m = build_module(net, recipe, devices=["cpu"], fused=False)
-    assert isinstance(m.conv1.relu_lrn_pool, FusedChain)
-    assert isinstance(m.conv5.relu_pool, FusedChain)
+    assert isinstance(m.get_submodule("conv1.relu_lrn_pool"), FusedChain)
+    assert isinstance(m.get_submodule("conv5.relu_pool"), FusedChain)
     if not kernel_available("cpu"):  # the kernels' tests may turn on the Triton interpreter
         with pytest.raises(ValueError, match="fused=True"):
             build_module(net, recipe, devices=["cpu"], fused=True)
@@ -241,7 +250,7 @@ def test_leaky_relu_is_torchs_and_exports(tmp_path):
         0.2, 0.01]
     m = build_module(net, devices=["cpu"], seed=4).eval()
     x = torch.randn(3, 2, 4, 4)
-    conv = m.a.conv
+    conv = _sharded(m, "a.conv")
     want = F.leaky_relu(F.leaky_relu(F.conv2d(x, conv.joined("weight"), conv.joined("bias")),
                                      0.2))  # b: the default slope, PyTorch's 0.01
     torch.testing.assert_close(m(x), want)
@@ -315,6 +324,7 @@ def test_ceil_pools_are_torchs_ceil_mode_and_export(tmp_path):
                 assert n + 2 * pad < size  # only a window larger than the input fails
                 continue
             want = F.max_pool2d(torch.zeros(1, 1, n, n), size, stride, pad, ceil_mode=True)
+            assert result.network is not None
             assert result.network.output.h == want.shape[-1], (n, size, stride, pad)
     net = _net("input 10x10x2\np: MaxPool(3,2, remainder=ceil) -> 5x5x2\n"
                "q: AvgPool(2,2, pad=1, remainder=ceil) -> 3x3x2\nf: FC(3)\n")

@@ -59,7 +59,7 @@ def test_alexnet_two_cpu_towers_forward_backward(alexnet):
         assert sum(moved.values()) == net.cross_tower_bytes() * 2
         torch.nn.functional.cross_entropy(y, torch.tensor([3, 7])).backward()
         outs.append(y.detach())
-        grads.append(m.conv1.conv.towers[1].weight.grad)
+        grads.append(m.get_parameter("conv1.conv.towers.1.weight").grad)
     assert keys[0] == keys[1] and "conv1.conv.towers.1.weight" in keys[0]
     assert outs[0].shape == (2, 1000)
     torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)

@@ -1,0 +1,1 @@
+../../alexnetc/__init__.py

@@ -1,0 +1,1 @@
+../../alexnetc/__main__.py

@@ -1,0 +1,1 @@
+../../alexnetc/atomic.py

@@ -22,7 +22,7 @@ from alexnetc import __version__
 from alexnetc.compiler.errors import SpecError
 
 # Subcommands, each a module in alexnetc.cli with `register(subparsers)`.
-COMMANDS = ("check", "compile", "train", "eval", "predict", "plot", "graph", "import")
+COMMANDS = ("check", "compile", "train", "eval", "predict", "plot", "graph", "import", "prepare")
 # A command whose module has another name (`import` is a Python keyword).
 MODULES = {"import": "importing"}
 

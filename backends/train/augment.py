@@ -56,6 +56,13 @@ def pixel_stats(batches: Iterable[Tensor]) -> PixelStats:
         count += p.shape[1]
     if total is None or outer is None or count == 0:
         raise ValueError("no training images to compute pixel statistics from")
+    return stats_from_sums(total, outer, count)
+
+
+def stats_from_sums(total: Tensor, outer: Tensor, count: int) -> PixelStats:
+    """The statistics from the pixels' sum (C), the sum of their outer products (C x C) and
+    their count, float64 holding exact integers: `alexnetc prepare` sums while converting,
+    and gets what `pixel_stats` gets from the same images, to the bit."""
     mean = total / count  # C
     cov = (outer / count - torch.outer(mean, mean)) / 255.0**2  # C x C, [0, 1] units
     eigvals, eigvecs = torch.linalg.eigh(cov)

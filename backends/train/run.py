@@ -223,7 +223,9 @@ def start(cfg: TrainConfig, net: CheckedNetwork, recipe: Recipe, spec_text: str,
     distributed.init(d, device)
     if d.active:  # same initial weights everywhere (seeded), different dropout masks
         torch.manual_seed(cfg.seed * 7_919 + d.rank)
-    stats = PixelStats.from_dict(state["stats"]) if state else training_stats(data, cfg, bad)
+    # a prepared set carries its training split's exact statistics: no sample to read
+    stats = (PixelStats.from_dict(state["stats"]) if state
+             else data.stats or training_stats(data, cfg, bad))
     augment = Augmenter(stats, (net.input.h, net.input.w), flip=cfg.flip, pca=cfg.pca,
                         subtract_mean=cfg.mean, device=device)
     optimiser = PaperSGD(model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -13,6 +13,7 @@ from alexnetc.backends.train.data import (
     BadImages,
     DataError,
     FolderImages,
+    TensorImages,
     collate,
     digits,
     epoch_order,
@@ -134,6 +135,7 @@ def test_collate_of_only_bad_items_is_empty() -> None:
 
 def test_digits_are_resized_replicated_and_split() -> None:
     ds = digits(20, 3)
+    assert isinstance(ds.train, TensorImages) and isinstance(ds.val, TensorImages)
     x, _, problem = ds.train[0]
     assert x is not None and x.shape == (3, 20, 20) and x.dtype == torch.uint8
     assert torch.equal(x[0], x[1]) and torch.equal(x[0], x[2])

@@ -223,8 +223,15 @@ class _Parser:
         return Value("number", tok.text, self._loc(tok))
 
 
+_CONFLICT = re.compile(r"(<{7}|={7}|>{7})(?:\s|$)")
+
+
 def _tokens(source: Source) -> Iterator[_Token]:
     for n, line in enumerate(source.lines, start=1):
+        if _CONFLICT.match(line):  # `<` opens a message too: say what it is before it nests
+            raise source.fail(MALFORMED, source.loc(n, 1, 7), "a merge-conflict marker",
+                              "the file was saved mid-merge: resolve the conflict (keep one "
+                              "side) and import it again")
         i = 0
         while i < len(line):
             ch = line[i]

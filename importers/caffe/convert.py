@@ -102,7 +102,8 @@ class Converter:
             self.image = name
         if blob.flatten is not None and layer.type != "InnerProduct":
             raise Problem(UNSUPPORTED, loc, f"'{layer.name}' ({layer.type}) reads the output "
-                          f"of Flatten '{blob.flatten}'", "alexnetc flattens only into an FC")
+                          f"of '{blob.flatten}', which flattens it",
+                          "alexnetc flattens only into an FC")
         return blob
 
     def one_bottom(self, layer: Layer) -> tuple[Blob, Shape]:

@@ -38,6 +38,7 @@ KNOWN_FIELDS = {
     "scale_param": ("axis", "num_axes", "filler", "bias_term", "bias_filler"),
     "softmax_param": ("engine", "axis"),
     "prelu_param": ("filler", "channel_shared"),
+    "reshape_param": ("shape", "axis", "num_axes"),
 }
 
 

@@ -83,7 +83,7 @@ def fc(c: Converter, layer: Layer) -> None:
     _channel_axis(p, layer)
     comments = []
     if blob.flatten is not None:
-        comments.append(f"Flatten '{blob.flatten}' left out: FC flattens its input")
+        comments.append(f"'{blob.flatten}' (a flatten) left out: FC flattens its input")
     op = call("FC", [str(out)], init_keywords(c.fillers, p))
     stage = c.new_stage(layer, op, [blob], "weighted", comments)
     c.made(layer, stage, Shape(1, 1, out, flat=True))
@@ -321,6 +321,25 @@ def flatten(c: Converter, layer: Layer) -> None:
     c.made(layer, blob.stage, Shape(1, 1, shape.elements, flat=True), layer.name)
 
 
+def reshape(c: Converter, layer: Layer) -> None:
+    """A Reshape to N × everything (`shape { dim: 0 dim: -1 }`, or the count written out) is
+    a Flatten, which only an FC may read; any other shape has no counterpart."""
+    p = c.param(layer, "reshape_param")
+    shape = c.one_bottom(layer)[1]
+    dims = [signed(f) for m in p.messages("shape") for f in m.all("dim")]
+    axis, num_axes = opt(p, "axis", signed, 0), opt(p, "num_axes", signed, -1)
+    rest = shape.elements
+    if (axis, num_axes) == (0, -1):
+        flat = dims in ([0, -1], [0, rest], [-1, rest])
+    else:
+        flat = (axis, num_axes) in ((1, -1), (-3, -1)) and dims in ([-1], [rest])
+    if not flat:
+        raise Problem(UNSUPPORTED, layer.type_loc, f"Reshape layer '{layer.name}' reshapes "
+                      f"{shape} to ({', '.join(map(str, dims))})", "alexnetc reshapes only "
+                      "by flattening into an FC (`shape { dim: 0 dim: -1 }`)")
+    flatten(c, layer)
+
+
 def _count(p: Message, layer: Layer) -> int:
     f = single(p, "num_output")
     if f is None:
@@ -340,6 +359,7 @@ HANDLERS: dict[str, Callable[[Converter, Layer], None]] = {
     "PReLU": prelu, "TanH": activation, "Sigmoid": activation, "Dropout": dropout,
     "BatchNorm": batch_norm, "Scale": scale, "Concat": concat, "Eltwise": eltwise,
     "Softmax": softmax, "SoftmaxWithLoss": softmax, "Split": split, "Flatten": flatten,
+    "Reshape": reshape,
     **dict.fromkeys(DATA_TYPES, data),
 }
 

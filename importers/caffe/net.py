@@ -69,7 +69,6 @@ WHY_NOT = {
     "Deconvolution": "alexnetc has no transposed convolution",
     "Crop": "alexnetc has no crop between layers",
     "Slice": "alexnetc cannot split a blob's channels",
-    "Reshape": "alexnetc cannot reshape between layers",
     "Bias": "alexnetc adds biases only inside Conv and FC",
     "EuclideanLoss": "alexnetc trains classifiers with the softmax cross-entropy loss",
     "SigmoidCrossEntropyLoss": "alexnetc trains classifiers with the softmax cross-entropy loss",
@@ -140,7 +139,7 @@ class Versions:
 
 
 def _passes_through(layer: Layer) -> bool:
-    return layer.type in ("Split", "Flatten") or (layer.type == "Concat"
+    return layer.type in ("Split", "Flatten", "Reshape") or (layer.type == "Concat"
                                                   and len(layer.bottoms) == 1)
 
 
@@ -255,7 +254,7 @@ def known_bottoms(layers: list[Layer], inputs: Iterable[str], source: Source) ->
         for t in layer.top_names:
             first_maker.setdefault(t, layer)
     bad: set[int] = set()
-    for layer in layers:
+    for i, layer in enumerate(layers):
         for b in layer.bottoms:
             name = text_of(b)
             if name in made:
@@ -263,19 +262,28 @@ def known_bottoms(layers: list[Layer], inputs: Iterable[str], source: Source) ->
             bad.add(layer.index)
             loc = value_loc(b)
             maker = first_maker.get(name)
-            if maker is not None:
+            if maker is not None and maker is not layer:
                 source.error(INCONSISTENT, loc, f"bottom \"{name}\" of '{layer.name}' is made "
                              f"only later, by '{maker.name}' (line {maker.loc.line})",
                              "Caffe runs the layers in the order written: move this layer "
                              "below it")
                 continue
-            close = closest(name, sorted(made))
             source.error(INCONSISTENT, loc, f"bottom \"{name}\" of '{layer.name}' is made by "
-                         "no layer above it",
-                         f'did you mean "{close}"?' if close else
-                         "a bottom names a top of an earlier layer, or a net `input`")
+                         "no layer above it", _missing_hint(name, made, layers[:i]))
         made.update(layer.top_names)
     return bad
+
+
+def _missing_hint(name: str, made: set[str], above: list[Layer]) -> str:
+    """A layer above named like the blob, whose top is spelt otherwise, is the likelier slip
+    than the closest spelling among all tops."""
+    for layer in reversed(above):
+        if layer.name == name and layer.top_names:
+            return (f"layer '{name}' writes its output as \"{layer.top_names[0]}\": did you "
+                    f"mean \"{layer.top_names[0]}\"?")
+    close = closest(name, sorted(made))
+    return (f'did you mean "{close}"?' if close else
+            "a bottom names a top of an earlier layer, or a net `input`")
 
 
 def output_path(layers: list[Layer]) -> tuple[list[Layer], list[Layer]]:

@@ -105,8 +105,9 @@ def slide(shape: Shape, window: Window, layer: Layer, conv: bool,
                           f"{n}-pixel input of '{layer.name}'" + (f" padded by {p}" if p else ""),
                           "use a smaller window")
         if p > span // 2:
-            raise Problem(UNSUPPORTED, window.pad_loc, f"padding {p} is more than half the "
-                          f"window of {span}", "alexnetc pads at most half a window each side")
+            raise Problem(UNSUPPORTED, window.pad_loc, f"{layer.type} '{layer.name}' pads by "
+                          f"{p}, more than half its window of {span}", "alexnetc pads at most "
+                          "half a window each side (Caffe widens the output with the padding)")
         out, odd = conv_length(n, k, s, p, d) if conv else pool_length(n, k, s, p, ceil)
         sizes.append(out)
         uneven = uneven or odd

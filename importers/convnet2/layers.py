@@ -275,8 +275,9 @@ def pool_op(r: Reader, node: Node) -> Op:
         x = into.h if (into.h - size) % stride else into.w
         node.comments.append(f"cuda-convnet2 rounds up: ⌈({x} − {size}) / {stride}⌉ + 1 = "
                              f"{out.h if (into.h - size) % stride else out.w}"
-                             + ("; the edge window averages the pixels inside it"
-                                if kind == "AvgPool" else ""))
+                             + ("; the edge window averages the pixels inside it, as "
+                                f"cuda-convnet2's does (the first cuda-convnet divides it "
+                                f"by {size}² all the same)" if kind == "AvgPool" else ""))
         return Op(f"{kind}({size},{stride}, remainder=ceil)")
     return Op(f"{kind}({size},{stride})")
 

@@ -139,12 +139,39 @@ class Reader:
         keep = self.draft.names.of(end)
         while self.draft.stages[-1].name != keep:
             self.draft.stages.pop()
+        unread = _drop_unread(self.draft)
         last = len(self.layers) - 1
         left = f"layer {layer.index}" if last == layer.index else \
             f"layers {layer.index}–{last}"
         self.draft.notes.append(f"--skip-unsupported cut the network before {layer.title}: "
-                                f"{left} left out")
+                                f"{left} left out" + (f", and {', '.join(unread)}, which "
+                                f"{keep} does not read" if unread else ""))
         return Diagnostic(UNSUPPORTED, u.loc, f"{layer.title}: {u.message}; --skip-"
                           f"unsupported cuts the network before it",
                           f"the spec ends with {keep} (layer {layer.index - 1}); {left} "
                           "left out", Severity.WARNING)
+
+
+def _drop_unread(draft: Draft) -> list[str]:
+    """Drop the stages the last one does not read (a cut before a detection head can leave
+    the branch that fed only the head): the names of those dropped."""
+    reads: dict[str, tuple[str, ...]] = {}
+    before = NETWORK_INPUT
+    for stage in draft.stages:
+        reads[stage.name] = stage.sources if stage.sources is not None else (before,)
+        before = stage.name
+    needed = {draft.stages[-1].name}
+    for stage in reversed(draft.stages):
+        if stage.name in needed:
+            needed.update(reads[stage.name])
+    dropped = [s.name for s in draft.stages if s.name not in needed]
+    kept = [s for s in draft.stages if s.name in needed]
+    before = NETWORK_INPUT
+    for stage in kept:
+        if stage.sources is None and reads[stage.name] != (before,):
+            stage.sources = reads[stage.name]
+        elif stage.sources == (before,):
+            stage.sources = None
+        before = stage.name
+    draft.stages[:] = kept
+    return dropped

@@ -170,6 +170,8 @@ class Reader:
         from torch import fx
 
         first = node.args[0] if node.args else next(iter(node.kwargs.values()), None)
+        if isinstance(first, list | tuple) and len(first) == 1:
+            first = first[0]  # torch.cat([x], 1): x
         others = [a for a in node.all_input_nodes if a is not first and a in self.vals]
         if not isinstance(first, fx.Node) or first not in self.vals or others:
             raise Unsupported(f"{self._name(node)} reads a tensor that is not computed "

@@ -212,6 +212,28 @@ def test_alexnet_has_its_published_parameter_count(name: str) -> None:
     assert result.network.total().params == 60_965_224
 
 
+@pytest.mark.parametrize(("name", "params"), [
+    ("squeezenet/SqueezeNet_v1.1_deploy", 1_235_496),
+    ("mobilenet/mobilenet_deploy", 4_231_976),
+    ("vgg/VGG_ILSVRC_16_layers_deploy", 138_357_544),
+    ("resnet/ResNet-50-deploy", 25_557_096),  # torchvision's 25,557,032 + conv1's 64 biases
+])
+def test_published_nets_have_their_published_parameter_counts(name: str, params: int) -> None:
+    """Copies of the published files (DeepScale, shicai/MobileNet-Caffe, the VGG gist's V1
+    `layers` with `input_dim`, KaimingHe)."""
+    _, result, _ = imported(FIXTURES / f"{name}.prototxt")
+    assert result.network is not None
+    assert result.network.total().params == params
+
+
+def test_depthwise_convolution_keeps_its_groups() -> None:
+    """MobileNet's depthwise layers are Caffe convolutions with `group` = channels."""
+    text, _, _ = imported(FIXTURES / "mobilenet" / "mobilenet_deploy.prototxt")
+    assert "conv2_1_dw: Conv(3,1, pad=1, groups=32, bias=false) x32; " \
+        "BatchNorm(momentum=0.001) + ReLU" in text
+    assert "conv6_dw: Conv(3,1, pad=1, groups=1024, bias=false) x1024;" in text
+
+
 @pytest.mark.parametrize("name", ["nin_imagenet/deploy", "nin_imagenet/train_val"])
 def test_nin_has_the_parameter_count_of_specs_nin(name: str) -> None:
     _, result, _ = imported(FIXTURES / f"{name}.prototxt")
@@ -373,6 +395,31 @@ def test_a_reader_before_an_in_place_layer_sees_the_blob_before_it(tmp_path: Pat
 def _ops(text: str, stage: str) -> list[str]:
     line = next(line for line in text.splitlines() if line.startswith(f"{stage}:"))
     return [op.strip() for op in line.split(":", 1)[1].split("#")[0].replace("+", ";").split(";")]
+
+
+@pytest.mark.parametrize("shape", ["dim: 0 dim: -1", "dim: 0 dim: 256", "dim: -1 dim: 256"])
+def test_reshape_to_a_vector_before_an_fc_is_a_flatten(tmp_path: Path, shape: str) -> None:
+    body = (_conv_layer("conv1", "data", 4) + _inplace("relu1", "ReLU", "conv1")
+            + f'layer {{ name: "flat" type: "Reshape" bottom: "conv1" top: "flat"\n'
+            f'  reshape_param {{ shape {{ {shape} }} }} }}\n'
+            'layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc"\n'
+            '  inner_product_param { num_output: 10 } }\n')
+    path = _net(tmp_path, body, 'input: "data"\ninput_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n')
+    text, result, _ = imported(path)
+    assert result.network is not None, text
+    assert result.network.total().params == (27 * 4 + 4) + (8 * 8 * 4 * 10 + 10)
+    assert "conv1: Conv(3,1, pad=1) x4 + ReLU" in text
+    assert "fc: FC(10)  # 'flat' (a flatten) left out: FC flattens its input" in text
+
+
+def test_reshape_to_anything_else_is_a_located_error(tmp_path: Path) -> None:
+    body = (_conv_layer("conv1", "data", 4)
+            + 'layer { name: "r" type: "Reshape" bottom: "conv1" top: "r"\n'
+            '  reshape_param { shape { dim: 0 dim: 16 dim: 16 dim: 4 } } }\n')
+    with pytest.raises(SpecError) as e:
+        FORMAT.read([str(_net(tmp_path, body))], Options())
+    message = str(e.value)
+    assert ":3:" in message and "Reshape layer 'r' reshapes 32x32x4 to (0, 16, 16, 4)" in message
 
 
 def test_flatten_split_leaky_relu_and_global_pooling(tmp_path: Path) -> None:

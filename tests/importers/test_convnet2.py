@@ -42,6 +42,8 @@ NETS = {  # layer file: (its layer-params file, the --input cuda-convnet2's prov
     "layers-imagenet-2gpu-model.cfg": ("layer-params-imagenet-2gpu-model.cfg", (224, 224, 3)),
     "layers-imagenet-1gpu.cfg": ("layer-params-imagenet-1gpu.cfg", (224, 224, 3)),
     "layers-80sec.cfg": ("layer-params-80sec.cfg", (32, 32, 3)),
+    # as published in a cuda-convnet fork: each pool's neuron=relu after the pool
+    "layers-80sec-relu-after-pool.cfg": ("layer-params-80sec-relu-after-pool.cfg", (32, 32, 3)),
 }
 OPS = {"conv": "Conv", "fc": "FC", "cmrnorm": "ResNorm", "dropout": "Dropout",
        "dropout2": "Dropout"}
@@ -224,6 +226,9 @@ def test_conventions_are_converted_and_said() -> None:
     assert "epsB (the biases' learning rate): 0.02" in text
     text, _ = imported("layers-80sec.cfg")
     assert "AvgPool(3,2, remainder=ceil)" in text and "⌈(16 − 3) / 2⌉ + 1 = 8" in text
+    # cuda-convnet's AvgPooler(sizeX²) against cudaconv3's a / regionSize: both said
+    assert "averages the pixels inside it, as cuda-convnet2's does (the first cuda-convnet " \
+           "divides it by 3² all the same)" in text
     assert "weight_decay=0.004" in text and "fc10 0.01" in text  # per-layer wc, said
 
 

@@ -161,7 +161,8 @@ def stage_outputs(result: CheckResult) -> dict[int, tuple[int, int, int]]:
     return found
 
 
-PUBLISHED = ["alexnet", "darknet19", "vgg-16", "darknet53", "resnet18-projection"]
+PUBLISHED = ["alexnet", "darknet19", "vgg-16", "darknet53", "resnet18-projection", "extraction",
+             "densenet201"]
 
 
 @pytest.mark.parametrize("name", PUBLISHED)
@@ -279,6 +280,25 @@ def test_yolo_head_is_unsupported_and_can_be_cut(capsys: pytest.CaptureFixture[s
     code, spec, err = run_import(FIXTURES / "tiny-yolo-voc.cfg", capsys, "--skip-unsupported")
     assert "warning: layer 11 ([maxpool])" in err and "layers 11–15 left out" in err
     assert "# --skip-unsupported cut the network before layer 11 ([maxpool])" in spec
+
+
+def test_a_cut_drops_the_branch_only_the_head_read(capsys: pytest.CaptureFixture[str]) -> None:
+    """yolov2.cfg (pjreddie's, as published): cut before its [reorg] (layer 27), the network
+    ends with layer 26, which reads layer 16 through a [route]; layers 17–24 fed only the
+    head, so they are left out rather than written as stages nothing reads."""
+    path = FIXTURES / "yolov2.cfg"
+    code, spec, err = run_import(path, capsys, "--skip-unsupported")
+    assert code == 0 and "never read" not in err
+    assert "layers 27–31 left out, and pool17, conv18" in " ".join(spec.replace("#", "").split())
+    result = imported(path, capsys, "--skip-unsupported")
+    assert result.network is not None
+    names = [name for name, _ in result.network.stages()]
+    assert names[-2:] == ["conv16", "conv26"] and "conv24" not in names
+    _, layers = darknet_layers(path.read_text())
+    kept = [*range(17), 26]
+    assert result.network.total().params == sum(layers[i].params for i in kept)
+    last = layers[26]
+    assert result.network.output.dims() == (last.h, last.w, last.c)
 
 
 def test_import_writes_a_spec_that_checks(tmp_path: Path,

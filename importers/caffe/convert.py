@@ -29,7 +29,7 @@ class Blob:
     stage: Stage | None
     shape: Shape | None
     label: bool = False  # a data layer's labels: read only by losses and accuracies
-    flatten: str | None = None  # the Flatten layer that made it (only an FC may read it)
+    flatten: str | None = None  # the Flatten (or Reshape) 'name' that made it: only an FC reads it
 
 
 class Converter:
@@ -102,8 +102,7 @@ class Converter:
             self.image = name
         if blob.flatten is not None and layer.type != "InnerProduct":
             raise Problem(UNSUPPORTED, loc, f"'{layer.name}' ({layer.type}) reads the output "
-                          f"of '{blob.flatten}', which flattens it",
-                          "alexnetc flattens only into an FC")
+                          f"of {blob.flatten}", "alexnetc flattens only into an FC")
         return blob
 
     def one_bottom(self, layer: Layer) -> tuple[Blob, Shape]:

@@ -83,7 +83,7 @@ def fc(c: Converter, layer: Layer) -> None:
     _channel_axis(p, layer)
     comments = []
     if blob.flatten is not None:
-        comments.append(f"'{blob.flatten}' (a flatten) left out: FC flattens its input")
+        comments.append(f"{blob.flatten} left out: FC flattens its input")
     op = call("FC", [str(out)], init_keywords(c.fillers, p))
     stage = c.new_stage(layer, op, [blob], "weighted", comments)
     c.made(layer, stage, Shape(1, 1, out, flat=True))
@@ -318,7 +318,8 @@ def split(c: Converter, layer: Layer) -> None:
 
 def flatten(c: Converter, layer: Layer) -> None:
     blob, shape = c.one_bottom(layer)
-    c.made(layer, blob.stage, Shape(1, 1, shape.elements, flat=True), layer.name)
+    c.made(layer, blob.stage, Shape(1, 1, shape.elements, flat=True),
+           f"{layer.type} '{layer.name}'")
 
 
 def reshape(c: Converter, layer: Layer) -> None:

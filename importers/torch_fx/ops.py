@@ -12,7 +12,7 @@ from alexnetc.importers.draft import Stage, number, side
 
 SUPPORTED = ("Conv2d, Linear, BatchNorm2d/1d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, ReLU, "
              "ReLU6, LeakyReLU, PReLU, Tanh, Sigmoid, LocalResponseNorm, Dropout, Softmax "
-             "(modules or functions), flatten, torch.cat and +")
+             "(modules or functions), x.mean([2, 3]), flatten, torch.cat and +")
 
 
 class Unsupported(Exception):
@@ -268,6 +268,27 @@ RESHAPE_METHODS = {"view", "reshape", "flatten", "contiguous"}
 
 
 ADDS = {"operator.add", "operator.iadd", "torch.add"}
+
+
+MEANS = {"torch.mean"}
+
+
+def spatial_mean(args: Sequence[Any], kwargs: dict[str, Any], dims: int) -> Any:
+    """`x.mean([2, 3])` (torch.mean too) as the nn.AdaptiveAvgPool2d(1) it equals: the mean
+    of each whole map; a mean over other dimensions has no alexnetc op."""
+    from torch import nn
+
+    given = dict(zip(("dim", "keepdim"), args[1:], strict=False)) | kwargs
+    if set(given) - {"dim", "keepdim", "dtype"} or given.get("dtype") is not None:
+        raise Unsupported("an argument that alexnetc's GlobalAvgPool does not take")
+    dim = given.get("dim")
+    axes = {dim} if isinstance(dim, int) else set(dim) if isinstance(dim, list | tuple) else None
+    if dims != 4 or axes is None or {int(a) % 4 for a in axes} != {2, 3}:
+        over = "every dimension" if axes is None else f"dimension(s) {dim}"
+        raise Unsupported(f"the mean over {over} of a {dims}-D tensor: alexnetc averages "
+                           "each whole map (GlobalAvgPool) only", "take the mean over "
+                           "dimensions [2, 3] of N x C x H x W maps")
+    return nn.AdaptiveAvgPool2d(1)
 
 
 CATS = {"torch.cat", "torch.concat", "torch.concatenate"}

@@ -17,6 +17,7 @@ from alexnetc.importers.torch_fx.ops import (
     ADDS,
     CATS,
     FUNCTIONS,
+    MEANS,
     METHODS,
     RESHAPE_METHODS,
     RESHAPES,
@@ -26,6 +27,7 @@ from alexnetc.importers.torch_fx.ops import (
     Val,
     as_module,
     module_rules,
+    spatial_mean,
 )
 from alexnetc.importers.torch_fx.trace import class_name, described, within
 from alexnetc.importers.torch_fx.where import Where, qualified
@@ -137,12 +139,15 @@ class Reader:
         rule = self.rules.get(type(mod))
         if rule is None:
             raise Unsupported(f"{self._name(node)} has no alexnetc op")
+        out = tuple(meta.shape[1:])
+        if len(out) == 1 and len(x.shape) == 3 and _is_mean(node):
+            out = (out[0], 1, 1)  # the 1x1 maps a mean without keepdim drops, as the spec has
         try:
-            op = rule(mod, x, tuple(meta.shape[1:]), len(arg.meta["tensor_meta"].shape))
+            op = rule(mod, x, out, len(arg.meta["tensor_meta"].shape))
         except Unsupported as e:  # the rules say what; the node is who
             raise Unsupported(f"{self._name(node)}: {e.message}", e.hint) from None
         self._clobbers(node, x)
-        self._add(node, op, x)
+        self._add(node, op, x, out=out)
 
     def _layer(self, node: Any) -> Any:
         """The nn module a node runs or equals."""
@@ -161,6 +166,9 @@ class Reader:
                 return as_module(name, node.args, dict(node.kwargs), FUNCTIONS)
             if node.op == "call_method" and node.target in METHODS:
                 return as_module(node.target, node.args, dict(node.kwargs), METHODS)
+            if _is_mean(node):
+                dims = len(node.args[0].meta["tensor_meta"].shape)
+                return spatial_mean(node.args, dict(node.kwargs), dims)
         except Unsupported as e:
             raise Unsupported(f"{self._name(node)}: {e.message}", e.hint) from None
         raise Unsupported(f"{self._name(node)} has no alexnetc op")
@@ -341,6 +349,14 @@ class Reader:
         if x.stage is not self.draft.stages[-1]:  # the spec's output is its last stage
             raise Unsupported(f"forward returns the output of '{x.stage.name}', computed "
                                "before other stages that nothing reads")
+
+
+def _is_mean(node: Any) -> bool:
+    from torch import fx
+
+    mean = (node.op == "call_method" and node.target == "mean") or \
+        (node.op == "call_function" and qualified(node.target) in MEANS)
+    return mean and bool(node.args) and isinstance(node.args[0], fx.Node)
 
 
 def _spec_shape(shape: Sequence[int]) -> tuple[int, ...]:

@@ -409,7 +409,7 @@ def test_reshape_to_a_vector_before_an_fc_is_a_flatten(tmp_path: Path, shape: st
     assert result.network is not None, text
     assert result.network.total().params == (27 * 4 + 4) + (8 * 8 * 4 * 10 + 10)
     assert "conv1: Conv(3,1, pad=1) x4 + ReLU" in text
-    assert "fc: FC(10)  # 'flat' (a flatten) left out: FC flattens its input" in text
+    assert "fc: FC(10)" in text and "# Reshape 'flat' left out: FC flattens its input" in text
 
 
 def test_reshape_to_anything_else_is_a_located_error(tmp_path: Path) -> None:
@@ -419,7 +419,7 @@ def test_reshape_to_anything_else_is_a_located_error(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
         FORMAT.read([str(_net(tmp_path, body))], Options())
     message = str(e.value)
-    assert ":3:" in message and "Reshape layer 'r' reshapes 32x32x4 to (0, 16, 16, 4)" in message
+    assert ":9:25:" in message and "Reshape layer 'r' reshapes 32x32x4 to (0, 16, 16, 4)" in message
 
 
 def test_flatten_split_leaky_relu_and_global_pooling(tmp_path: Path) -> None:

@@ -70,12 +70,38 @@ class Reader:
             try:
                 if node.op == "output":
                     self._finish(node)
+                    self._left_out()
                     break
                 self._node(node)
             except Unsupported as e:
                 self._unsupported(node, e)
                 break
         return Imported(self.draft, self.warnings)
+
+    def _left_out(self) -> None:
+        """Modules with weights that forward does not run in eval mode (GoogLeNet's and
+        Inception v3's auxiliary heads, built by default): a warning and a note, since the
+        spec's parameter count is then not the module's."""
+        kept = {n for n, _ in self.gm.named_parameters(remove_duplicate=False)}
+        unused: dict[str, int] = {}
+        for name, p in self.where.root.named_parameters(remove_duplicate=False):
+            if name not in kept:
+                top = _outermost(name, kept)
+                unused[top] = unused.get(top, 0) + p.numel()
+        if not unused:
+            return
+        names = ", ".join(f"'{n}'" for n in unused)
+        total = sum(unused.values())
+        what = f"{names} ({total:,} parameter{'s' if total != 1 else ''})"
+        self.draft.notes.append(f"Left out: {what}, which forward does not use in eval mode.")
+        _, loc = self.where.at_forward()
+        self.warnings.append(Diagnostic(
+            UNSUPPORTED, loc, f"{what} {'is' if len(unused) == 1 else 'are'} not used by "
+            f"{self.where.name}.forward in eval mode: the spec leaves "
+            f"{'it' if len(unused) == 1 else 'them'} out, and counts "
+            f"{total:,} parameters fewer than the module",
+            "build the module without them (e.g. aux_logits=False) to import what it "
+            "evaluates", Severity.WARNING))
 
     def _unsupported(self, node: Any, e: Unsupported) -> None:
         """Fail, or with --skip-unsupported end the network before the node (with a warning)."""
@@ -349,6 +375,16 @@ class Reader:
         if x.stage is not self.draft.stages[-1]:  # the spec's output is its last stage
             raise Unsupported(f"forward returns the output of '{x.stage.name}', computed "
                                "before other stages that nothing reads")
+
+
+def _outermost(name: str, kept: set[str]) -> str:
+    """The outermost module holding parameter `name` and none of `kept` (`aux1`)."""
+    parts = name.split(".")
+    for i in range(1, len(parts)):
+        prefix = ".".join(parts[:i]) + "."
+        if not any(k.startswith(prefix) for k in kept):
+            return prefix[:-1]
+    return name
 
 
 def _is_mean(node: Any) -> bool:

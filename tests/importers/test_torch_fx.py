@@ -335,3 +335,125 @@ def test_what_alexnetc_cannot_express_is_refused(body: str, message: str, tmp_pa
     (d,) = e.value.diagnostics
     assert message in d.message
     assert (d.loc.file, d.loc.line) == (f"{name}.py", 11)
+
+
+# --- torchvision's classic CNNs, as published ------------------------------------------------
+
+# fixtures/torch/real/ holds torchvision's model definitions (torchvision/models/*.py, BSD-3),
+# as they are published. Their documented parameter counts (1000 classes; GoogLeNet and
+# Inception v3 as evaluated, without the auxiliary heads). Read at small inputs: the counts do
+# not depend on the input size, and the shape run stays fast.
+TORCHVISION = {
+    "real.vgg:vgg11": 132_863_336, "real.vgg:vgg11_bn": 132_868_840,
+    "real.vgg:vgg16": 138_357_544, "real.vgg:vgg16_bn": 138_365_992,
+    "real.squeezenet:squeezenet1_0": 1_248_424, "real.squeezenet:squeezenet1_1": 1_235_496,
+    "real.resnet:resnet18": 11_689_512, "real.resnet:resnet50": 25_557_032,
+    "real.googlenet:googlenet_eval": 6_624_904, "real.mobilenetv2:mobilenet_v2": 3_504_872,
+    "real.densenet:densenet121": 7_978_856, "real.inception:inception_v3_eval": 23_834_568,
+    "real.mnasnet:mnasnet1_0": 4_383_312,
+}
+SMALL = {"real.inception:inception_v3_eval": (96, 96, 3)}  # Inception v3 needs 75x75 at least
+
+
+@pytest.mark.torch_threads(2)
+@pytest.mark.parametrize("target", list(TORCHVISION))
+def test_torchvision_networks_import_with_their_published_parameter_counts(
+        target: str) -> None:
+    imported = FORMAT.read([target], Options(SMALL.get(target, (64, 64, 3))))
+    result = check(imported.draft.text(), "imported.net")
+    assert result.network is not None, [d.render(result.source) for d in result.diagnostics]
+    assert not result.diagnostics and not imported.warnings
+    assert result.network.total().params == TORCHVISION[target]
+
+
+@pytest.mark.torch_threads(2)
+@pytest.mark.parametrize("target", ["real.squeezenet:squeezenet1_1",
+                                    "real.mobilenetv2:mobilenet_v2", "real.mnasnet:mnasnet1_0",
+                                    "real.densenet:densenet121"])
+def test_torchvision_networks_compute_what_the_module_computes(
+        target: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fire's concatenation, ReLU6 and depthwise groups with `x + self.conv(x)`, `x.mean([2,
+    3])`, DenseNet's growing concatenations (the first of one tensor): with the module's
+    weights the lowered spec gives the module's outputs."""
+    imported, module = import_trained(target, (64, 64, 3), tmp_path / "run", monkeypatch)
+    assert not imported.warnings
+    assert params(module) == TORCHVISION[target]
+    run = load_run(tmp_path / "run")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        torch.testing.assert_close(run.model.predict(x), module(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.filterwarnings("ignore:The default weight initialization:FutureWarning")
+def test_weights_that_forward_leaves_unused_are_left_out_with_a_warning() -> None:
+    """torchvision's `googlenet()` builds the auxiliary heads that only training runs: the
+    spec is the network that eval mode runs, and says what it left out."""
+    imported = FORMAT.read(["real.googlenet:googlenet"], Options((64, 64, 3)))
+    (w,) = imported.warnings
+    assert w.severity is Severity.WARNING
+    assert w.message == ("'aux1', 'aux2' (6,379,984 parameters) are not used by "
+                         "GoogLeNet.forward in eval mode: the spec leaves them out, and counts "
+                         "6,379,984 parameters fewer than the module")
+    assert (Path(w.loc.file).name, line_of(Path(w.loc.file), w.loc.line)) \
+        == ("googlenet.py", "    def forward(self, x: Tensor) -> Any:")
+    text = imported.draft.text()
+    assert "# Left out: 'aux1', 'aux2' (6,379,984 parameters), which forward does not use" in text
+    result = check(text)
+    assert result.network is not None and result.network.total().params == 6_624_904
+
+
+def line_of(path: Path, line: int) -> str:
+    return path.read_text(encoding="utf-8").splitlines()[line - 1]
+
+
+@pytest.mark.parametrize(("target", "message", "line"), [
+    ("real.shufflenetv2:shufflenet_v2_x1_0",
+     ".view() in 'stage2.0' (real.shufflenetv2.InvertedResidual, shufflenetv2.py:28) reshapes "
+     "N x 116 x 28 x 28 to N x 2 x 58 x 28 x 28",
+     "    x = x.view(batchsize, groups, channels_per_group, height, width)"),
+    ("real.googlenet:googlenet_transform_input",
+     "`[]` (operator.getitem) in GoogLeNet.forward gives a 3-D tensor",
+     "            x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5"),
+    ("real.inception:inception_v3_transform_input",
+     "`[]` (operator.getitem) in Inception3.forward gives a 3-D tensor",
+     "            x_ch0 = torch.unsqueeze(x[:, 0], 1) * (0.229 / 0.5) + (0.485 - 0.5) / 0.5"),
+    ("real.densenet:densenet121_memory_efficient",
+     "torch.fx cannot trace real.densenet:densenet121_memory_efficient",
+     "        return any(tensor.requires_grad for tensor in input)"),
+], ids=["shufflenet-channel-shuffle", "googlenet-transform-input",
+        "inception-transform-input", "densenet-checkpointing"])
+def test_what_torchvision_networks_do_beyond_the_language_is_located(
+        target: str, message: str, line: str) -> None:
+    size = (299, 299, 3) if "inception" in target else (224, 224, 3)
+    with pytest.raises(SpecError) as e:
+        FORMAT.read([target], Options(size))
+    (d,) = e.value.diagnostics
+    assert d.message.startswith(message)
+    assert line_of(Path(d.loc.file), d.loc.line) == line
+
+
+@pytest.mark.parametrize(("mean", "message"), [
+    ("x.mean([2, 3])", ""), ("torch.mean(x, dim=(-2, -1), keepdim=True)", ""),
+    ("x.mean(1, keepdim=True)", "the mean over dimension(s) 1 of a 4-D tensor: alexnetc "
+     "averages each whole map (GlobalAvgPool) only"),
+    ("x.mean([1, 2, 3], keepdim=True)", "the mean over dimension(s) [1, 2, 3] of a 4-D tensor"),
+], ids=["method", "function-keepdim", "channels", "all"])
+def test_a_mean_over_the_maps_is_a_global_average_pool(mean: str, message: str,
+                                                       tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNASNet's and ShuffleNet's `x.mean([2, 3])` is GlobalAvgPool; other means are not."""
+    monkeypatch.chdir(tmp_path)
+    name = "mean_" + re.sub(r"\W", "_", tmp_path.name)
+    Path(f"{name}.py").write_text(
+        "import torch\nfrom torch import nn\n\n\nclass Net(nn.Module):\n"
+        "    def __init__(self):\n        super().__init__()\n"
+        "        self.c = nn.Conv2d(3, 4, 3)\n\n"
+        f"    def forward(self, x):\n        return {mean.replace('x', 'self.c(x)', 1)}\n")
+    if message:
+        with pytest.raises(SpecError) as e:
+            FORMAT.read([f"{name}:Net"], Options((8, 8, 3)))
+        (d,) = e.value.diagnostics
+        assert message in d.message and d.loc.line == 11
+        return
+    imported = FORMAT.read([f"{name}:Net"], Options((8, 8, 3)))
+    assert stage_lines(imported) == ["c: Conv(3,1) x4; GlobalAvgPool"]

@@ -34,3 +34,12 @@ m: two(4)
 sum(m, stem): Add + ReLU
 fc: FC(10) + Softmax
 """
+
+
+def copy_files(src: Path, dst: Path) -> Path:
+    """A copy of the files directly in `src` (a prepared set, say) in a new folder `dst`, for
+    a test to damage without touching the original."""
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst

@@ -20,6 +20,8 @@ from PIL import Image
 from alexnetc.backends.train import metrics
 from alexnetc.cli.main import main
 
+from helpers import copy_files
+
 pytestmark = pytest.mark.torch_threads(1)
 
 SMALL = """\
@@ -170,11 +172,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy(prepared: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "p"
-    out.mkdir()
-    for f in prepared.iterdir():
-        (out / f.name).write_bytes(f.read_bytes())
-    return out
+    return copy_files(prepared, tmp_path / "p")
 
 
 def _spec(tmp: Path, text: str = SMALL) -> Path:

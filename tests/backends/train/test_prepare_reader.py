@@ -24,6 +24,8 @@ from alexnetc.backends.train.prepared import (
 )
 from alexnetc.backends.train.run import batches
 
+from helpers import copy_files
+
 SIDE = 10
 
 
@@ -47,11 +49,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def copy(prepared: Path, tmp_path: Path) -> Path:
-    out = tmp_path / "p"
-    out.mkdir()
-    for f in prepared.iterdir():
-        (out / f.name).write_bytes(f.read_bytes())
-    return out
+    return copy_files(prepared, tmp_path / "p")
 
 
 def test_batches_are_read_whole_in_any_order(prepared: Path) -> None:

@@ -7,14 +7,17 @@ import io
 import json
 import shutil
 import sys
+from pathlib import Path
 
 from rich.console import Console
 
+from alexnetc.atomic import WriteFailed, same_file, write_text
 from alexnetc.cli.common import read_spec
-from alexnetc.cli.main import Subparsers
+from alexnetc.cli.main import RunError, Subparsers, UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import CheckResult, check_bytes
 from alexnetc.compiler.report import (
+    as_csv,
     as_json,
     partial_table,
     plain_console,
@@ -28,14 +31,22 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("check", help="check a spec: shapes, counts, towers, fusion plan",
                        description="Check a spec and print its layer table.")
     p.add_argument("spec", help="the .net file ('-' for standard input)")
-    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the report as JSON")
+    out.add_argument("--csv", nargs="?", const="-", metavar="FILE",
+                     help="write the whole table as CSV (with receptive fields and training "
+                     "multiply-adds) to FILE, or print it without FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print only diagnostics")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.csv not in (None, "-"):
+        _check_csv_file(args.csv, args.spec)
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
+    if args.csv is not None:
+        return _write_csv(result, args.csv, name, args.quiet)
     if args.json:
         recipe = result.recipe.as_dict() if result.recipe else None
         json.dump(as_json(result.network, result.diagnostics, recipe), sys.stdout, indent=2)
@@ -71,3 +82,40 @@ def _print_table(result: CheckResult) -> None:
         buf = io.StringIO()
         plain_console(buf).print(partial)
         sys.stdout.write(unpadded(buf.getvalue()))
+
+
+def _check_csv_file(path: str, spec: str) -> None:
+    """Before any work: a CSV file in a folder that exists, and not the spec itself."""
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{path} is a folder; give --csv a file name")
+    if not p.parent.is_dir():
+        raise UsageError(f"no such folder for {path}: {p.parent}")
+    if spec != "-" and same_file(p, spec):
+        raise UsageError(f"--csv {path} is the spec, which this command reads; writing there "
+                         "would destroy it: give another file name")
+
+
+def _write_csv(result: CheckResult, out: str, name: str, quiet: bool) -> int:
+    """The CSV on stdout (diagnostics then go to stderr, to keep it clean) or in a file; for a
+    spec with errors, only the diagnostics, and nothing written."""
+    to_stdout = out == "-"
+    for d in result.diagnostics:
+        print(d.render(result.source), file=sys.stderr if to_stdout
+              or d.severity is Severity.ERROR else sys.stdout)
+    if result.network is None:
+        n_err = sum(d.severity is Severity.ERROR for d in result.diagnostics)
+        print(f"{n_err} error{'s' if n_err > 1 else ''} in {name}"
+              + ("" if to_stdout else f"; nothing was written to {out}"), file=sys.stderr)
+        return 1
+    text = as_csv(result.network)
+    if to_stdout:
+        sys.stdout.write(text)
+        return 0
+    try:
+        write_text(out, text)
+    except WriteFailed as e:
+        raise RunError(str(e)) from None
+    if not quiet:
+        print(f"wrote {out}")
+    return 0

@@ -17,7 +17,7 @@ import networkx as nx
 from alexnetc.compiler import ast
 from alexnetc.compiler.errors import RESERVED, Diagnostic, Note, SourceLoc
 from alexnetc.compiler.expand import INPUT, FlatStage
-from alexnetc.compiler.records import Counts, Fusion, Shape, TowerInfo
+from alexnetc.compiler.records import Counts, Field, Fusion, Shape, TowerInfo
 from alexnetc.compiler.registry import OpDef, lookup
 
 __all__ = ["INPUT"]  # the input node's id, defined with the stages that read it
@@ -39,6 +39,7 @@ class Key:
     COUNTS = "counts"  # Counts          (counts)
     TOWER = "tower"  # TowerInfo         (towers)
     FUSION = "fusion"  # Fusion | None   (fusion)
+    FIELD = "field"  # Field             (fields)
 
 
 # Stage names become attributes of the lowered module (`model.conv1`), so a stage may not take a
@@ -189,6 +190,7 @@ class Layer:
     counts: Counts
     tower: TowerInfo
     fusion: Fusion | None
+    field: Field
 
     @property
     def name(self) -> str:
@@ -215,7 +217,7 @@ class CheckedNetwork:
             d = self.graph.nodes[n]
             yield Layer(n, d[Key.STAGE], d[Key.CALL], d[Key.OP], d[Key.ARGS], d[Key.INPUTS],
                         d[Key.IN_SHAPES], d[Key.SHAPE], d[Key.COUNTS], d[Key.TOWER],
-                        d.get(Key.FUSION))
+                        d.get(Key.FUSION), d[Key.FIELD])
 
     def flat_stages(self) -> list[FlatStage]:
         """The stages as they run (blocks instantiated), each with the stages it reads."""
@@ -254,7 +256,7 @@ class CheckedNetwork:
             c = layer.counts
             t = Counts(t.weights + c.weights, t.biases + c.biases, t.neurons + c.neurons,
                        t.macs + c.macs, t.activation_bytes + c.activation_bytes,
-                       t.buffers + c.buffers)
+                       t.buffers + c.buffers, t.train_macs + c.train_macs)
         return t
 
     def cross_tower_bytes(self) -> int:

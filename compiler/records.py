@@ -68,10 +68,45 @@ class Counts:
     # state that is not learnt (a BatchNorm's running statistics): saved and exported with the
     # weights, but not in the parameter count the papers publish
     buffers: int = 0
+    # forward plus backward multiply-adds of a training step: the gradient of the weights costs
+    # the forward's again, and that of the input once more unless nothing before the layer is
+    # learnt (a first layer needs no gradient of the image)
+    train_macs: int = 0
 
     @property
     def params(self) -> int:
         return self.weights + self.biases
+
+
+@dataclass(frozen=True)
+class Window:
+    """A layer's window as the receptive-field recurrence takes it, per axis (h, w): the span
+    of its taps (a dilated kernel's, gaps included), its stride, and the padding before the
+    first pixel (so the first window's centre lies at (span − 1)/2 − pad)."""
+
+    span: tuple[int, int]
+    stride: tuple[int, int]
+    pad: tuple[int, int] = (0, 0)
+
+
+@dataclass(frozen=True)
+class Field:
+    """The input pixels one output position sees, per axis: the receptive field's extent, the
+    effective stride (input pixels between neighbouring outputs) and the centre of the first
+    output's field in input pixel coordinates (a half for an even field; negative when padding
+    puts it before the image)."""
+
+    h: int
+    w: int
+    stride_h: int
+    stride_w: int
+    offset_h: float
+    offset_w: float
+
+    @classmethod
+    def pixel(cls) -> Field:
+        """The image itself: each position sees itself."""
+        return cls(1, 1, 1, 1, 0.0, 0.0)
 
 
 class Layout(enum.Enum):

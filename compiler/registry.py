@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from alexnetc.compiler.errors import TOWERS
-from alexnetc.compiler.records import INT32_MAX, Counts, Shape
+from alexnetc.compiler.records import INT32_MAX, Counts, Shape, Window
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -300,6 +300,10 @@ def _own_tower(args: object, towers: int) -> Reads:
     return "tower"
 
 
+def _keeps_field(args: object, in_shape: Shape) -> Window | None:
+    return None
+
+
 def _no_warnings(args: object, in_shape: Shape, out_shape: Shape,
                  shares: int) -> Sequence[OpWarning]:
     return ()
@@ -327,6 +331,9 @@ class OpDef(Generic[A]):
       `fuses(args)`: whether this use of it may be chained (the kernel's limits).
     - `merge`: the shape rule of an op that reads several stages (Concat, Add), given each
       input's name and shape; such an op is a stage's first op, and only it may be.
+    - `window(args, in_shape)`: the spatial window each output reads, for receptive fields;
+      None for an op whose output position sees only the same input position (activations,
+      BatchNorm, ResNorm, which reaches across channels, Dropout, merges).
     """
 
     name: str
@@ -346,6 +353,7 @@ class OpDef(Generic[A]):
     fuses: Callable[[A], bool] = lambda args: True
     aliases: tuple[str, ...] = ()
     merge: Callable[[Sequence[tuple[str, Shape]], A], Shape] | None = None
+    window: Callable[[A, Shape], Window | None] = _keeps_field
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -503,6 +511,36 @@ def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
     weights = per_out * o.c
     biases = 0 if args.bias == "false" else o.c
     return Counts(weights, biases, o.elements, o.elements * per_out, o.elements * 4)
+
+
+def _conv_window(args: ConvArgs, in_shape: Shape) -> Window:
+    """A dilated kernel spans its taps and the gaps between them; pad=same pads (span − 1) // 2
+    before the first pixel (an even span's extra row goes after the last)."""
+    span = (args.dilation.h * (args.size.h - 1) + 1, args.dilation.w * (args.size.w - 1) + 1)
+    pad = ((span[0] - 1) // 2, (span[1] - 1) // 2) if args.pad == "same" else args.pad.hw
+    return Window(span, args.stride.hw, pad)
+
+
+def _pool_window(args: PoolArgs, in_shape: Shape) -> Window:
+    return Window(args.size.hw, args.stride.hw, args.pad.hw)
+
+
+def _whole_window(args: object, in_shape: Shape) -> Window:
+    """Each output sees the whole input (an FC's flat input is one position: it keeps the
+    field it has)."""
+    return Window((in_shape.h, in_shape.w), (in_shape.h, in_shape.w))
+
+
+def _adaptive_window(args: AdaptiveArgs, in_shape: Shape) -> Window:
+    """Output i averages input [⌊i·n/m⌋, ⌈(i+1)·n/m⌉): exact when m divides n (span = stride =
+    n/m); otherwise the largest bin and the mean step rounded down, a field no output exceeds."""
+    def axis(n: int, m: int) -> tuple[int, int]:
+        if n % m == 0:
+            return n // m, n // m
+        return max(-(-(i + 1) * n // m) - i * n // m for i in range(m)), max(n // m, 1)
+
+    (kh, sh), (kw, sw) = axis(in_shape.h, args.size.h), axis(in_shape.w, args.size.w)
+    return Window((kh, kw), (sh, sw))
 
 
 def _conv_reads(args: ConvArgs, towers: int) -> Reads:
@@ -664,12 +702,12 @@ def register(op: OpDef[Any]) -> OpDef[Any]:
 register(OpDef(
     "Conv", "2-D convolution, `Conv(size, stride) xC`", ConvArgs, "Conv(3,1, pad=1) x4",
     infer=_conv_infer, count=_conv_count, takes_channels=True, splits_maps=True,
-    reads=_conv_reads,
+    reads=_conv_reads, window=_conv_window,
 ))
 register(OpDef(
     "FC", "fully connected layer, `FC(out)`; flattens HxWxC first", FCArgs, "FC(4)",
     infer=_fc_infer, count=_fc_count, channels_hint="FC gives its size as FC(out)",
-    splits_maps=True, reads=_all_towers, aliases=("Linear",),
+    splits_maps=True, reads=_all_towers, aliases=("Linear",), window=_whole_window,
 ))
 register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu"))
 register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
@@ -693,13 +731,14 @@ register(OpDef(
 ))
 register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
                infer=_pool_infer, fusion_role="maxpool",
-               fuses=_fused_pool))
+               fuses=_fused_pool, window=_pool_window))
 register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
-               infer=_pool_infer))
+               infer=_pool_infer, window=_pool_window))
 register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,
-               "GlobalAvgPool", infer=_global_infer))
+               "GlobalAvgPool", infer=_global_infer, window=_whole_window))
 register(OpDef("AdaptiveAvgPool", "average pooling to HxW maps, whatever the input's",
-               AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer))
+               AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer,
+               window=_adaptive_window))
 register(OpDef("Dropout", "zero each activation with probability p while training",
                DropoutArgs, "Dropout(0.5)"))
 register(OpDef(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import re
 from collections.abc import Sequence
@@ -331,6 +332,10 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
             "biases": layer.counts.biases, "buffers": layer.counts.buffers,
             "neurons": layer.counts.neurons,
             "macs": layer.counts.macs, "activation_bytes": layer.counts.activation_bytes,
+            "train_macs": layer.counts.train_macs,
+            "receptive_field": [layer.field.h, layer.field.w],
+            "effective_stride": [layer.field.stride_h, layer.field.stride_w],
+            "center_offset": [_number(layer.field.offset_h), _number(layer.field.offset_w)],
             "tower": {"channels_per_tower": layer.tower.channels_per_tower,
                       "reads": layer.tower.reads, "cross_bytes": layer.tower.cross_bytes,
                       "params_per_tower": layer.tower.params_per_tower},
@@ -340,7 +345,7 @@ def as_json(net: CheckedNetwork | None, diagnostics: list[Diagnostic],
         "stages": _stages_json(net),
         "total": {"params": total.params, "weights": total.weights, "biases": total.biases,
                   "buffers": total.buffers,
-                  "neurons": total.neurons, "macs": total.macs,
+                  "neurons": total.neurons, "macs": total.macs, "train_macs": total.train_macs,
                   "activation_bytes": total.activation_bytes,
                   "cross_tower_bytes": net.cross_tower_bytes()},
         "recipe": recipe,
@@ -360,3 +365,36 @@ def _stages_json(net: CheckedNetwork) -> list[dict[str, Any]]:
                     "params": sum(x.counts.params for x in layers), "block": flat.block,
                     "instance": _instance_name(flat)})
     return out
+
+
+def _number(x: float) -> int | float:
+    """A centre offset as written: 5, or 5.5 for an even field."""
+    return int(x) if float(x).is_integer() else x
+
+
+def _pair(h: float, w: float) -> str:
+    return f"{_number(h)}x{_number(w)}"
+
+
+CSV_COLUMNS = ("stage", "reads", "op", "output", "params", "buffers", "neurons", "macs",
+               "train_macs", "receptive_field", "effective_stride", "center_offset", "towers",
+               "fused")
+
+
+def as_csv(net: CheckedNetwork) -> str:
+    """The whole table as CSV, one row per op with its stage named on each (for a spreadsheet,
+    which cannot read the table's blank cells as 'same as above'): plain integers, HxW
+    pairs, and the fused kernel on every member of its chain."""
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(CSV_COLUMNS)
+    flats = net.flat_stages()
+    reads = {flat.name: place.reads for flat, place in zip(flats, structure(flats), strict=True)}
+    for layer in net.layers():
+        c, f = layer.counts, layer.field
+        out.writerow([layer.stage, reads.get(layer.stage, ""),
+                      ("+ " if layer.call.joined else "") + layer.call.text(), str(layer.shape),
+                      c.params, c.buffers, c.neurons, c.macs, c.train_macs, _pair(f.h, f.w),
+                      _pair(f.stride_h, f.stride_w), _pair(f.offset_h, f.offset_w),
+                      _tower(layer), layer.fusion.kernel if layer.fusion else ""])
+    return buf.getvalue()

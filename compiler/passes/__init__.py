@@ -39,11 +39,12 @@ class Pass:
 
 
 def _passes() -> list[Pass]:
-    from alexnetc.compiler.passes import counts, fusion, shapes, towers, verify
+    from alexnetc.compiler.passes import counts, fields, fusion, shapes, towers, verify
 
     return [
         Pass("verify", verify.run, Key.OP, Key.ARGS),
         Pass("shapes", shapes.run, Key.ARGS, Key.SHAPE),
+        Pass("fields", fields.run, Key.SHAPE, Key.FIELD),
         Pass("counts", counts.run, Key.SHAPE, Key.COUNTS),
         Pass("towers", towers.run, Key.COUNTS, Key.TOWER),
         Pass("fusion", fusion.run, Key.TOWER, Key.FUSION),

@@ -282,3 +282,27 @@ def test_terminal_table_of_a_branching_spec_cuts_nothing() -> None:
     out = buf.getvalue()
     assert "…" not in out and max(len(line) for line in out.splitlines()) <= 132
     assert "6,624,904" in out and "inception3a.out" in out
+
+
+def test_json_has_fields_and_training_macs(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", ALEXNET, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    pool5 = next(layer for layer in data["layers"] if layer["id"] == "conv5.2")
+    assert pool5["receptive_field"] == [195, 195] and pool5["effective_stride"] == [32, 32]
+    assert pool5["center_offset"] == [33, 33]
+    assert data["total"]["train_macs"] == 3 * 724_406_816 - 105_415_200
+
+
+def test_csv_to_stdout_and_to_a_file(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    import csv
+
+    assert main(["check", ALEXNET, "--csv"]) == 0
+    rows = list(csv.reader(capsys.readouterr().out.splitlines()))
+    assert rows[0][:4] == ["stage", "reads", "op", "output"] and len(rows) == 24
+    conv1 = dict(zip(rows[0], rows[1], strict=True))
+    assert (conv1["receptive_field"], conv1["macs"], conv1["train_macs"]) == \
+        ("11x11", "105415200", "210830400")
+    out = tmp_path / "alexnet.csv"
+    assert main(["check", ALEXNET, "--csv", str(out)]) == 0
+    assert list(csv.reader(out.read_text().splitlines())) == rows
+    assert main(["check", ALEXNET, "--csv", str(tmp_path / "no" / "x.csv")]) == 2

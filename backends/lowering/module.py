@@ -270,4 +270,5 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
                            placed.layouts_in or (placed.layout_in,), placed.single,
                            head.op.merge is not None), op, group[-1].tower.layout)
         module.add_stage(stage, sources[name])
+    module._plan()  # what each stage lets go of, settled before any trace or compile
     return module

@@ -39,6 +39,7 @@ KNOWN_FIELDS = {
     "softmax_param": ("engine", "axis"),
     "prelu_param": ("filler", "channel_shared"),
     "reshape_param": ("shape", "axis", "num_axes"),
+    "flatten_param": ("axis", "end_axis"),
 }
 
 

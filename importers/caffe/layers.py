@@ -317,6 +317,15 @@ def split(c: Converter, layer: Layer) -> None:
 
 
 def flatten(c: Converter, layer: Layer) -> None:
+    """N × everything (FlattenParameter's defaults, axis 1 to the end) is what an FC reads;
+    a Flatten of other axes has no counterpart."""
+    if layer.type == "Flatten":
+        p = c.param(layer, "flatten_param")
+        axis, end = opt(p, "axis", signed, 1), opt(p, "end_axis", signed, -1)
+        if axis not in (1, -3) or end not in (-1, 3):
+            raise Problem(UNSUPPORTED, layer.type_loc, f"Flatten layer '{layer.name}' flattens "
+                          f"axes {axis} to {end}", "alexnetc flattens only C, H and W together, "
+                          "into an FC (FlattenParameter's defaults: axis 1, end_axis -1)")
     blob, shape = c.one_bottom(layer)
     c.made(layer, blob.stage, Shape(1, 1, shape.elements, flat=True),
            f"{layer.type} '{layer.name}'")

@@ -422,6 +422,29 @@ def test_reshape_to_anything_else_is_a_located_error(tmp_path: Path) -> None:
     assert ":9:25:" in message and "Reshape layer 'r' reshapes 32x32x4 to (0, 16, 16, 4)" in message
 
 
+@pytest.mark.parametrize("param", ["", "flatten_param { axis: 1 end_axis: -1 }",
+                                   "flatten_param { axis: -3 }"])
+def test_a_flatten_of_c_h_and_w_is_left_to_the_fc(tmp_path: Path, param: str) -> None:
+    body = (_conv_layer("conv1", "data", 4)
+            + f'layer {{ name: "flat" type: "Flatten" bottom: "conv1" top: "flat" {param} }}\n'
+            'layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc"\n'
+            '  inner_product_param { num_output: 10 } }\n')
+    text, result, _ = imported(_net(tmp_path, body))
+    assert result.ok, text
+    assert "# Flatten 'flat' left out: FC flattens its input" in text
+
+
+def test_a_flatten_of_other_axes_is_a_located_error(tmp_path: Path) -> None:
+    body = (_conv_layer("conv1", "data", 4)
+            + 'layer { name: "flat" type: "Flatten" bottom: "conv1" top: "flat"\n'
+            '  flatten_param { axis: 2 } }\n'
+            'layer { name: "fc" type: "InnerProduct" bottom: "flat" top: "fc"\n'
+            '  inner_product_param { num_output: 10 } }\n')
+    with pytest.raises(SpecError) as e:
+        FORMAT.read([str(_net(tmp_path, body))], Options())
+    assert "Flatten layer 'flat' flattens axes 2 to -1" in str(e.value)
+
+
 def test_flatten_split_leaky_relu_and_global_pooling(tmp_path: Path) -> None:
     body = (_conv_layer("conv1", "data", 4)
             + _inplace("relu1", "ReLU", "conv1", "relu_param { negative_slope: 0.1 }")

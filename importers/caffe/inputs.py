@@ -86,7 +86,17 @@ def _data_dims(layer: Layer) -> tuple[list[int] | None, str]:
         if p is not None and p.get("source") is not None:
             source = f" ({opt(p, 'source', string, '')})"
     return None, (f"the {layer.type} layer takes its images' size from its data{source}: "
-                  f"give it with --input HxWxC, e.g. --input 227x227x{channels}")
+                  f"give it with --input HxWxC, e.g. --input {_example(source, channels)}")
+
+
+# The sizes of the data sets Caffe's own examples read, for the hint's example.
+_KNOWN_DATA = {"mnist": "28x28x1", "cifar": "32x32x3"}
+
+
+def _example(source: str, channels: int) -> str:
+    """An --input for the hint: the known data set the source names, else AlexNet's crop."""
+    return next((size for name, size in _KNOWN_DATA.items() if name in source.lower()),
+                f"227x227x{channels}")
 
 
 def _stated_dims(msg: Message) -> list[int] | None:

@@ -184,6 +184,8 @@ def _walk(r: Reader) -> None:
             return
         except Unsupported as u:
             r.unsupported.append((layer, u))
+            # named, as the stages after it are, for messages about later layers
+            r.alias.setdefault(layer.index, f"{layer.section.name}{layer.index}")
             if u.shape is None:
                 return
             r.shapes[layer.index] = u.shape

@@ -363,6 +363,19 @@ def test_a_size_two_stride_one_maxpool_cannot_be_converted(
     assert code == 1 and "pads 0 before the input and 1 after it, so 8x8 gives 8x8" in err
 
 
+
+def test_layers_after_an_inexpressible_maxpool_are_read_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A [dropout] working in place on a maxpool alexnetc cannot express still gets a name:
+    the errors are reported, not an internal error."""
+    path = _cfg(tmp_path, "filters=8\nsize=3\nstride=1\npad=1\nactivation=relu\n"
+                "[maxpool]\nsize=2\nstride=1\n[dropout]\nprobability=.5\n"
+                "[connected]\noutput=10\nactivation=linear\n")
+    code, _, err = run_import(path, capsys)
+    assert code == 1 and "internal error" not in err
+    assert "pads 0 before the input and 1 after it" in err
+
+
 # --- golden errors ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("cfg", INVALID, ids=[p.stem for p in INVALID])

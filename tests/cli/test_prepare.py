@@ -128,9 +128,9 @@ def test_a_stopped_prepare_continues_to_the_bytes_of_a_whole_run(tmp_path: Path,
         if signum == signal.SIGKILL:
             os.kill(p.pid, signal.SIGKILL)
             p.communicate(timeout=60)
-            deadline = time.monotonic() + 10
-            while any(_alive(w) for w in workers):  # a worker dies with its parent
-                assert time.monotonic() < deadline, "a worker outlived its killed parent"
+            # a worker dies with its parent: waited for without a clock (a busy machine may
+            # take its time); one that never dies fails the test at the suite's timeout
+            while any(_alive(w) for w in workers):
                 time.sleep(0.05)
         else:  # Ctrl-C at a terminal: the whole process group
             os.killpg(p.pid, signal.SIGINT)

@@ -5,16 +5,18 @@ Python keyword.)"""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
 
-from alexnetc.atomic import make_folder, write_text
+from alexnetc.atomic import WriteFailed, make_folder, write_text
 from alexnetc.cli.common import output_file, run_errors
 from alexnetc.cli.main import RunError, Subparsers, UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check
 from alexnetc.compiler.report import report_text
+from alexnetc.filekind import special_file
 
 _DIMS = re.compile(r"([0-9]+)x([0-9]+)x([0-9]+)")
 
@@ -46,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnetc.importers import Options, detect, format_named, formats
 
     paths = list(args.source)
-    missing = [p for p in paths if ":" not in p and not Path(p).exists()]  # `mod:Class` is none
-    if missing:
-        raise UsageError(f"{missing[0]}: no such file")
+    for p in paths:
+        _readable(p)
     fmt = format_named(args.format) if args.format else detect(paths)
     if fmt is None:
         if args.format:
@@ -69,7 +70,10 @@ def run(args: argparse.Namespace) -> int:
     name = str(out) if out else "<imported>"
     result = check(text, name)
     if out is not None:
-        write_text(out, text)
+        try:
+            write_text(out, text)
+        except WriteFailed as e:
+            raise RunError(str(e)) from None
         print(f"wrote {out} ({fmt.title}, {len(text.splitlines())} lines)", file=sys.stderr)
         if result.network is not None:
             sys.stdout.write(report_text(result.network))
@@ -84,6 +88,21 @@ def run(args: argparse.Namespace) -> int:
         raise RunError(f"the imported spec has {n} error{'s' if n != 1 else ''} (above)"
                        + ("" if out else "; write it with -o to edit it"))
     return 0
+
+
+def _readable(path: str) -> None:
+    """A network file the user named must be a readable regular file (`module:Class` names
+    none); told from stat, before any open (a named pipe would wait for a writer)."""
+    p = Path(path)
+    if not p.exists():
+        if ":" not in path:
+            raise UsageError(f"{path}: no such file")
+        return
+    kind = "a folder" if p.is_dir() else special_file(p)
+    if kind is not None:
+        raise UsageError(f"{path} is {kind}, not a network file")
+    if not os.access(p, os.R_OK):
+        raise UsageError(f"cannot read {path}: permission denied")
 
 
 def _checkpoint(run: str | None) -> str | None:

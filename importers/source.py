@@ -38,7 +38,16 @@ class Source:
 
     @classmethod
     def read(cls, path: str | Path) -> Source:
+        """The file's text; one with a NUL byte is refused (at its place) as no text format's."""
         data = Path(path).read_bytes()
+        nul = data.find(b"\x00")
+        if nul >= 0:
+            line = data.count(b"\n", 0, nul) + 1
+            col = nul - (data.rfind(b"\n", 0, nul) + 1) + 1
+            loc = SourceLoc(str(path), line, col, line, col + 1)
+            raise SpecError([Diagnostic(MALFORMED, loc, "the file contains a NUL byte (is it a "
+                                        "binary file, such as a .caffemodel or .weights?)",
+                                        "give the network's text definition")], None)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError:

@@ -1,0 +1,53 @@
+"""`alexnetc import` refuses paths that are no network file, and a spec it cannot write, in one
+line each, never a traceback."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from alexnetc.cli.main import main
+
+from helpers import ROOT
+
+ALEXNET_CFG = ROOT / "tests" / "importers" / "fixtures" / "darknet" / "alexnet.cfg"
+
+
+def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    code = main(["import", *argv])
+    return code, capsys.readouterr().err
+
+
+def test_a_folder_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = _run([str(tmp_path), "--format", "caffe"], capsys)
+    assert (code, err) == (2, f"alexnetc: error: {tmp_path} is a folder, not a network file\n")
+
+
+def test_a_named_pipe_is_refused_without_being_opened(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fifo = tmp_path / "net.cfg"
+    os.mkfifo(fifo)
+    code, err = _run([str(fifo)], capsys)
+    assert (code, err) == (2, f"alexnetc: error: {fifo} is a named pipe, not a network file\n")
+
+
+def test_a_binary_file_is_a_located_error(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    weights = tmp_path / "net.prototxt"
+    weights.write_bytes(b"\n\x08caffe\x00\x01\x02")
+    code, err = _run([str(weights)], capsys)
+    assert code == 1 and "Traceback" not in err
+    assert err.startswith(f"{weights}:2:7: error: the file contains a NUL byte")
+
+
+def test_a_spec_that_cannot_be_written_is_one_line(
+        small_disk: Path, remount_read_only: Callable[[], None],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = small_disk / "alexnet.net"
+    remount_read_only()
+    code, err = _run([str(ALEXNET_CFG), "-o", str(out)], capsys)
+    assert code == 1 and err.startswith(f"alexnetc: error: cannot write {out}")
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -33,7 +33,6 @@ from alexnetc.compiler.errors import (
     UNUSED,
     Diagnostics,
     Note,
-    SourceLoc,
 )
 from alexnetc.compiler.registry import lookup
 
@@ -453,5 +452,3 @@ def expand(net: ast.Network, diags: Diagnostics) -> list[FlatStage]:
     return ex.out
 
 
-def stage_loc(stage: FlatStage) -> SourceLoc:
-    return stage.written.name_loc

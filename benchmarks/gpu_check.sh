@@ -3,7 +3,8 @@
 # training-throughput benchmark and the GPU tests, each under its own time limit, writing
 # every result under ${OUT:-gpu-results} as it goes.
 #   bash benchmarks/gpu_check.sh          (wheels for packages the machine lacks in .whl/)
-# Time limits per part (seconds): WARM_S (parallel compilation), FUSED_S, TRAIN_S, TESTS_S.
+# Time limits per part (seconds): WARM_S (parallel compilation), FUSED_S, TRAIN_S, MEM_S,
+# TESTS_S.
 # The GPU machine has no network; fetch the pure-Python wheels it may lack beforehand, e.g.
 #   python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #     --implementation cp --platform manylinux2014_x86_64 -d .whl \
@@ -41,6 +42,9 @@ echo "=== bench_train"
 timeout "${TRAIN_S:-170}" python3 "$R/benchmarks/bench_train.py" --out "$OUT/bench_train.md" \
   ${TRAIN_QUICK:+--quick} --profile \
   2>&1 | tee "$OUT/bench_train.log" | tail -60
+echo "=== bench_memory"
+timeout "${MEM_S:-60}" python3 "$R/benchmarks/bench_memory.py" --out "$OUT/bench_memory.md" \
+  2>&1 | tee "$OUT/bench_memory.log" | tail -12
 [ "${TESTS_S:-120}" = 0 ] && exit 0
 echo "=== gpu tests"
 timeout "${TESTS_S:-120}" python3 -m pytest -q -m gpu -p no:cacheprovider -x \

@@ -15,10 +15,17 @@ from alexnetc.atomic import WriteFailed, same_file, write_text
 from alexnetc.cli.common import read_spec
 from alexnetc.cli.main import RunError, Subparsers, UsageError
 from alexnetc.compiler.errors import Severity
+from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.compiler.memory import report as memory
+from alexnetc.compiler.memory.plan import MemoryPlan
+from alexnetc.compiler.memory.report import Request, parse_size, plans
 from alexnetc.compiler.pipeline import CheckResult, check_bytes
 from alexnetc.compiler.report import (
+    TableLayout,
     as_csv,
     as_json,
+    draw,
+    layout_text,
     partial_table,
     plain_console,
     print_report,
@@ -37,7 +44,46 @@ def register(sub: Subparsers) -> None:
                      help="write the whole table as CSV (with receptive fields and training "
                      "multiply-adds) to FILE, or print it without FILE")
     p.add_argument("-q", "--quiet", action="store_true", help="print only diagnostics")
+    mem = p.add_argument_group(
+        "memory", "what a training step holds per layer and per device (weights, gradients, "
+        "momentum, activations kept for backward, the peak), on one device and, with towers, "
+        "one device per tower; any of these options asks for it")
+    mem.add_argument("--batch", type=_positive, metavar="N",
+                     help="images per step (default: the spec's training batch)")
+    mem.add_argument("--amp", choices=["bf16"], help="bf16 mixed precision, as train --amp")
+    mem.add_argument("--device-memory", metavar="SIZE", type=_size,
+                     help="each device's memory, e.g. 3GiB: whether the batch fits, and the "
+                     "largest batch that does")
+    mem.add_argument("--device", choices=["cuda", "cpu"],
+                     help="what the step runs on (default cuda: fused chains as the Triton "
+                     "kernel; cpu: the reference ops, and dropout's noise tensor)")
     p.set_defaults(func=run)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size (a whole number ≥ 1)")
+    return n
+
+
+def _size(text: str) -> int:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _request(args: argparse.Namespace, result: CheckResult) -> Request | None:
+    """The memory question asked, if any; the batch defaults to the spec's recipe's."""
+    if args.batch is None and args.amp is None and args.device_memory is None \
+            and args.device is None:
+        return None
+    batch = args.batch or (result.recipe.train.batch if result.recipe else 1)
+    return Request(batch, args.amp or "fp32", args.device or "cuda", args.device_memory)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -45,15 +91,22 @@ def run(args: argparse.Namespace) -> int:
         _check_csv_file(args.csv, args.spec)
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
+    req = _request(args, result)
+    found = plans(result.network, req) if req and result.network else None
     if args.csv is not None:
-        return _write_csv(result, args.csv, name, args.quiet)
+        return _write_csv(result, args.csv, name, args.quiet, found, req)
     if args.json:
         recipe = result.recipe.as_dict() if result.recipe else None
-        json.dump(as_json(result.network, result.diagnostics, recipe), sys.stdout, indent=2)
+        report = as_json(result.network, result.diagnostics, recipe)
+        if found and req and result.network:
+            report["memory"] = memory.as_json(result.network, found, req)
+        json.dump(report, sys.stdout, indent=2)
         sys.stdout.write("\n")
         return 0 if result.ok else 1
     if not args.quiet:
         _print_table(result)
+        if found and req and result.network:
+            _print_memory(result.network, found, req)
     for d in result.diagnostics:
         print(d.render(result.source), file=sys.stderr if d.severity is Severity.ERROR
               else sys.stdout)
@@ -84,6 +137,22 @@ def _print_table(result: CheckResult) -> None:
         sys.stdout.write(unpadded(buf.getvalue()))
 
 
+def _print_memory(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],
+                  req: Request) -> None:
+    columns, rows = memory.table_rows(net, found, req)
+    layout = TableLayout(f"{net.name}: memory per layer, batch {req.batch:,}", columns, rows,
+                         None)
+    lines = memory.summary(net, found, req)
+    if sys.stdout.isatty():
+        console = Console(highlight=False, width=max(shutil.get_terminal_size((132, 24))
+                                                     .columns, 132))
+        console.print(draw(layout))
+        for line in lines:
+            console.print(line, highlight=False)
+        return
+    sys.stdout.write("\n" + layout_text(layout, lines))
+
+
 def _check_csv_file(path: str, spec: str) -> None:
     """Before any work: a CSV file in a folder that exists, and not the spec itself."""
     p = Path(path)
@@ -96,7 +165,8 @@ def _check_csv_file(path: str, spec: str) -> None:
                          "would destroy it: give another file name")
 
 
-def _write_csv(result: CheckResult, out: str, name: str, quiet: bool) -> int:
+def _write_csv(result: CheckResult, out: str, name: str, quiet: bool,
+               found: list[tuple[str, MemoryPlan]] | None, req: Request | None) -> int:
     """The CSV on stdout (diagnostics then go to stderr, to keep it clean) or in a file; for a
     spec with errors, only the diagnostics, and nothing written."""
     to_stdout = out == "-"
@@ -108,7 +178,12 @@ def _write_csv(result: CheckResult, out: str, name: str, quiet: bool) -> int:
         print(f"{n_err} error{'s' if n_err > 1 else ''} in {name}"
               + ("" if to_stdout else f"; nothing was written to {out}"), file=sys.stderr)
         return 1
-    text = as_csv(result.network)
+    if found and req:
+        batch = req.batch
+        text = as_csv(result.network, memory.csv_columns(found),
+                      lambda layer: memory.csv_cells(layer.id, found, batch))
+    else:
+        text = as_csv(result.network)
     if to_stdout:
         sys.stdout.write(text)
         return 0

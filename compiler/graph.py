@@ -202,6 +202,18 @@ class Layer:
         return self.in_shapes[0]
 
 
+def chains(layers: list[Layer]) -> list[list[Layer]]:
+    """A stage's layers as they run: each fused chain as one group, every other layer alone."""
+    out: list[list[Layer]] = []
+    for layer in layers:
+        f = layer.fusion
+        if f is not None and layer.id != f.head and out and out[-1][0].id == f.head:
+            out[-1].append(layer)
+        else:
+            out.append([layer])
+    return out
+
+
 @dataclass(frozen=True)
 class CheckedNetwork:
     """A spec whose every pass succeeded: the backends' only input."""

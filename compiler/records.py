@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Literal
 
 FP32_BYTES = 4
 
@@ -168,8 +169,41 @@ class TowerInfo:
 
 @dataclass(frozen=True)
 class Fusion:
-    """Membership in a chain that one fused kernel runs (e.g. ReLU→LRN→MaxPool)."""
+    """Membership in a chain that one fused kernel runs (e.g. ReLU→LRN→MaxPool); `argmax`:
+    the kernel keeps a one-byte argmax per output for its backward, besides its input."""
 
     kernel: str
     head: str
     members: tuple[str, ...]
+    argmax: bool = False
+
+
+SavedDtype = Literal["same", "fp32", "compute", "int64", "int8", "bool"]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """One tensor an op's lowering keeps for the backward pass, as a pack hook of
+    `torch.autograd.graph.saved_tensors_hooks` sees it.
+
+    `of`: the op's input (each input of a merge) or output as they are, a `new` tensor of
+    `elements` per image (per training step with `per_step`), or the op's `weight` (a
+    parameter, so nothing new unless mixed precision casts it). `dtype`: "same" is the input's;
+    "compute" the op's compute dtype (the low precision under mixed precision for ops autocast
+    lowers, else the input's); an input saved in a dtype it is not in is a new copy.
+    """
+
+    of: Literal["input", "output", "new", "weight"]
+    elements: int = 0
+    dtype: SavedDtype = "same"
+    per_step: bool = False
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """How an op is lowered, as far as what it saves depends on it: the device kind (CUDA's
+    dropout keeps a one-byte mask, the CPU's a noise tensor of the input's dtype) and into
+    how many tower shares the op cuts its input (a ResNorm normalises each on its own)."""
+
+    device: Literal["cuda", "cpu"]
+    shares: int = 1

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from alexnetc.compiler.errors import TOWERS
-from alexnetc.compiler.records import INT32_MAX, Counts, Shape, Window
+from alexnetc.compiler.records import INT32_MAX, Counts, Lowered, Saved, Shape, Window
 
 if sys.version_info >= (3, 11):
     from typing import dataclass_transform
@@ -309,6 +309,20 @@ def _no_warnings(args: object, in_shape: Shape, out_shape: Shape,
     return ()
 
 
+def _saves_nothing(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """Backward needs only sizes (a sum, a concatenation, a mean over whole maps)."""
+    return ()
+
+
+def _saves_input(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    return (Saved("input"),)
+
+
+def _saves_output(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """The derivative is a function of the result (ReLU, tanh, sigmoid, softmax)."""
+    return (Saved("output"),)
+
+
 @dataclass(frozen=True)
 class OpDef(Generic[A]):
     """Everything the front half knows about one op.
@@ -334,6 +348,11 @@ class OpDef(Generic[A]):
     - `window(args, in_shape)`: the spatial window each output reads, for receptive fields;
       None for an op whose output position sees only the same input position (activations,
       BatchNorm, ResNorm, which reaches across channels, Dropout, merges).
+    - `saves(args, in_shape, out_shape, lowered)`: the tensors its lowering keeps for the
+      backward pass (the memory planner's input; a test holds it to what autograd keeps).
+    - `autocast`: under mixed precision it computes in the low precision, its input and
+      weight cast (autocast's lower-precision list: convolutions, linear layers, PReLU).
+    - `training_only`: outside training it hands its input on untouched (Dropout).
     """
 
     name: str
@@ -354,6 +373,9 @@ class OpDef(Generic[A]):
     aliases: tuple[str, ...] = ()
     merge: Callable[[Sequence[tuple[str, Shape]], A], Shape] | None = None
     window: Callable[[A, Shape], Window | None] = _keeps_field
+    saves: Callable[[A, Shape, Shape, Lowered], Sequence[Saved]] = _saves_nothing
+    autocast: bool = False
+    training_only: bool = False
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -521,6 +543,31 @@ def _conv_window(args: ConvArgs, in_shape: Shape) -> Window:
     return Window(span, args.stride.hw, pad)
 
 
+def conv_padding(args: ConvArgs, into: Shape, out: Shape) -> tuple[int, int, int, int]:
+    """The zeros a conv from `into` to `out` reads around its input: (top, bottom, left,
+    right). `pad=same` with an even span pads one more at the bottom and right, as PyTorch's
+    padding='same' does; `remainder=ceil` pads the bottom and right by what its extra window
+    reads past the edge (cuda-convnet2's zeros)."""
+    th = args.dilation.h * (args.size.h - 1)  # each axis's span, less one
+    tw = args.dilation.w * (args.size.w - 1)
+    if args.pad == "same":
+        return th // 2, th - th // 2, tw // 2, tw - tw // 2
+    (sh, sw), (ph, pw) = args.stride.hw, args.pad.hw
+    bottom = max((out.h - 1) * sh + th + 1 - (into.h + 2 * ph), 0)
+    right = max((out.w - 1) * sw + tw + 1 - (into.w + 2 * pw), 0)
+    return ph, ph + bottom, pw, pw + right
+
+
+def _conv_saves(args: ConvArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """Its input (padded first when the padding is uneven, which conv2d cannot do itself)
+    and its weight, both in the compute dtype."""
+    top, bottom, left, right = conv_padding(args, i, o)
+    if (top, left) == (bottom, right):
+        return Saved("input", dtype="compute"), Saved("weight", dtype="compute")
+    padded = (i.h + top + bottom) * (i.w + left + right) * i.c
+    return Saved("new", padded, "compute"), Saved("weight", dtype="compute")
+
+
 def _pool_window(args: PoolArgs, in_shape: Shape) -> Window:
     return Window(args.size.hw, args.stride.hw, args.pad.hw)
 
@@ -541,6 +588,44 @@ def _adaptive_window(args: AdaptiveArgs, in_shape: Shape) -> Window:
 
     (kh, sh), (kw, sw) = axis(in_shape.h, args.size.h), axis(in_shape.w, args.size.w)
     return Window((kh, kw), (sh, sw))
+
+
+def _linear_saves(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """An FC's or a PReLU's input and weight, in the compute dtype."""
+    return Saved("input", dtype="compute"), Saved("weight", dtype="compute")
+
+
+def _max_pool_saves(args: PoolArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """Its input and the argmax of each window as int64 (max_pool2d_with_indices)."""
+    return Saved("input"), Saved("new", o.elements, "int64")
+
+
+def _adaptive_saves(args: AdaptiveArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """PyTorch averages to 1x1 with a mean, which keeps nothing; other sizes keep the input."""
+    return () if args.size.hw == (1, 1) else (Saved("input"),)
+
+
+def _lrn_saves(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """The reference LRN (backends' local_response_norm) computes in fp32 on each tower share:
+    it keeps its input as fp32, each share's squares padded by size − 1 channels, the
+    denominator before and after the power."""
+    share = i.c // low.shares
+    padded = low.shares * (share + args.size - 1) * i.h * i.w
+    return (Saved("input", dtype="fp32"), Saved("new", padded, "fp32"),
+            Saved("new", o.elements, "fp32"), Saved("new", o.elements, "fp32"))
+
+
+def _batch_norm_saves(args: BatchNormArgs, i: Shape, o: Shape,
+                      low: Lowered) -> Sequence[Saved]:
+    """Its input and the batch's mean and inverse deviation per channel (fp32 whatever the
+    input's dtype); the weights and running statistics it also keeps are the layer's own."""
+    return Saved("input"), Saved("new", 2 * o.c, "fp32", per_step=True)
+
+
+def _dropout_saves(args: DropoutArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """CUDA's fused dropout keeps a one-byte mask; the CPU's keeps the scaled noise it
+    multiplied by, in the input's dtype."""
+    return (Saved("new", o.elements, "bool" if low.device == "cuda" else "same"),)
 
 
 def _conv_reads(args: ConvArgs, towers: int) -> Reads:
@@ -702,45 +787,50 @@ def register(op: OpDef[Any]) -> OpDef[Any]:
 register(OpDef(
     "Conv", "2-D convolution, `Conv(size, stride) xC`", ConvArgs, "Conv(3,1, pad=1) x4",
     infer=_conv_infer, count=_conv_count, takes_channels=True, splits_maps=True,
-    reads=_conv_reads, window=_conv_window,
+    reads=_conv_reads, window=_conv_window, saves=_conv_saves, autocast=True,
 ))
 register(OpDef(
     "FC", "fully connected layer, `FC(out)`; flattens HxWxC first", FCArgs, "FC(4)",
     infer=_fc_infer, count=_fc_count, channels_hint="FC gives its size as FC(out)",
     splits_maps=True, reads=_all_towers, aliases=("Linear",), window=_whole_window,
+    saves=_linear_saves, autocast=True,
 ))
-register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu"))
-register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True))
-register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True))
+register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu",
+               saves=_saves_output))
+register(OpDef("Tanh", "tanh(x)", NoArgs, "Tanh", tie=True, saves=_saves_output))
+register(OpDef("Sigmoid", "1 / (1 + exp(-x))", NoArgs, "Sigmoid", tie=True,
+               saves=_saves_output))
 register(OpDef("LeakyReLU", "x for x ≥ 0, slope·x below", LeakyReLUArgs, "LeakyReLU(0.1)",
-               tie=True))
-register(OpDef("ReLU6", "min(max(0, x), 6)", NoArgs, "ReLU6", tie=True))
+               tie=True, saves=_saves_input))
+register(OpDef("ReLU6", "min(max(0, x), 6)", NoArgs, "ReLU6", tie=True, saves=_saves_input))
 register(OpDef("PReLU", "x for x ≥ 0, a·x below, one learnt a per channel (initially 0.25)",
-               NoArgs, "PReLU", count=_per_channel_count, splits_maps=True, tie=True))
+               NoArgs, "PReLU", count=_per_channel_count, splits_maps=True, tie=True,
+               saves=_linear_saves, autocast=True))
 register(OpDef(
     "ResNorm",
     "local response normalisation across channels, paper convention: "
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
-    aliases=("LRN",),
+    aliases=("LRN",), saves=_lrn_saves,
 ))
 register(OpDef(
     "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "
     "BatchNorm2d/1d; with towers each tower normalises its own channels",
     BatchNormArgs, "BatchNorm(momentum=0.2)", count=_batch_norm_count, splits_maps=True,
+    saves=_batch_norm_saves,
 ))
 register(OpDef("MaxPool", "max over each window", PoolArgs, "MaxPool(2,2)",
                infer=_pool_infer, fusion_role="maxpool",
-               fuses=_fused_pool, window=_pool_window))
+               fuses=_fused_pool, window=_pool_window, saves=_max_pool_saves))
 register(OpDef("AvgPool", "mean over each window", PoolArgs, "AvgPool(3,1, pad=1)",
-               infer=_pool_infer, window=_pool_window))
+               infer=_pool_infer, window=_pool_window, saves=_saves_input))
 register(OpDef("GlobalAvgPool", "mean over each whole map: HxWxC to 1x1xC", NoArgs,
                "GlobalAvgPool", infer=_global_infer, window=_whole_window))
 register(OpDef("AdaptiveAvgPool", "average pooling to HxW maps, whatever the input's",
                AdaptiveArgs, "AdaptiveAvgPool(2)", infer=_adaptive_infer,
-               window=_adaptive_window))
+               window=_adaptive_window, saves=_adaptive_saves))
 register(OpDef("Dropout", "zero each activation with probability p while training",
-               DropoutArgs, "Dropout(0.5)"))
+               DropoutArgs, "Dropout(0.5)", saves=_dropout_saves, training_only=True))
 register(OpDef(
     "Concat", "the stages it reads, their channels side by side (GoogLeNet's Inception "
     "modules): `out(b1, b2, b3): Concat`; with towers each tower joins its own shares",
@@ -749,7 +839,8 @@ register(OpDef(
     "Add", "the element-wise sum of the stages it reads (ResNet's shortcuts): "
     "`sum(b, in): Add + ReLU`", NoArgs, "Add", merge=_add_merge))
 register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",
-               NoArgs, "Softmax", reads=_gather, tie=True, final=True))
+               NoArgs, "Softmax", reads=_gather, tie=True, final=True,
+               saves=_saves_output))
 
 
 def lookup(name: str) -> OpDef[Any] | None:

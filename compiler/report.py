@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,7 +98,7 @@ def _reads(sources: Sequence[str], instance: str | None) -> str:
 
 
 @dataclass(frozen=True)
-class _Layout:
+class TableLayout:
     """The report's table as plain strings, drawn by rich for a terminal and by `_plain_table`
     for a file or a pipe."""
 
@@ -108,7 +108,7 @@ class _Layout:
     towers_column: int | None
 
 
-def _layout(net: CheckedNetwork) -> _Layout:
+def _layout(net: CheckedNetwork) -> TableLayout:
     """One row per op, and above each block instance a row with its block and its totals;
     in a network that branches, each stage's first row says what it reads."""
     towers = net.towers > 1
@@ -153,7 +153,7 @@ def _layout(net: CheckedNetwork) -> _Layout:
         columns.append(("towers", f"{net.cross_tower_bytes():,} B cross", False))
     columns.append(("fused", "", False))
     title = f"{net.name}: input {net.input}" + (f", {net.towers} towers" if towers else "")
-    return _Layout(title, columns, rows, towers_column)
+    return TableLayout(title, columns, rows, towers_column)
 
 
 def table(net: CheckedNetwork) -> Table:
@@ -163,7 +163,11 @@ def table(net: CheckedNetwork) -> Table:
     columns never wrap nor shrink below their widest cell, the towers column (byte counts)
     may wrap between words but never shrinks below its longest word, and the other text
     columns wrap, folding a word wider than the column."""
-    layout = _layout(net)
+    return draw(_layout(net))
+
+
+def draw(layout: TableLayout) -> Table:
+    """A laid-out table as rich draws it (see `table`)."""
     t = Table(title=layout.title, box=box.SIMPLE_HEAD, show_footer=True, title_justify="left")
     rows = layout.rows
     for index, (header, footer, right) in enumerate(layout.columns):
@@ -186,7 +190,7 @@ _PLAIN = re.compile(r"[ -~×│]*")
 _MARKUP = re.compile(r"\[|:[^\s:]*:")
 
 
-def _plain_table(layout: _Layout) -> str | None:
+def _plain_table(layout: TableLayout) -> str | None:
     """The table as rich draws it on an unbounded console, without rich's per-cell rendering,
     which costs a millisecond a row (most of checking a long spec). None where rich would draw
     something else: text it would read as markup, or a title wider than the table, which it
@@ -294,14 +298,19 @@ def unpadded(text: str) -> str:
 def report_text(net: CheckedNetwork) -> str:
     """The report for a file or a pipe: every cell whole, no line ending in spaces."""
     with collector_paused():
-        plain = _plain_table(_layout(net))
-        if plain is None:
-            buf = io.StringIO()
-            print_report(net, plain_console(buf))
-            return unpadded(buf.getvalue())
-        return plain + "".join(
-            unpadded(line) if _PLAIN.fullmatch(line) and not _MARKUP.search(line)
-            else _rich_line(line) for line in summary_lines(net))
+        return layout_text(_layout(net), summary_lines(net))
+
+
+def layout_text(layout: TableLayout, lines: Sequence[str] = ()) -> str:
+    """A laid-out table and the lines under it, for a file or a pipe."""
+    plain = _plain_table(layout)
+    if plain is None:
+        buf = io.StringIO()
+        plain_console(buf).print(draw(layout))
+        plain = unpadded(buf.getvalue())
+    return plain + "".join(
+        unpadded(line) if _PLAIN.fullmatch(line) and not _MARKUP.search(line)
+        else _rich_line(line) for line in lines)
 
 
 def _rich_line(line: str) -> str:
@@ -381,13 +390,15 @@ CSV_COLUMNS = ("stage", "reads", "op", "output", "params", "buffers", "neurons",
                "fused")
 
 
-def as_csv(net: CheckedNetwork) -> str:
+def as_csv(net: CheckedNetwork, extra_columns: Sequence[str] = (),
+           extra: Callable[[Layer], Sequence[object]] = lambda layer: ()) -> str:
     """The whole table as CSV, one row per op with its stage named on each (for a spreadsheet,
     which cannot read the table's blank cells as 'same as above'): plain integers, HxW
-    pairs, and the fused kernel on every member of its chain."""
+    pairs, and the fused kernel on every member of its chain; `extra` gives each row's cells
+    of `extra_columns` (the memory plan's)."""
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
-    out.writerow(CSV_COLUMNS)
+    out.writerow([*CSV_COLUMNS, *extra_columns])
     flats = net.flat_stages()
     reads = {flat.name: place.reads for flat, place in zip(flats, structure(flats), strict=True)}
     for layer in net.layers():
@@ -396,5 +407,6 @@ def as_csv(net: CheckedNetwork) -> str:
                       ("+ " if layer.call.joined else "") + layer.call.text(), str(layer.shape),
                       c.params, c.buffers, c.neurons, c.macs, c.train_macs, _pair(f.h, f.w),
                       _pair(f.stride_h, f.stride_w), _pair(f.offset_h, f.offset_w),
-                      _tower(layer), layer.fusion.kernel if layer.fusion else ""])
+                      _tower(layer), layer.fusion.kernel if layer.fusion else "",
+                      *extra(layer)])
     return buf.getvalue()

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from alexnetc.compiler.graph import CheckedNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"
@@ -43,3 +50,46 @@ def copy_files(src: Path, dst: Path) -> Path:
     for f in src.iterdir():
         (dst / f.name).write_bytes(f.read_bytes())
     return dst
+
+
+def small_net(path: Path, max_side: int) -> CheckedNetwork | None:
+    """A spec checked at its own input size if no side exceeds `max_side`, else at the
+    smallest square input from 16 up at which it checks (without its stages' `-> HxWxC`, which
+    hold at the full size); None if it does not check at all. For tests that run every spec
+    and need only its structure, not its size."""
+    from alexnetc.compiler.pipeline import check
+
+    text = path.read_text()
+    result = check(text, str(path))
+    if result.network is None:
+        return None
+    if max(result.network.input.h, result.network.input.w) <= max_side:
+        return result.network
+    c = result.network.input.c
+    text = re.sub(r"\s*->\s*[0-9x]+$", "", text, flags=re.M)
+    for side in range(16, max_side + 1):
+        smaller = re.sub(r"^input \S+", f"input {side}x{side}x{c}", text, count=1, flags=re.M)
+        found = check(smaller, str(path)).network
+        if found is not None:
+            return found
+    return None
+
+
+def kept_for_backward(model: torch.nn.Module, x: torch.Tensor, amp: bool = False) -> int:
+    """Bytes of the storages autograd keeps for backward in one forward of `model` (under bf16
+    autocast with `amp`), each storage once, besides the model's parameters and buffers."""
+    import torch
+
+    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
+    kept: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in own:
+            kept[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
+            torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        model(x)
+    return sum(kept.values())

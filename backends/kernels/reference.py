@@ -28,10 +28,16 @@ def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: floa
     clipped at the channel ends (zeros add nothing to the sum), which matches the paper's
     clipped window; callers pass one tower's channels so it never crosses a tower.
     Works on maps (N x C x H x W) and on flat features (N x C).
+
+    It computes in fp32 whatever x's dtype (as the fused kernel does), returning x's dtype:
+    under autocast PyTorch would otherwise run parts in fp32 and parts not, differently on
+    the CPU and on CUDA, and what it keeps for backward with them (the registry's ResNorm
+    entry states what this keeps).
     """
     flat = x.dim() == 2  # N x C: a 1-pixel map for F.local_response_norm
-    y = F.local_response_norm(x.unsqueeze(-1) if flat else x, size, alpha * size, beta, k)
-    return y.squeeze(-1) if flat else y  # the shape of x
+    x32 = x.float()  # x itself when already fp32
+    y = F.local_response_norm(x32.unsqueeze(-1) if flat else x32, size, alpha * size, beta, k)
+    return (y.squeeze(-1) if flat else y).to(x.dtype)  # the shape and dtype of x
 
 
 def lrn_per_tower(x: Tensor, lrn: LRNParams, towers: int = 1) -> Tensor:

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from alexnetc import __version__, atomic
+from alexnetc.backends.lowering.layers import held_apart
 from alexnetc.backends.lowering.module import AlexnetcModule, build_module
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.recipe import Recipe
@@ -70,10 +71,10 @@ def export_program(net: CheckedNetwork, recipe: Recipe | None, spec: bytes, path
     model = model or build_module(net, recipe, devices=[device], seed=seed, fused=False)
     meta = metadata(net, spec, model)
     x, dynamic = _example(net, model.devices[0])
-    with torch.no_grad():
+    with torch.no_grad(), held_apart(model):  # the .pt2 stores weights by storage
         program = torch.export.export(Inference(model), (x,), dynamic_shapes=dynamic)
-    atomic.write_stream(path, lambda f: torch.export.save(
-        program, f, extra_files={META_FILE: json.dumps(meta)}))
+        atomic.write_stream(path, lambda f: torch.export.save(
+            program, f, extra_files={META_FILE: json.dumps(meta)}))
     return meta
 
 

@@ -6,7 +6,8 @@ chains, gives its part of the chain's parameters. Ops with parameters or buffers
 `Sharded` module: one shard per tower (``towers.<t>.weight``, output channels
 [t·C/T, (t+1)·C/T)), so the state_dict is the same for every device map, and the module
 joins the shards into the whole layer's tensors (`whole_tensors`) for export and
-`canonical_state_dict`.
+`canonical_state_dict`. Towers on one device hold their shards as rows of one tensor
+(`shards.py`), so a layer run whole reads its weights in place.
 
 Every lowered op is an `nn.Module` whose ``forward(x, tower)`` runs on ONE tower's tensor
 (the stage module routes activations between towers first, see `placement.py`) and whose
@@ -15,7 +16,8 @@ Every lowered op is an `nn.Module` whose ``forward(x, tower)`` runs on ONE tower
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeAlias
@@ -27,6 +29,7 @@ from torch import Tensor, nn
 from alexnetc.backends.kernels.params import LRNParams, PoolParams
 from alexnetc.backends.kernels.reference import local_response_norm, lrn_per_tower
 from alexnetc.backends.lowering.fused import FusedChain
+from alexnetc.backends.lowering.shards import join, pack
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
 from alexnetc.compiler.records import Shape
@@ -38,6 +41,7 @@ from alexnetc.compiler.registry import (
     LeakyReLUArgs,
     LRNArgs,
     PoolArgs,
+    conv_padding,
 )
 
 
@@ -82,7 +86,9 @@ class Sharded(nn.Module):
     them, `load_whole_tensors` cuts them back; a subclass's `whole` runs the layer as one op
     when every tower shares a device: the shards joined are exactly the spec's layer (a
     grouped conv keeps its groups), so one cuDNN/GEMM call replaces T smaller ones and the
-    gathers vanish.
+    gathers vanish. On one device the shards of each tensor cut along dim 0 are rows of one
+    whole tensor (`shards.pack`), kept so after a move or cast (`_apply`), a load or a copy,
+    so that `joined` is a view of it rather than a copy made on every forward.
     """
 
     join_dims: ClassVar[Mapping[str, int | None]] = {}
@@ -90,6 +96,8 @@ class Sharded(nn.Module):
     def __init__(self, shards: list[nn.Module]):
         super().__init__()
         self.towers = nn.ModuleList(shards)
+        self.pack()
+        self.register_load_state_dict_post_hook(_pack_after_load)
 
     def forward(self, x: Tensor, tower: int) -> Tensor:
         return self.towers[tower](x)
@@ -109,7 +117,40 @@ class Sharded(nn.Module):
         if parts[0] is None:
             return None
         dim = self.join_dims.get(name, 0)
-        return parts[0] if dim is None else torch.cat(parts, dim)
+        if dim is None:
+            return parts[0]
+        return join(parts) if dim == 0 else torch.cat(parts, dim)
+
+    def pack(self) -> None:
+        """Each tensor cut along dim 0, with every shard on one device: rows of one tensor."""
+        for parts in self._row_parts():
+            pack(parts)
+
+    def unpack(self) -> None:
+        """Each shard's tensors in storage of their own (`held_apart`)."""
+        for parts in self._row_parts():
+            for p in parts:
+                p.data = p.data.clone()  # C/T x ..., alone in its storage
+
+    def _row_parts(self) -> list[list[Tensor]]:
+        """Per tensor cut along dim 0 (output channels), every shard's part of it."""
+        first = self.towers[0]
+        names = [n for n, _ in [*first.named_parameters(recurse=False),
+                                *first.named_buffers(recurse=False)]]
+        per_name = [[getattr(s, n) for s in self.towers] for n in names
+                    if self.join_dims.get(n, 0) == 0]
+        return [parts for parts in per_name if all(isinstance(p, Tensor) for p in parts)]
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> Sharded:
+        # .to(), .cuda(), .double() give each tensor new data of its own: pack them again
+        super()._apply(fn, recurse)
+        self.pack()
+        return self
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy.deepcopy and pickle rebuild each shard's tensors apart
+        super().__setstate__(state)
+        self.pack()
 
     def tensor_names(self) -> list[str]:
         """The names of the layer's parameters and persistent buffers (each shard's)."""
@@ -150,6 +191,30 @@ class Sharded(nn.Module):
                     p.copy_(part)
 
 
+@contextmanager
+def held_apart(model: nn.Module) -> Iterator[None]:
+    """Every shard of `model` in storage of its own for the block, packed again after it.
+
+    For writers that store tensors by storage: torch.export.save keeps one copy of a shared
+    storage, made from its first tensor, which off the CPU holds that tensor's rows alone
+    before torch 2.10 (and warns since).
+    """
+    layers = [m for m in model.modules() if isinstance(m, Sharded)]
+    for layer in layers:
+        layer.unpack()
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.pack()
+
+
+def _pack_after_load(module: nn.Module, keys: Any) -> None:
+    """load_state_dict(assign=True) puts the loaded tensors in the shards' place."""
+    assert isinstance(module, Sharded)
+    module.pack()
+
+
 @dataclass(frozen=True)
 class ConvCall:
     """One F.conv2d of a tower shard: its output rows, input channels and groups."""
@@ -165,11 +230,9 @@ class ConvCall:
 class Window:
     """A convolution's stride, padding and dilation as F.conv2d takes them.
 
-    `pad` is (top, bottom, left, right): `pad=same` with an even span (an even kernel, say)
-    pads one more at the bottom and right, as PyTorch's padding='same' does, and
-    `remainder=ceil` pads the bottom and right by what its extra window reads past the edge
-    (cuda-convnet2's zeros). Written as explicit padding rather than padding='same' so that
-    .pt2 and ONNX export plain convs.
+    `pad` is (top, bottom, left, right), as the registry's `conv_padding` says (uneven for
+    `pad=same` with an even span and for `remainder=ceil`). Written as explicit padding
+    rather than padding='same' so that .pt2 and ONNX export plain convs.
     """
 
     stride: tuple[int, int]
@@ -179,16 +242,7 @@ class Window:
     @classmethod
     def of(cls, a: ConvArgs, into: Shape, out: Shape) -> Window:
         """The window of a conv from `into` to `out` (the checked shapes)."""
-        (kh, kw), (dh, dw) = a.size.hw, a.dilation.hw
-        th, tw = dh * (kh - 1), dw * (kw - 1)  # each axis's span, less one
-        if a.pad == "same":
-            return cls(a.stride.hw, (th // 2, th - th // 2, tw // 2, tw - tw // 2),
-                       a.dilation.hw)
-        (sh, sw), (ph, pw) = a.stride.hw, a.pad.hw
-        # what the last window reads past the padded input: > 0 only for remainder=ceil
-        bottom = max((out.h - 1) * sh + th + 1 - (into.h + 2 * ph), 0)
-        right = max((out.w - 1) * sw + tw + 1 - (into.w + 2 * pw), 0)
-        return cls(a.stride.hw, (ph, ph + bottom, pw, pw + right), a.dilation.hw)
+        return cls(a.stride.hw, conv_padding(a, into, out), a.dilation.hw)
 
     def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
         top, bottom, left, right = self.pad

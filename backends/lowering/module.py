@@ -32,7 +32,7 @@ from alexnetc.backends.lowering.placement import (
     resolve_devices,
 )
 from alexnetc.compiler.errors import SpecError
-from alexnetc.compiler.graph import INPUT, CheckedNetwork, Layer, reserved_name_error
+from alexnetc.compiler.graph import INPUT, CheckedNetwork, chains, reserved_name_error
 from alexnetc.compiler.recipe import Recipe
 
 
@@ -206,18 +206,6 @@ def _with_frees(runs: list[Run], output: str) -> list[Run]:
     return [Run(r.stage, r.sources, tuple(frees.get(i, ()))) for i, r in enumerate(runs)]
 
 
-def _groups(layers: list[Layer]) -> list[list[Layer]]:
-    """A stage's layers, each fused chain as one group."""
-    out: list[list[Layer]] = []
-    for layer in layers:
-        f = layer.fusion
-        if f is not None and layer.id != f.head and out and out[-1][0].id == f.head:
-            out[-1].append(layer)
-        else:
-            out.append([layer])
-    return out
-
-
 def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
                  devices: Sequence[str | torch.device] | None = None, seed: int | None = 0,
                  fused: bool | None = None, merge: bool | None = None) -> AlexnetcModule:
@@ -259,7 +247,7 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
     for name, stage_layers in net.stages():
         stage = StageModule(name)
         used: dict[str, int] = {}
-        for group in _groups(stage_layers):
+        for group in chains(stage_layers):
             head, placed = group[0], group[0].tower  # a chain runs where its head runs
             op = build_chain(group, use_kernel) if len(group) > 1 else build_layer(head, b)
             base = group[0].fusion.kernel if len(group) > 1 and group[0].fusion \

@@ -157,9 +157,11 @@ def train_step(tr: Trainer, batch: Batch, stop: Stop | None = None) -> float:
                             f"at epoch {tr.epoch + 1}, step {tr.step + 1}")
     _join(stop, stopping)
     loss = loss_sum * (tr.dist.world / max(n_all, 1.0))
-    tr.optimiser.zero_grad(set_to_none=True)
     loss.backward()
     tr.optimiser.step()
+    # let the gradients go at once, so that the next forward's activations need not share
+    # memory with them (the checker's memory plan counts them from backward to the step)
+    tr.optimiser.zero_grad(set_to_none=True)
     tr.step += 1
     if empty:
         return math.nan

@@ -1,9 +1,9 @@
 """Whether a run will fit in memory, told before it starts rather than by the kernel's
 out-of-memory killer part way through.
 
-The estimate is the checker's, kept simple: the activations that backward keeps are about the
-forward's outputs (`activation_bytes` per image, fp32) for each image of a process's batch,
-plus every parameter three times in fp32 (weights, gradients, momentum).
+The figure is the checker's memory plan (`alexnetc check SPEC --batch N`) for this run: its
+batch per process, precision, device kind and device map, the peak of a training step on
+each of the process's devices.
 """
 
 from __future__ import annotations
@@ -17,15 +17,24 @@ import torch
 from alexnetc.backends.train.distributed import Dist, rank_devices
 from alexnetc.backends.train.run import Trainer
 from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.compiler.memory.plan import plan
+from alexnetc.compiler.memory.walk import DeviceKind, Target
 
-PARAM_COPIES = 3  # weights, gradients, momentum
 GIB = 2**30
 
 
-def need(net: CheckedNetwork, batch: int) -> int:
-    """Bytes one process needs, about, to train `net` on batches of `batch` images."""
-    total = net.total()
-    return total.activation_bytes * batch + total.params * 4 * PARAM_COPIES
+def need(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
+         amp: str | None = None, merged: bool | None = None) -> dict[torch.device, int]:
+    """Bytes one process needs on each of its devices (one per tower, as the lowering places
+    them) at the peak of a training step on `batch` images. `merged`: every tower on one
+    device runs each layer whole (None: when they share one, as the lowering does)."""
+    distinct = list(dict.fromkeys(devices))
+    whole = len(distinct) == 1 if merged is None else merged
+    kind: DeviceKind = "cuda" if any(d.type == "cuda" for d in distinct) else "cpu"
+    target = Target(batch, "bf16" if amp else "fp32", kind,
+                    devices=None if whole else tuple(distinct.index(d) for d in devices))
+    peaks = [d.peak(batch) for d in plan(net, target).devices]
+    return dict(zip(distinct, peaks, strict=True))
 
 
 def available(device: torch.device) -> int | None:
@@ -51,29 +60,26 @@ def meminfo_available(path: Path = Path("/proc/meminfo")) -> int | None:
 
 
 def shortfall(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
-              sharing: Callable[[torch.device], int]) -> str | None:
+              sharing: Callable[[torch.device], int], amp: str | None = None,
+              merged: bool | None = None) -> str | None:
     """A one-line warning when a process training on `batch` images per step, with its towers
     on `devices`, likely needs more memory than a device has free, counting the `sharing(d)`
     processes of this machine that use device d; else None."""
-    one = need(net, batch)
-    for device in dict.fromkeys(devices):
+    for device, one in need(net, batch, devices, amp, merged).items():
         have = available(device)
         if have is None:
             continue
         processes = sharing(device)
-        share = devices.count(device) / len(devices)  # of the towers, so of the memory
-        needed = round(one * share) * processes
-        if needed > have:
-            return _warning(net, batch, processes, needed, have, device)
+        if one * processes > have:
+            return _warning(batch, processes, one * processes, have, device)
     return None
 
 
-def _warning(net: CheckedNetwork, batch: int, processes: int, needed: int, have: int,
-             device: torch.device) -> str:
-    what = (f"activations of {net.total().activation_bytes / 2**20:.1f} MiB per image × "
-            f"{batch} images, plus weights, gradients and momentum")
+def _warning(batch: int, processes: int, needed: int, have: int, device: torch.device) -> str:
+    what = (f"the peak of a training step on {batch} images: weights, gradients, momentum and "
+            "the activations kept for backward")
     if processes > 1:
-        what = f"{processes} processes, each with {what}"
+        what = f"{processes} processes, each at {what}"
     has = ("the machine has {:.1f} GiB available" if device.type == "cpu"
            else f"{device} has {{:.1f}} GiB free").format(have / GIB)
     return (f"warning: training needs about {needed / GIB:.1f} GiB of memory ({what}) but "
@@ -98,8 +104,10 @@ def sharing(d: Dist, towers: int, requested: str | None) -> Callable[[torch.devi
 
 def warn_if_short(tr: Trainer, warn: Callable[[str], None]) -> None:
     """`shortfall` for a trainer about to start."""
-    devices = [torch.device(x) for x in getattr(tr.model, "devices", [tr.device])]
+    model = tr.model
+    devices = [torch.device(x) for x in getattr(model, "devices", [tr.device])]
     message = shortfall(tr.net, tr.cfg.batch_size // tr.dist.world, devices,
-                        sharing(tr.dist, tr.net.towers, tr.cfg.devices))
+                        sharing(tr.dist, tr.net.towers, tr.cfg.devices), tr.cfg.amp,
+                        getattr(model, "merged", None))
     if message is not None:
         warn(message)

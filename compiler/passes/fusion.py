@@ -16,11 +16,12 @@ from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import Fusion
 
-# Longest first: a chain is matched greedily from each ReLU.
-CHAINS: tuple[tuple[tuple[str, ...], str], ...] = (
-    (("relu", "lrn", "maxpool"), "relu_lrn_pool"),
-    (("relu", "maxpool"), "relu_pool"),
-    (("relu", "lrn"), "relu_lrn"),
+# Longest first: a chain is matched greedily from each ReLU. The third field: the kernel keeps
+# a one-byte argmax per output for its backward (the chains that pool).
+CHAINS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
+    (("relu", "lrn", "maxpool"), "relu_lrn_pool", True),
+    (("relu", "maxpool"), "relu_pool", True),
+    (("relu", "lrn"), "relu_lrn", False),
 )
 
 
@@ -35,16 +36,16 @@ def run(ctx: Context) -> None:
         if matched is None:
             i += 1
             continue
-        members, kernel = matched
-        fusion = Fusion(kernel, members[0], tuple(members))
+        members, kernel, argmax = matched
+        fusion = Fusion(kernel, members[0], tuple(members), argmax)
         for m in members:
             g.nodes[m][Key.FUSION] = fusion
         i += len(members)
 
 
-def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | None:
+def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str, bool] | None:
     g = ctx.graph
-    for roles, kernel in CHAINS:
+    for roles, kernel, argmax in CHAINS:
         window = order[i:i + len(roles)]
         if len(window) < len(roles):
             continue
@@ -52,7 +53,7 @@ def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str] | No
         if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
                and g.nodes[n][Key.OP].fuses(g.nodes[n][Key.ARGS])
                for n, r in zip(window, roles, strict=True)) and _only_reader(g, window):
-            return window, kernel
+            return window, kernel, argmax
     return None
 
 

@@ -19,6 +19,8 @@ from alexnetc.backends.lowering.export import export_program
 from alexnetc.backends.lowering.layers import LAYERS
 from alexnetc.compiler.errors import Severity, SourceLoc
 from alexnetc.compiler.graph import CheckedNetwork, Layer
+from alexnetc.compiler.memory.plan import plan
+from alexnetc.compiler.memory.walk import Target
 from alexnetc.compiler.pipeline import check, check_file
 from alexnetc.compiler.records import Counts
 from alexnetc.compiler.registry import (
@@ -36,7 +38,7 @@ from alexnetc.compiler.registry import (
 )
 from alexnetc.compiler.report import as_json, report_text
 
-from helpers import ROOT, SPECS
+from helpers import ROOT, SPECS, kept_for_backward
 
 OP_DEFS = definitions()
 IDS = [op.name for op in OP_DEFS]
@@ -175,3 +177,19 @@ def test_an_op_without_a_size_goes_through_every_pass(monkeypatch: pytest.Monkey
     layers = as_json(result.network, result.diagnostics, None)["layers"]
     assert [la["args"] for la in layers if la["op"] == "Scale"] == [{"factor": 2.0},
                                                                    {"factor": 0.5}]
+
+
+@pytest.mark.parametrize("op", OP_DEFS, ids=IDS)
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_what_each_op_keeps_for_backward_is_what_autograd_keeps(op: OpDef[object],
+                                                                 amp: bool) -> None:
+    """An op's `saves`, to the byte, on two towers merged and one tower per device."""
+    net, _ = example(op)
+    x = torch.randn(2, 4, 8, 8)  # N x C x H x W
+    for merged in (True, False):
+        model = build_module(net, devices=["cpu"] if merged else ["cpu", "cpu"], seed=0,
+                             merge=merged).train()
+        target = Target(2, "bf16" if amp else "fp32", "cpu",
+                        devices=None if merged else (0, 0))
+        planned = sum(d.kept.at(2) for d in plan(net, target).devices)
+        assert planned == kept_for_backward(model, x, amp), (op.name, merged)

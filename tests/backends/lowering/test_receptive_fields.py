@@ -18,8 +18,6 @@ pixels every layer up to the target still reads. An AdaptiveAvgPool that enlarge
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,32 +26,15 @@ from torch import Tensor
 
 from alexnetc.backends.lowering import build_module
 from alexnetc.compiler.graph import CheckedNetwork, Layer
-from alexnetc.compiler.pipeline import check
 
-from helpers import SPECS
+from helpers import SPECS, small_net
 
 MAX_SIDE = 67  # the digits AlexNet (alexnet-small.net) at its own size
 STAGES_PER_SPEC = 4
 
 
-def _small(path: Path) -> CheckedNetwork | None:
-    text = path.read_text()
-    result = check(text, str(path))
-    if result.network is None:
-        return None
-    if max(result.network.input.h, result.network.input.w) <= MAX_SIDE:
-        return result.network
-    c = result.network.input.c
-    text = re.sub(r"\s*->\s*[0-9x]+$", "", text, flags=re.M)  # shapes at the full size
-    for side in range(16, MAX_SIDE + 1):
-        smaller = re.sub(r"^input \S+", f"input {side}x{side}x{c}", text, count=1, flags=re.M)
-        found = check(smaller, str(path)).network
-        if found is not None:
-            return found
-    return None
-
-
-NETS = {p.stem: net for p in sorted(SPECS.glob("*.net")) if (net := _small(p)) is not None}
+NETS = {p.stem: net for p in sorted(SPECS.glob("*.net"))
+        if (net := small_net(p, MAX_SIDE)) is not None}
 
 
 def _enlarges(layer: Layer) -> bool:

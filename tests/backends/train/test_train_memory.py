@@ -11,6 +11,8 @@ from alexnetc.backends.train import memory
 from alexnetc.backends.train.distributed import Dist
 from alexnetc.cli.main import main
 from alexnetc.compiler.graph import CheckedNetwork
+from alexnetc.compiler.memory.plan import plan
+from alexnetc.compiler.memory.walk import Target
 from alexnetc.compiler.pipeline import check
 
 SPEC = """\
@@ -34,12 +36,23 @@ def _free(monkeypatch: pytest.MonkeyPatch, gib: float) -> None:
     monkeypatch.setattr(memory, "available", lambda device: int(gib * memory.GIB))
 
 
-def test_need_is_the_activations_of_a_batch_and_three_copies_of_the_weights() -> None:
+def test_need_is_the_checkers_peak_of_a_training_step() -> None:
     net = _net()
-    total = net.total()
-    # every op's output in fp32: Conv, ReLU, MaxPool, FC, Softmax
-    assert total.activation_bytes == 4 * (28 * 28 * 8 * 2 + 14 * 14 * 8 + 10 * 2)
-    assert memory.need(net, 8) == 8 * total.activation_bytes + 3 * 4 * total.params
+    (peak,) = need_one(net, 8)
+    assert peak == plan(net, Target(8, device="cpu")).devices[0].peak(8)
+    weights = 4 * net.total().params
+    assert peak > 3 * weights  # weights, gradients, momentum, and the activations kept
+    assert need_one(net, 8, "bf16") != (peak,)  # the run's precision is planned for
+
+
+def need_one(net: CheckedNetwork, batch: int, amp: str | None = None) -> tuple[int, ...]:
+    return tuple(memory.need(net, batch, CPU, amp).values())
+
+
+def _batch_needing(net: CheckedNetwork, gib: float, devices: list[torch.device]) -> int:
+    """The batch whose peak is about `gib` GiB on the first device."""
+    one, two = (max(memory.need(net, b, devices).values()) for b in (1, 2))
+    return int((gib * memory.GIB - (2 * one - two)) // (two - one))
 
 
 def test_a_run_that_fits_is_not_warned_about(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,29 +64,31 @@ def test_a_run_that_does_not_fit_is_warned_about_in_one_line(
         monkeypatch: pytest.MonkeyPatch) -> None:
     net = _net()
     _free(monkeypatch, 0.5)
-    batch = 2 * memory.GIB // net.total().activation_bytes  # about 2 GiB of activations
+    batch = _batch_needing(net, 2.0, CPU)
     warning = memory.shortfall(net, batch, CPU, lambda device: 1)
     assert warning == (
-        f"warning: training needs about 2.0 GiB of memory (activations of 0.1 MiB per image × "
-        f"{batch} images, plus weights, gradients and momentum) but the machine has 0.5 GiB "
-        "available: it will likely run out of memory; use a smaller --batch-size")
+        f"warning: training needs about 2.0 GiB of memory (the peak of a training step on "
+        f"{batch} images: weights, gradients, momentum and the activations kept for backward) "
+        "but the machine has 0.5 GiB available: it will likely run out of memory; use a "
+        "smaller --batch-size")
 
 
 def test_processes_on_one_machine_share_its_memory(monkeypatch: pytest.MonkeyPatch) -> None:
     net = _net()
-    batch = memory.GIB // net.total().activation_bytes  # about 1 GiB each
+    batch = _batch_needing(net, 1.0, CPU)
     _free(monkeypatch, 1.5)
     assert memory.shortfall(net, batch, CPU, lambda device: 1) is None
     warning = memory.shortfall(net, batch, CPU, memory.sharing(Dist(0, 2, 0, 2), 1, None))
     assert warning is not None
-    assert "about 2.0 GiB of memory (2 processes, each with activations of" in warning
+    assert "about 2.0 GiB of memory (2 processes, each at the peak of" in warning
     assert warning.endswith("use a smaller --batch-size or fewer --nproc")
 
 
 def test_a_gpu_is_compared_with_its_share_of_the_towers(monkeypatch: pytest.MonkeyPatch) -> None:
-    net = _net()
-    batch = 2 * memory.GIB // net.total().activation_bytes
-    two = [torch.device("cuda:0"), torch.device("cuda:1")]  # one tower on each: half each
+    net = check(SPEC.replace("input 32x32x3", "input 32x32x3\ntowers 2"), "small.net").network
+    assert net is not None
+    two = [torch.device("cuda:0"), torch.device("cuda:1")]  # one tower on each
+    batch = _batch_needing(net, 1.0, two)
     _free(monkeypatch, 1.5)
     assert memory.shortfall(net, batch, two, lambda device: 1) is None
     _free(monkeypatch, 0.5)

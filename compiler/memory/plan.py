@@ -1,0 +1,184 @@
+"""The bytes of a training step per layer and per device, its peak, and what fits a budget.
+
+A training step (backends/train/loop.py) runs forward (keeping what backward needs),
+backward (freeing each op's kept tensors as it passes, making the weights' gradients) and the
+optimizer step (in place: the paper's momentum is one fp32 tensor per weight), and lets the
+gradients go. Every quantity is linear in the batch, `fixed + per_image·N`, so
+the peak is the largest of the step's candidate moments and the largest batch a budget
+holds is solved for, not searched.
+
+Not counted: the CUDA context (outside PyTorch's allocator), cuDNN and cuBLAS workspaces,
+temporaries inside an op (the reference LRN's), the allocator's rounding and fragmentation;
+`ALLOWANCE` of a budget is kept back for them.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from alexnetc.compiler.graph import INPUT, CheckedNetwork
+from alexnetc.compiler.memory.walk import ITEMSIZE, Buffer, Target, Walk, walk
+
+ALLOWANCE = 0.10  # of a device's memory, for what the plan does not count
+FP32 = ITEMSIZE["fp32"]
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Bytes at a batch of N images: `fixed + per_image·N`."""
+
+    fixed: int = 0
+    per_image: int = 0
+
+    def at(self, batch: int) -> int:
+        return self.fixed + self.per_image * batch
+
+    def __add__(self, other: Linear) -> Linear:
+        return Linear(self.fixed + other.fixed, self.per_image + other.per_image)
+
+
+def _bytes(b: Buffer) -> Linear:
+    n = b.elements * b.itemsize
+    return Linear(n, 0) if b.per_step else Linear(0, n)
+
+
+def _sum(buffers: list[Buffer]) -> Linear:
+    total = Linear()
+    for b in buffers:
+        total += _bytes(b)
+    return total
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """One device's share of a training step.
+
+    `weights` are the parameters' fp32 bytes, which the gradients and the momentum equal;
+    `buffers` the state that is not learnt (BatchNorm's running statistics); `kept` what
+    autograd keeps for backward; `peaks` the step's candidate moments, the largest of which
+    is its peak; `inference` the same for a forward without autograd.
+    """
+
+    device: int
+    weights: int
+    buffers: int
+    kept: Linear
+    peaks: tuple[Linear, ...]
+    inference: tuple[Linear, ...]
+
+    @property
+    def gradients(self) -> int:
+        return self.weights
+
+    @property
+    def momentum(self) -> int:
+        return self.weights
+
+    def peak(self, batch: int) -> int:
+        return max(p.at(batch) for p in self.peaks)
+
+    def inference_peak(self, batch: int) -> int:
+        return max(p.at(batch) for p in self.inference)
+
+    def largest_batch(self, budget: int) -> int | None:
+        """The most images per step whose peak fits `budget` less the allowance (0: not even
+        one; None: no limit, nothing grows with the batch)."""
+        return _largest(self.peaks, budget)
+
+
+def _largest(candidates: tuple[Linear, ...], budget: int) -> int | None:
+    usable = int(budget * (1 - ALLOWANCE))
+    limits = []
+    for c in candidates:
+        if c.fixed + c.per_image > usable:
+            return 0
+        if c.per_image:
+            limits.append((usable - c.fixed) // c.per_image)
+    return min(limits) if limits else None
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """A training step of `net` on `target`: per layer (by id, summed over devices) the
+    bytes it keeps for backward, and each device's totals."""
+
+    target: Target
+    kept_by_layer: dict[str, Linear]
+    weights_by_layer: dict[str, int]
+    devices: tuple[DeviceMemory, ...]
+
+    def largest_batch(self, budget: int) -> int | None:
+        """The most images per step with every device within `budget`."""
+        found = [d.largest_batch(budget) for d in self.devices]
+        limits = [n for n in found if n is not None]
+        return min(limits) if limits else None
+
+    def fits(self, budget: int) -> bool:
+        usable = budget * (1 - ALLOWANCE)
+        return all(d.peak(self.target.batch) <= usable for d in self.devices)
+
+
+def plan(net: CheckedNetwork, target: Target) -> MemoryPlan:
+    train, infer = walk(net, target), walk(net, target, training=False)
+    kept: dict[str, Linear] = defaultdict(Linear)
+    for b in train.buffers:
+        if b.saved_by:
+            kept[train.steps[min(b.saved_by)].layer] += _bytes(b)
+    weights = {layer.id: layer.counts.params * FP32 for layer in net.layers()}
+    devices = tuple(_device(net, train, infer, d) for d in range(train.devices))
+    return MemoryPlan(target, dict(kept), weights, devices)
+
+
+def _device(net: CheckedNetwork, train: Walk, infer: Walk, d: int) -> DeviceMemory:
+    steps = [s for s in train.steps if s.device == d]
+    weights = sum(s.params for s in steps) * FP32
+    buffers = _buffers(net, train) if d == 0 or train.target.devices is not None else 0
+    mine = [b for b in train.buffers if b.device == d]
+    kept = _sum([b for b in mine if b.saved_by])
+    resident = Linear(weights * 2 + buffers)  # weights and momentum; gradients come and go
+    peaks = [resident + Linear(weights)]  # the optimizer step
+    peaks += [resident + m for m in _forward(mine, len(train.steps))]
+    peaks += [resident + m for m in _backward(mine, train, d, net.output.c)]
+    inference = [Linear(weights + buffers) + m
+                 for m in _forward([b for b in infer.buffers if b.device == d],
+                                   len(infer.steps), training=False)]
+    return DeviceMemory(d, weights, buffers, kept, tuple(peaks), tuple(inference) or
+                        (Linear(weights + buffers),))
+
+
+def _buffers(net: CheckedNetwork, w: Walk) -> int:
+    """Running statistics, fp32, on the device of each tower's share of them."""
+    towers = 1 if w.target.devices is None else net.towers
+    return sum(layer.counts.buffers for layer in net.layers()) * FP32 // towers
+
+
+def _forward(mine: list[Buffer], steps: int, training: bool = True) -> list[Linear]:
+    """What is live at each step of forward: what was kept so far, and what a later step
+    still reads."""
+    out = []
+    for k in range(steps + 1):
+        out.append(_sum([b for b in mine if b.created <= k
+                         and (b.last_read >= k or (training and b.saved_by))]))
+    return out
+
+
+def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]:
+    """What is live at each step of backward, last step first: the kept tensors of the steps
+    still to go back through, the weights' gradients made so far, the gradients of the
+    activations between their last reader and their maker, and what the loop holds (the
+    image, the output and the loss's log-probabilities)."""
+    end = len(w.steps)
+    held = [b for b in mine if b.layer == INPUT or b.last_read >= end]
+    loss = Linear(0, classes * FP32) if any(v.buf.device == d for v in w.output) else Linear()
+    out = []
+    grads = 0
+    for k in reversed(range(end)):
+        step = w.steps[k]
+        if step.device == d:
+            grads += step.params * FP32
+        live = {id(b): b for b in held}
+        live.update((id(b), b) for b in mine if b.saved_by and min(b.saved_by) <= k)
+        flowing = _sum([b for b in mine if b.grad and b.created <= k <= b.last_read])
+        out.append(_sum(list(live.values())) + loss + flowing + Linear(grads))
+    return out

@@ -353,6 +353,9 @@ class OpDef(Generic[A]):
     - `autocast`: under mixed precision it computes in the low precision, its input and
       weight cast (autocast's lower-precision list: convolutions, linear layers, PReLU).
     - `training_only`: outside training it hands its input on untouched (Dropout).
+    - `scratch(args, in_shape, out_shape, lowered)`: fp32 elements per image its backward
+      holds at once besides its input's and output's gradients (the reference ResNorm's
+      composite of PyTorch ops); a library's own workspace (cuDNN's, oneDNN's) is not counted.
     """
 
     name: str
@@ -376,6 +379,7 @@ class OpDef(Generic[A]):
     saves: Callable[[A, Shape, Shape, Lowered], Sequence[Saved]] = _saves_nothing
     autocast: bool = False
     training_only: bool = False
+    scratch: Callable[[A, Shape, Shape, Lowered], int] = lambda args, i, o, low: 0
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -615,6 +619,12 @@ def _lrn_saves(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Save
             Saved("new", o.elements, "fp32"), Saved("new", o.elements, "fp32"))
 
 
+def _lrn_scratch(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> int:
+    """The reference LRN's backward runs through its composite's ops, three input-sized fp32
+    temporaries at once at its peak (measured on the CPU)."""
+    return 3 * i.elements
+
+
 def _batch_norm_saves(args: BatchNormArgs, i: Shape, o: Shape,
                       low: Lowered) -> Sequence[Saved]:
     """Its input and the batch's mean and inverse deviation per channel (fp32 whatever the
@@ -811,7 +821,7 @@ register(OpDef(
     "local response normalisation across channels, paper convention: "
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
-    aliases=("LRN",), saves=_lrn_saves,
+    aliases=("LRN",), saves=_lrn_saves, scratch=_lrn_scratch,
 ))
 register(OpDef(
     "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "

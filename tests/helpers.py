@@ -7,8 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
-
     from alexnetc.compiler.graph import CheckedNetwork
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,23 +71,3 @@ def small_net(path: Path, max_side: int) -> CheckedNetwork | None:
         if found is not None:
             return found
     return None
-
-
-def kept_for_backward(model: torch.nn.Module, x: torch.Tensor, amp: bool = False) -> int:
-    """Bytes of the storages autograd keeps for backward in one forward of `model` (under bf16
-    autocast with `amp`), each storage once, besides the model's parameters and buffers."""
-    import torch
-
-    own = {t.untyped_storage().data_ptr() for t in (*model.parameters(), *model.buffers())}
-    kept: dict[int, int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        storage = t.untyped_storage()
-        if storage.data_ptr() not in own:
-            kept[storage.data_ptr()] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), \
-            torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-        model(x)
-    return sum(kept.values())

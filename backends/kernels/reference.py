@@ -29,13 +29,13 @@ def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: floa
     clipped window; callers pass one tower's channels so it never crosses a tower.
     Works on maps (N x C x H x W) and on flat features (N x C).
 
-    It computes in fp32 whatever x's dtype (as the fused kernel does), returning x's dtype:
+    It computes a half-width x in fp32 (as the fused kernel does), returning x's dtype:
     under autocast PyTorch would otherwise run parts in fp32 and parts not, differently on
     the CPU and on CUDA, and what it keeps for backward with them (the registry's ResNorm
     entry states what this keeps).
     """
     flat = x.dim() == 2  # N x C: a 1-pixel map for F.local_response_norm
-    x32 = x.float()  # x itself when already fp32
+    x32 = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # fp32 or fp64: x
     y = F.local_response_norm(x32.unsqueeze(-1) if flat else x32, size, alpha * size, beta, k)
     return (y.squeeze(-1) if flat else y).to(x.dtype)  # the shape and dtype of x
 

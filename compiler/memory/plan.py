@@ -7,9 +7,10 @@ gradients go. Every quantity is linear in the batch, `fixed + per_image·N`, so
 the peak is the largest of the step's candidate moments and the largest batch a budget
 holds is solved for, not searched.
 
-Not counted: the CUDA context (outside PyTorch's allocator), cuDNN and cuBLAS workspaces,
-temporaries inside an op (the reference LRN's), the allocator's rounding and fragmentation;
-`ALLOWANCE` of a budget is kept back for them.
+Not counted: the CUDA context (outside PyTorch's allocator), the libraries' workspaces
+(cuDNN's and cuBLAS's; oneDNN's on the CPU), the allocator's rounding and fragmentation;
+`ALLOWANCE` of a budget is kept back for them. Temporaries inside an op's backward are
+counted where the registry states them (`scratch`: the reference LRN's).
 """
 
 from __future__ import annotations
@@ -180,5 +181,6 @@ def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]
         live = {id(b): b for b in held}
         live.update((id(b), b) for b in mine if b.saved_by and min(b.saved_by) <= k)
         flowing = _sum([b for b in mine if b.grad and b.created <= k <= b.last_read])
-        out.append(_sum(list(live.values())) + loss + flowing + Linear(grads))
+        scratch = Linear(0, step.scratch if step.device == d else 0)
+        out.append(_sum(list(live.values())) + loss + flowing + scratch + Linear(grads))
     return out

@@ -104,8 +104,8 @@ def summary(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]], req: Reque
                 f" MiB training, {d.inference_peak(b) / MIB:,.1f} MiB inference")
         if req.budget is not None:
             lines.append("    " + _fit(p, req.budget, b))
-    lines.append(f"  not counted: the CUDA context, cuDNN/cuBLAS workspaces, temporaries inside "
-                 f"an op, allocator rounding and fragmentation; a budget keeps "
+    lines.append(f"  not counted: the CUDA context, the libraries' workspaces (cuDNN, cuBLAS, "
+                 f"oneDNN), allocator rounding and fragmentation; a budget keeps "
                  f"{ALLOWANCE:.0%} back for them")
     return lines
 

@@ -72,14 +72,16 @@ class View:
     dtype: str
 
 
-@dataclass(frozen=True)
+@dataclass
 class Step:
-    """One op (or fused chain) run on one device; `params`: the parameters it holds there."""
+    """One op (or fused chain) run on one device; `params`: the parameters it holds there;
+    `scratch`: bytes per image its backward holds besides the gradients (registry)."""
 
     index: int
     layer: str
     device: int
     params: int
+    scratch: int = 0
 
 
 @dataclass
@@ -247,6 +249,8 @@ class _Walker:
             low = Lowered(self.t.device, shares)
             for s in op.saves(layer.args, xs[0].shape, shape, low):
                 self._keep(s, layer, xs, out, compute, device)
+            self.w.steps[self.now].scratch += op.scratch(layer.args, xs[0].shape, shape,
+                                                         low) * ITEMSIZE["fp32"]
         return out
 
     def _keep(self, s: Saved, layer: Layer, xs: list[View], out: View, compute: str,

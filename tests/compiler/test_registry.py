@@ -17,6 +17,7 @@ import torch
 from alexnetc.backends.lowering import build_module, canonical_state_dict, count_cross_bytes
 from alexnetc.backends.lowering.export import export_program
 from alexnetc.backends.lowering.layers import LAYERS
+from alexnetc.backends.lowering.saved import kept_for_backward
 from alexnetc.compiler.errors import Severity, SourceLoc
 from alexnetc.compiler.graph import CheckedNetwork, Layer
 from alexnetc.compiler.memory.plan import plan
@@ -38,7 +39,7 @@ from alexnetc.compiler.registry import (
 )
 from alexnetc.compiler.report import as_json, report_text
 
-from helpers import ROOT, SPECS, kept_for_backward
+from helpers import ROOT, SPECS
 
 OP_DEFS = definitions()
 IDS = [op.name for op in OP_DEFS]

@@ -11,17 +11,21 @@ those bytes within 2 %. Weights, gradients and the optimizer's momentum must be 
 
 from __future__ import annotations
 
+import importlib.util
+from types import ModuleType
+
 import pytest
 import torch
 
 from alexnetc.backends.lowering import build_module
+from alexnetc.backends.lowering.saved import kept_for_backward
 from alexnetc.backends.train.optim import PaperSGD
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.memory.plan import plan
 from alexnetc.compiler.memory.walk import Target
 from alexnetc.compiler.pipeline import check_file
 
-from helpers import SPECS, kept_for_backward, small_net
+from helpers import ROOT, SPECS, small_net
 
 BATCH = 2
 TOLERANCE = 0.02
@@ -97,3 +101,23 @@ def test_weights_gradients_and_momentum_are_exact(name: str, merged: bool) -> No
         per_tower = [sum(p.numel() * p.element_size() for n, p in model.named_parameters()
                          if f".towers.{t}." in n) for t in range(net.towers)]
         assert [d.weights for d in devices] == per_tower
+
+
+def test_the_planned_peak_is_within_15_percent_of_the_cpus() -> None:
+    """The peak of a real step on the CPU (a fresh process's resident high-water mark, as
+    benchmarks/bench_memory.py measures it) against the plan's: what the plan leaves to the
+    allowance (oneDNN's workspaces, the allocator) stays small."""
+    bench = _bench_memory()
+    measured = bench._cpu_peak(str(SPECS / "alexnet.net"), 8, False, True)
+    net = NETS["alexnet-227"]
+    planned = plan(net, Target(8, device="cpu")).devices[0].peak(8)
+    assert abs(planned - measured) <= 0.15 * measured, (planned, measured)
+
+
+def _bench_memory() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_memory",
+                                                  ROOT / "benchmarks" / "bench_memory.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

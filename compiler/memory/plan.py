@@ -101,13 +101,19 @@ def _largest(candidates: tuple[Linear, ...], budget: int) -> int | None:
 
 @dataclass(frozen=True)
 class MemoryPlan:
-    """A training step of `net` on `target`: per layer (by id, summed over devices) the
-    bytes it keeps for backward, and each device's totals."""
+    """A training step of `net` on `target`: per device and layer (by id) the bytes the layer
+    keeps for backward there (`kept_on`), and each device's totals."""
 
     target: Target
-    kept_by_layer: dict[str, Linear]
+    kept_on: dict[tuple[int, str], Linear]
     weights_by_layer: dict[str, int]
     devices: tuple[DeviceMemory, ...]
+
+    def kept(self, layer: str, device: int | None = None) -> Linear:
+        """What `layer` keeps for backward on `device` (None: on every device)."""
+        found = [v for (d, name), v in self.kept_on.items()
+                 if name == layer and device in (None, d)]
+        return sum(found, Linear())
 
     def largest_batch(self, budget: int) -> int | None:
         """The most images per step with every device within `budget`."""
@@ -122,10 +128,10 @@ class MemoryPlan:
 
 def plan(net: CheckedNetwork, target: Target) -> MemoryPlan:
     train, infer = walk(net, target), walk(net, target, training=False)
-    kept: dict[str, Linear] = defaultdict(Linear)
+    kept: dict[tuple[int, str], Linear] = defaultdict(Linear)
     for b in train.buffers:
         if b.saved_by:
-            kept[train.steps[min(b.saved_by)].layer] += _bytes(b)
+            kept[b.device, train.steps[min(b.saved_by)].layer] += _bytes(b)
     weights = {layer.id: layer.counts.params * FP32 for layer in net.layers()}
     devices = tuple(_device(net, train, infer, d) for d in range(train.devices))
     return MemoryPlan(target, dict(kept), weights, devices)

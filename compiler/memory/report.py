@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from alexnetc.compiler.graph import CheckedNetwork
-from alexnetc.compiler.memory.plan import ALLOWANCE, FP32, Linear, MemoryPlan, plan
+from alexnetc.compiler.memory.plan import ALLOWANCE, MemoryPlan, plan
 from alexnetc.compiler.memory.walk import DeviceKind, Precision, Target
 
 MIB = 2**20
@@ -72,18 +72,24 @@ def table_rows(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],
     b = req.batch
     columns = [("stage", "total", False), ("op", "", False), ("output", str(net.output), True),
                ("weights MiB", _mib(sum(found[0][1].weights_by_layer.values())), True)]
-    for name, p in found:
-        kept = sum((d.kept for d in p.devices), Linear()).at(b)
-        columns.append((f"kept MiB, {name}", _mib(kept), True))
+    for _, p in found:
+        for d in p.devices:
+            columns.append((f"kept MiB, {_column(p, d.device)}", _mib(d.kept.at(b)), True))
     rows: list[tuple[list[str], bool]] = []
     for stage, layers in net.stages():
         for i, layer in enumerate(layers):
             cells = [stage if i == 0 else "",
                      ("+ " if layer.call.joined else "") + layer.call.text(), str(layer.shape),
                      _mib(found[0][1].weights_by_layer.get(layer.id, 0))]
-            cells += [_mib(p.kept_by_layer.get(layer.id, Linear()).at(b)) for _, p in found]
+            cells += [_mib(p.kept(layer.id, d.device).at(b)) for _, p in found
+                      for d in p.devices]
             rows.append((cells, i == len(layers) - 1))
     return columns, rows
+
+
+def _column(p: MemoryPlan, device: int) -> str:
+    """A device of a plan as a column names it: `one device`, or the tower it holds."""
+    return "one device" if len(p.devices) == 1 else f"tower {device}"
 
 
 def summary(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]], req: Request) -> list[str]:
@@ -140,7 +146,9 @@ def as_json(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],
                             if req.budget is not None else {})}
                         for d in p.devices],
             "layers": [{"id": layer.id, "weights": p.weights_by_layer.get(layer.id, 0),
-                        "kept": p.kept_by_layer.get(layer.id, Linear()).at(b)}
+                        "kept": p.kept(layer.id).at(b),
+                        "kept_per_device": [p.kept(layer.id, d.device).at(b)
+                                            for d in p.devices]}
                        for layer in net.layers()],
             **({"fits": p.fits(req.budget), "largest_batch": p.largest_batch(req.budget)}
                if req.budget is not None else {}),
@@ -149,18 +157,19 @@ def as_json(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],
 
 
 def csv_columns(found: list[tuple[str, MemoryPlan]]) -> list[str]:
-    return ["weight_bytes", *(f"kept_bytes_{_slug(name)}" for name, _ in found)]
+    return ["weight_bytes", *(f"kept_bytes_{_slug(_column(p, d.device))}" for _, p in found
+                              for d in p.devices)]
 
 
 def csv_cells(layer_id: str, found: list[tuple[str, MemoryPlan]], batch: int) -> list[int]:
     first = found[0][1]
     return [first.weights_by_layer.get(layer_id, 0),
-            *(p.kept_by_layer.get(layer_id, Linear()).at(batch) for _, p in found)]
+            *(p.kept(layer_id, d.device).at(batch) for _, p in found for d in p.devices)]
 
 
 def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-__all__ = ["FP32", "Request", "as_json", "csv_cells", "csv_columns", "parse_size", "plans",
+__all__ = ["Request", "as_json", "csv_cells", "csv_columns", "parse_size", "plans",
            "summary", "table_rows"]

@@ -48,6 +48,8 @@ def test_json_gives_bytes_per_device_and_layer(capsys: pytest.CaptureFixture[str
     assert one["devices"][0]["weights"] == one["devices"][0]["momentum"] == PARAMS * 4
     assert [d["weights"] for d in towers["devices"]] == [PARAMS * 2] * 2
     assert sum(x["kept"] for x in one["layers"]) == one["devices"][0]["kept"]
+    for t, device in enumerate(towers["devices"]):
+        assert sum(x["kept_per_device"][t] for x in towers["layers"]) == device["kept"]
     assert one["fits"] is True and one["largest_batch"] > 2
     assert one["devices"][0]["peak"] > one["devices"][0]["inference_peak"]
 
@@ -56,8 +58,8 @@ def test_csv_gains_the_memory_columns(capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["check", ALEXNET, "--csv", "--batch", "2"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert sum(int(r["weight_bytes"]) for r in rows) == PARAMS * 4
-    assert sum(int(r["kept_bytes_2_devices_one_tower_each"]) for r in rows) > \
-        sum(int(r["kept_bytes_one_device"]) for r in rows) > 0
+    towers = [sum(int(r[f"kept_bytes_tower_{t}"]) for r in rows) for t in (0, 1)]
+    assert sum(towers) > sum(int(r["kept_bytes_one_device"]) for r in rows) > 0
 
 
 def test_without_memory_options_the_table_is_unchanged(capsys: pytest.CaptureFixture[str]) -> None:

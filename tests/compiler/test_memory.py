@@ -68,8 +68,8 @@ def test_the_cpu_reference_chain_keeps_more_than_the_kernel() -> None:
     cpu = plan(ALEXNET, Target(1, device="cpu"))
     assert _kept_per_image(cpu) > 3 * _kept_per_image(fused)
     drop = next(layer.id for layer in ALEXNET.layers() if layer.op.name == "Dropout")
-    assert fused.kept_by_layer[drop].per_image == 4096
-    assert cpu.kept_by_layer[drop].per_image == 4096 * 4
+    assert fused.kept(drop).per_image == 4096
+    assert cpu.kept(drop).per_image == 4096 * 4
 
 
 def test_two_towers_split_the_weights_and_gather_for_conv3() -> None:
@@ -78,9 +78,9 @@ def test_two_towers_split_the_weights_and_gather_for_conv3() -> None:
     assert [d.weights for d in towers] == [one.weights // 2] * 2
     conv3 = next(layer.id for layer in ALEXNET.layers() if layer.stage == "conv3")
     # each tower keeps the whole of conv3's input, gathered from both towers
-    split = plan(ALEXNET, Target(1, devices=(0, 1))).kept_by_layer[conv3].per_image
-    assert split == 2 * 13 * 13 * 256 * 4
-    assert plan(ALEXNET, Target(1)).kept_by_layer[conv3].per_image == 13 * 13 * 256 * 4
+    split = plan(ALEXNET, Target(1, devices=(0, 1)))
+    assert [split.kept(conv3, d).per_image for d in (0, 1)] == [13 * 13 * 256 * 4] * 2
+    assert plan(ALEXNET, Target(1)).kept(conv3).per_image == 13 * 13 * 256 * 4
 
 
 def test_a_one_tower_spec_has_one_device_map() -> None:

@@ -26,7 +26,7 @@ def test_the_kernel_keeps_what_the_plan_says(kernel: str, device: str) -> None:
     assert net is not None
     head = next(layer for layer in net.layers() if layer.fusion is not None)
     assert head.fusion is not None and head.fusion.kernel == kernel
-    planned = plan(net, Target(2, device="cuda", kernels=True)).kept_by_layer[head.id].at(2)
+    planned = plan(net, Target(2, device="cuda", kernels=True)).kept(head.id).at(2)
 
     x = torch.randn(2, 8, 9, 9, device=device, requires_grad=True)  # N x C x H x W
     kept: dict[int, int] = {}

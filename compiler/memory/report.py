@@ -102,18 +102,22 @@ def summary(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]], req: Reque
         lines.append(f"  {name}:")
         for d in p.devices:
             who = f"device {d.device}" if len(p.devices) > 1 else "the device"
-            stats = (f" + {d.buffers / MIB:,.1f} running statistics" if d.buffers else "")
+            stats = f", running statistics {_amount(d.buffers)}" if d.buffers else ""
             lines.append(
-                f"    {who}: weights {d.weights / MIB:,.1f} + gradients "
-                f"{d.gradients / MIB:,.1f} + momentum {d.momentum / MIB:,.1f}{stats} MiB, "
-                f"kept for backward {d.kept.at(b) / MIB:,.1f} MiB; peak {d.peak(b) / MIB:,.1f}"
-                f" MiB training, {d.inference_peak(b) / MIB:,.1f} MiB inference")
+                f"    {who}: weights, gradients and momentum {_amount(d.weights)} each{stats}; "
+                f"kept for backward {_amount(d.kept.at(b))}; peak {_amount(d.peak(b))} "
+                f"training, {_amount(d.inference_peak(b))} inference")
         if req.budget is not None:
             lines.append("    " + _fit(p, req.budget, b))
     lines.append(f"  not counted: the CUDA context, the libraries' workspaces (cuDNN, cuBLAS, "
                  f"oneDNN), allocator rounding and fragmentation; a budget keeps "
                  f"{ALLOWANCE:.0%} back for them")
     return lines
+
+
+def _amount(n: int) -> str:
+    """Bytes for a line of text: MiB, or KiB for less than a tenth of one."""
+    return f"{n / MIB:,.1f} MiB" if n >= MIB // 10 else f"{n / 1024:,.1f} KiB"
 
 
 def _fit(p: MemoryPlan, budget: int, batch: int) -> str:

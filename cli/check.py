@@ -20,6 +20,7 @@ from alexnetc.compiler.memory import report as memory
 from alexnetc.compiler.memory.plan import MemoryPlan
 from alexnetc.compiler.memory.report import Request, parse_size, plans
 from alexnetc.compiler.pipeline import CheckResult, check_bytes
+from alexnetc.compiler.records import INT32_MAX, LIMIT_TEXT
 from alexnetc.compiler.report import (
     TableLayout,
     as_csv,
@@ -65,8 +66,9 @@ def _positive(text: str) -> int:
         n = int(text)
     except ValueError:
         n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size (a whole number ≥ 1)")
+    if not 1 <= n <= INT32_MAX:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a batch size (a whole number from 1 "
+                                         f"to {LIMIT_TEXT})")
     return n
 
 

@@ -116,7 +116,9 @@ def summary(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]], req: Reque
 
 
 def _amount(n: int) -> str:
-    """Bytes for a line of text: MiB, or KiB for less than a tenth of one."""
+    """Bytes for a line of text: MiB, KiB for less than a tenth of one, GiB past 100 GiB."""
+    if n >= 100 * 2**30:
+        return f"{n / 2**30:,.1f} GiB"
     return f"{n / MIB:,.1f} MiB" if n >= MIB // 10 else f"{n / 1024:,.1f} KiB"
 
 

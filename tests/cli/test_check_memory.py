@@ -70,6 +70,7 @@ def test_without_memory_options_the_table_is_unchanged(capsys: pytest.CaptureFix
 @pytest.mark.parametrize(("argv", "part"), [
     (["--device-memory", "3XB"], "is not a memory size"),
     (["--batch", "0"], "is not a batch size"),
+    (["--batch", str(2**31)], "is not a batch size"),
     (["--amp", "fp16"], "invalid choice"),
     (["--device", "tpu"], "invalid choice"),
 ])

@@ -238,6 +238,16 @@ class LRNArgs:
 
 
 @op_args
+class MapNormArgs:
+    size: int = arg(positional=True, minimum=1,
+                    doc="side of the square window of pixels around each pixel (odd)")
+    k: float = arg(1.0, doc="additive offset")
+    alpha: float = arg(1e-4, minimum=0.0, doc="scale of the window's sum of squares (NOT "
+                       "divided by size², unlike Caffe's and cuda-convnet2's)")
+    beta: float = arg(0.75, minimum=0.0, doc="exponent")
+
+
+@op_args
 class LeakyReLUArgs:
     slope: float = arg(0.01, positional=True, minimum=0.0, doc="slope·x for x < 0")
 
@@ -625,6 +635,33 @@ def _lrn_scratch(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> int:
     return 3 * i.elements
 
 
+def _map_norm_infer(in_shape: Shape, args: MapNormArgs, channels: int | None) -> Shape:
+    if args.size % 2 == 0:
+        raise ShapeProblem(f"MapNorm window {args.size} is even; it must be centred on "
+                           "each pixel", f"use an odd size such as {args.size + 1}", "size")
+    _maps(in_shape, f"MapNorm({args.size})")
+    return in_shape
+
+
+def _map_norm_window(args: MapNormArgs, in_shape: Shape) -> Window:
+    """size×size around each pixel: stride 1, padded by size // 2 (the shape it keeps)."""
+    return Window((args.size, args.size), (1, 1), (args.size // 2, args.size // 2))
+
+
+def _map_norm_saves(args: MapNormArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """The reference MapNorm (backends' map_response_norm) computes in fp32: it keeps its
+    input as fp32, the squares it averages, and the denominator before and after the power.
+    Each map is normalised on its own, so tower shares keep what the whole does."""
+    return (Saved("input", dtype="fp32"), Saved("new", i.elements, "fp32"),
+            Saved("new", o.elements, "fp32"), Saved("new", o.elements, "fp32"))
+
+
+def _map_norm_scratch(args: MapNormArgs, i: Shape, o: Shape, low: Lowered) -> int:
+    """Its backward peaks as the reference LRN's does: three input-sized fp32 temporaries
+    (measured on the CPU, the same high-water mark as ResNorm's)."""
+    return 3 * i.elements
+
+
 def _batch_norm_saves(args: BatchNormArgs, i: Shape, o: Shape,
                       low: Lowered) -> Sequence[Saved]:
     """Its input and the batch's mean and inverse deviation per channel (fp32 whatever the
@@ -822,6 +859,14 @@ register(OpDef(
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
     aliases=("LRN",), saves=_lrn_saves, scratch=_lrn_scratch,
+))
+register(OpDef(
+    "MapNorm",
+    "local response normalisation within each map: b = a / (k + alpha·Σ a²)^beta over the "
+    "size×size pixels around each pixel, zero padded (alpha not divided by size², as ResNorm's "
+    "is not by size)",
+    MapNormArgs, "MapNorm(3)", infer=_map_norm_infer, window=_map_norm_window,
+    saves=_map_norm_saves, scratch=_map_norm_scratch,
 ))
 register(OpDef(
     "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "

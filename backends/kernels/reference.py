@@ -40,6 +40,22 @@ def local_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: floa
     return (y.squeeze(-1) if flat else y).to(x.dtype)  # the shape and dtype of x
 
 
+def map_response_norm(x: Tensor, size: int, alpha: float, beta: float, k: float) -> Tensor:
+    """LRN within each map: b = a / (k + alpha·Σ a²)^beta, the sum over the size×size pixels
+    centred on each pixel (size odd), zero padded at the border; channels never mix.
+
+    Caffe's WITHIN_CHANNEL LRN and cuda-convnet2's rnorm divide their alpha by size², so
+    theirs is this alpha·size². The sum is an average pool of the squares times size²:
+    counting the padding (count_include_pad), every window divides by size², as Caffe's AVE
+    pooling over its padded square does. A half-width x computes in fp32, as
+    `local_response_norm` does (the registry's MapNorm entry states what this keeps).
+    """
+    x32 = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x  # N x C x H x W
+    mean = F.avg_pool2d(x32.square(), size, 1, size // 2,
+                        count_include_pad=True)  # N x C x H x W: each window's Σ a² / size²
+    return (x32 * (k + alpha * size * size * mean).pow(-beta)).to(x.dtype)  # N x C x H x W
+
+
 def lrn_per_tower(x: Tensor, lrn: LRNParams, towers: int = 1) -> Tensor:
     """`local_response_norm` on each of ``towers`` equal channel shares of x, concatenated."""
     check_towers(x.shape[1], towers)

@@ -27,7 +27,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexnetc.backends.kernels.params import LRNParams, PoolParams
-from alexnetc.backends.kernels.reference import local_response_norm, lrn_per_tower
+from alexnetc.backends.kernels.reference import (
+    local_response_norm,
+    lrn_per_tower,
+    map_response_norm,
+)
 from alexnetc.backends.lowering.fused import FusedChain
 from alexnetc.backends.lowering.shards import join, pack
 from alexnetc.compiler.graph import Layer
@@ -40,6 +44,7 @@ from alexnetc.compiler.registry import (
     FCArgs,
     LeakyReLUArgs,
     LRNArgs,
+    MapNormArgs,
     PoolArgs,
     conv_padding,
 )
@@ -469,6 +474,22 @@ class ResNorm(nn.Module):
         return f"size={lrn.size}, alpha={lrn.alpha}, beta={lrn.beta}, k={lrn.k} (paper)"
 
 
+class MapNorm(WholeIsForward, nn.Module):
+    """LRN within each map (see `map_response_norm`): no channel reads another, so one
+    tower's maps and every tower's run alike."""
+
+    def __init__(self, args: MapNormArgs):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = args.size, args.alpha, args.beta, args.k
+
+    def forward(self, x: Tensor, tower: int = 0) -> Tensor:  # N x C(/T) x H x W
+        return map_response_norm(x, self.size, self.alpha, self.beta,
+                                 self.k)  # N x C(/T) x H x W
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}x{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}"
+
+
 class Pool(WholeIsForward, nn.Module):
     """Max or average pooling in floor mode (`remainder=error` and `drop`) or ceil mode.
 
@@ -625,6 +646,7 @@ LAYERS: dict[str, LayerBackend] = {
     "PReLU": LayerBackend(lower_prelu),
     "ResNorm": LayerBackend(lambda layer, b: ResNorm(_lrn(layer.args), layer.tower.shares),
                             chained=_lrn),
+    "MapNorm": LayerBackend(lambda layer, b: MapNorm(layer.args)),
     "BatchNorm": LayerBackend(lower_batch_norm),
     "MaxPool": LayerBackend(_pool_layer("max"), chained=_pool),
     "AvgPool": LayerBackend(_pool_layer("avg")),

@@ -126,14 +126,17 @@ def _global_pool(c: Converter, layer: Layer, blob: Blob, shape: Shape, method: s
 
 
 def lrn(c: Converter, layer: Layer) -> None:
+    """ACROSS_CHANNELS is ResNorm, WITHIN_CHANNEL MapNorm: Caffe divides alpha by the
+    window's count (local_size, local_size²), and within a channel its Power layer adds 1
+    whatever `k` says (lrn_layer.cpp)."""
     p = c.param(layer, "lrn_param")
     blob, shape = c.one_bottom(layer)
-    region = opt(p, "norm_region", enum("ACROSS_CHANNELS", "WITHIN_CHANNEL"),
-                  "ACROSS_CHANNELS")
-    if region == "WITHIN_CHANNEL":
-        raise Problem(UNSUPPORTED, loc_of(p, "norm_region"), f"LRN '{layer.name}' normalises "
-                      "within each channel (norm_region: WITHIN_CHANNEL)",
-                      "alexnetc's ResNorm normalises across channels, as the paper's")
+    within = opt(p, "norm_region", enum("ACROSS_CHANNELS", "WITHIN_CHANNEL"),
+                 "ACROSS_CHANNELS") == "WITHIN_CHANNEL"
+    if within and shape.flat:
+        raise Problem(INCONSISTENT, loc_of(p, "norm_region"), f"LRN '{layer.name}' "
+                      f"normalises within each channel of a flat blob ({shape.c} values)",
+                      "Caffe's LRN reads (N, C, H, W) blobs: put it before the InnerProduct")
     size = opt(p, "local_size", positive, 5)
     if size % 2 == 0:
         raise Problem(MALFORMED, loc_of(p, "local_size"), f"local_size {size} is even",
@@ -141,12 +144,21 @@ def lrn(c: Converter, layer: Layer) -> None:
     alpha = opt(p, "alpha", decimal, Decimal(1))
     beta = opt(p, "beta", decimal, Decimal("0.75"))
     k = opt(p, "k", decimal, Decimal(1))
-    keywords = [("alpha", dec(alpha / size)), ("k", dec(k))]
+    window = size * size if within else size
+    keywords = [("alpha", dec(alpha / window)), ("k", "1" if within else dec(k))]
     if beta != Decimal("0.75"):
         keywords.append(("beta", dec(beta)))
-    note = (f"Caffe LRN: alpha {dec(alpha)} / local_size {size}"
-            + ("" if p.get("k") else ", default k 1"))
-    c.chain(layer, call("ResNorm", [str(size)], keywords), shape, [note], blob)
+    op = call("MapNorm" if within else "ResNorm", [str(size)], keywords)
+    c.chain(layer, op, shape, [_lrn_note(p, within, size, alpha, k)], blob)
+
+
+def _lrn_note(p: Message, within: bool, size: int, alpha: Decimal, k: Decimal) -> str:
+    """What the line converted, as Caffe wrote it."""
+    if not within:
+        return (f"Caffe LRN: alpha {dec(alpha)} / local_size {size}"
+                + ("" if p.get("k") else ", default k 1"))
+    unused = f" (its k {dec(k)} is not used there)" if k != 1 else ""
+    return f"Caffe LRN WITHIN_CHANNEL: alpha {dec(alpha)} / local_size² {size * size}, k 1{unused}"
 
 
 def relu(c: Converter, layer: Layer) -> None:

@@ -30,8 +30,6 @@ KNOWN = ("data", "fc", "sfc", "conv", "local", "softmax", "eltsum", "eltmax", "s
 WHY_NOT = {
     "local": "a locally-connected layer (unshared weights): alexnetc's convolutions share them",
     "sfc": "a split fully-connected layer: alexnetc's FC reads all its inputs",
-    "rnorm": "same-map response normalisation (over a size×size patch of each map): alexnetc's "
-             "ResNorm normalises across maps, as cmrnorm",
     "cnorm": "contrast normalisation: alexnetc has none",
     "eltmax": "an element-wise max of layers: alexnetc merges by Concat or Add",
     "sum": "a sum over groups of its inputs: alexnetc has none",

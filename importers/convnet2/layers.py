@@ -36,8 +36,10 @@ def layer_shape(r: Reader, layer: Layer) -> Maps:
         r.fail(INCONSISTENT, r.value_loc(layer, "inputs"), f"layer '{layer.name}' "
                   "adds layers of different sizes: " + ", ".join(map(str, ins)),
                   "cuda-convnet2 needs inputs of one dimensionality")
-    if layer.kind == "cmrnorm":
+    if layer.kind in ("cmrnorm", "rnorm"):
         check_channels(r, layer, "channels", [r.integer(layer, "channels")], ins)
+    if layer.kind == "rnorm":
+        check_window(r, layer, ins[0])
     return ins[0]
 
 
@@ -73,6 +75,15 @@ def check_channels(r: Reader, layer: Layer, key: str, channels: list[int],
             r.fail(INCONSISTENT, r.value_loc(layer, key), f"layer '{layer.name}' "
                       f"says its input has {want} channels, but '{n}' gives {got.c} "
                       f"({got})", f"write `{key}={got.c}`")
+
+
+def check_window(r: Reader, layer: Layer, into: Maps) -> None:
+    """layer.py: an rnorm's `size` is 1 to the image's side."""
+    size = r.integer(layer, "size")
+    if not 1 <= size <= min(into.h, into.w):
+        r.fail(INCONSISTENT, r.value_loc(layer, "size"), f"`size` of layer "
+                  f"'{layer.name}' must be in 1..{min(into.h, into.w)} (its input is "
+                  f"{into})")
 
 
 def conv_shape(r: Reader, layer: Layer, ins: list[Maps]) -> Maps:
@@ -202,6 +213,8 @@ def node_ops(r: Reader, node: Node) -> list[Op]:
         return [pool_op(r, node)]
     if layer.kind == "cmrnorm":
         return [lrn_op(r, node)]
+    if layer.kind == "rnorm":
+        return [map_norm_op(r, node)]
     if layer.kind in ("dropout", "dropout2"):
         return dropout_ops(r, node)
     if layer.kind == "softmax":
@@ -289,23 +302,44 @@ def lrn_op(r: Reader, node: Node) -> Op:
         r.unsupported(r.value_loc(layer, "blocked"), layer, f"layer '{layer.name}' "
                          "normalises within fixed blocks of maps (blocked): alexnetc's "
                          "window is centred on each map")
-    if size % 2 == 0:
-        r.unsupported(r.value_loc(layer, "size"), layer, f"layer '{layer.name}' "
-                         f"normalises over {size} maps, an even window (cuda-convnet2 "
-                         f"reads c − {size // 2} … c + {size // 2 - 1}): alexnetc's ResNorm "
-                         "is centred, of odd size", f"size={size + 1}")
+    centred(r, layer, size, f"{size} maps", "c", "ResNorm")
     if node.paired is False and r.towers > 1:
         r.unsupported(layer.section.loc, layer, f"layer '{layer.name}' normalises "
                          f"across all of its input's maps on one GPU: alexnetc's ResNorm "
                          "stays within each tower")
+    return Op(f"ResNorm({size}, {norm_keywords(r, node, f'size {size}', size)})")
+
+
+def map_norm_op(r: Reader, node: Node) -> Op:
+    """rnorm: each map on its own, so towers change nothing."""
+    layer = node.first
+    size = r.integer(layer, "size")
+    centred(r, layer, size, f"{size}x{size} pixels", "x", "MapNorm")
+    return Op(f"MapNorm({size}, "
+              f"{norm_keywords(r, node, f'size² {size * size}', size * size)})")
+
+
+def centred(r: Reader, layer: Layer, size: int, window: str, at: str, op: str) -> None:
+    """cuda-convnet2 starts a window of `size` at −size/2: an even one is off centre."""
+    if size % 2 == 0:
+        r.unsupported(r.value_loc(layer, "size"), layer, f"layer '{layer.name}' "
+                         f"normalises over {window}, an even window (cuda-convnet2 "
+                         f"reads {at} − {size // 2} … {at} + {size // 2 - 1}): alexnetc's "
+                         f"{op} is centred, of odd size", f"size={size + 1}")
+
+
+def norm_keywords(r: Reader, node: Node, per: str, count: int) -> str:
+    """alpha, k and beta of a response norm: layer.py divides `scale` by the window's count
+    (`per`: size for cmrnorm, size² for rnorm), the kernels add `minDiv` and raise to `pow`."""
+    layer = node.first
     scale = r.real(layer, "scale", params=True)
     beta = r.real(layer, "pow", params=True)
     k = r.real(layer, "minDiv", 1.0, params=True)
-    alpha = float(f"{scale / size:.12g}")
-    node.comments.append(f"cmrnorm: scale {number(scale)} / size {size}"
+    alpha = float(f"{scale / count:.12g}")
+    node.comments.append(f"{layer.kind}: scale {number(scale)} / {per}"
                          + (f", minDiv {number(k)}" if r.entry(layer, "minDiv", True)
                             else ", minDiv 1 (its default)"))
-    return Op(f"ResNorm({size}, alpha={number(alpha)}, k={number(k)}, beta={number(beta)})")
+    return f"alpha={number(alpha)}, k={number(k)}, beta={number(beta)}"
 
 
 def dropout_ops(r: Reader, node: Node) -> list[Op]:

@@ -57,7 +57,7 @@ def group_stages(r: Reader, nodes: list[Node]) -> list[tuple[Node, list[Node]]]:
     for n in nodes:
         chain = chain_of.get(n.reads[0]) if len(n.reads) == 1 else None
         if (chain is not None and chain[-1] is n.reads[0] and readers[n.reads[0]] == 1
-                and n.kind in ("cmrnorm", "pool", "neuron", "dropout", "dropout2",
+                and n.kind in ("cmrnorm", "rnorm", "pool", "neuron", "dropout", "dropout2",
                                "softmax")):
             n.ops[0].tied = n.kind in ("neuron", "softmax")
             chain.append(n)

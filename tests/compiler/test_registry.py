@@ -194,3 +194,25 @@ def test_what_each_op_keeps_for_backward_is_what_autograd_keeps(op: OpDef[object
                         devices=None if merged else (0, 0))
         planned = sum(d.kept.at(2) for d in plan(net, target).devices)
         assert planned == kept_for_backward(model, x, amp), (op.name, merged)
+
+
+def test_map_norm_keeps_its_input_and_sees_its_window() -> None:
+    """Shape kept, nothing learnt, no tower reading another's maps; its field is its
+    input's grown by the window less one pixel, centred where it was."""
+    result = check("input 9x9x4\ntowers 2\nc: Conv(3,1) x4; MapNorm(5) -> 7x7x4\nf: FC(2)\n")
+    assert result.network is not None, [d.message for d in result.diagnostics]
+    conv, norm = [la for la in result.network.layers() if la.stage == "c"]
+    assert norm.shape == conv.shape and norm.counts.params == 0
+    assert norm.tower.cross_bytes == 0
+    assert (norm.field.h, norm.field.w, norm.field.stride_h) == (3 + 4, 3 + 4, 1)
+    assert (norm.field.offset_h, norm.field.offset_w) == (conv.field.offset_h,
+                                                          conv.field.offset_w)
+    assert OPS["MapNorm"].bind({"size": 3}).k == 1.0  # Caffe's, cuda-convnet2's default
+
+
+def test_map_norm_of_a_flat_vector_is_a_located_error() -> None:
+    result = check("input 9x9x4\nf: FC(8); MapNorm(3)\n")
+    (d,) = [d for d in result.diagnostics if d.severity is Severity.ERROR]
+    assert "MapNorm(3) needs HxWxC maps, but its input is a flat vector of 8 features" \
+        in d.message
+    assert (d.loc.line, d.loc.col) == (2, 11) and "before any FC" in d.hint  # at MapNorm

@@ -44,9 +44,11 @@ NETS = {  # layer file: (its layer-params file, the --input cuda-convnet2's prov
     "layers-80sec.cfg": ("layer-params-80sec.cfg", (32, 32, 3)),
     # as published in a cuda-convnet fork: each pool's neuron=relu after the pool
     "layers-80sec-relu-after-pool.cfg": ("layer-params-80sec-relu-after-pool.cfg", (32, 32, 3)),
+    # cuda-convnet's 18% CIFAR-10 net: rnorm, same-map normalisation (Caffe's cifar10_full)
+    "layers-18pct.cfg": ("layer-params-18pct.cfg", (32, 32, 3)),
 }
-OPS = {"conv": "Conv", "fc": "FC", "cmrnorm": "ResNorm", "dropout": "Dropout",
-       "dropout2": "Dropout"}
+OPS = {"conv": "Conv", "fc": "FC", "cmrnorm": "ResNorm", "rnorm": "MapNorm",
+       "dropout": "Dropout", "dropout2": "Dropout"}
 
 
 # --- cuda-convnet2's rules, read from its layer.py -------------------------------------------
@@ -124,7 +126,7 @@ def convnet2_layers(layers: Path, image: tuple[int, int, int]) -> dict[str, Out]
         elif kind == "concat":
             out[name] = Out(kind, sum(i.outputs for i in inputs),
                             sum(i.channels for i in inputs), inputs[0].side)
-        else:  # cmrnorm, neuron, dropout, dropout2, softmax, cost.*: the input's shape
+        else:  # cmrnorm, rnorm, neuron, dropout, dropout2, softmax, cost.*: the input's shape
             out[name] = Out(kind, inputs[0].outputs, inputs[0].channels, inputs[0].side)
         gpu = cfg.get(name, "gpu") if cfg.has_option(name, "gpu") else inputs[0].gpu
         out[name] = replace(out[name], gpu=gpu)
@@ -349,17 +351,78 @@ def test_sums_and_several_inputs_become_merges(tmp_path: Path) -> None:
     assert result.network.total().params == sum(o.params for o in source.values())
 
 
-def test_same_map_normalisation_is_unsupported_or_cut() -> None:
+def convnet2_rnorm(x: torch.Tensor, size: int, scale: float, power: float,
+                   min_div: float) -> torch.Tensor:
+    """cudaconv3's kCNorm kernels for an rnorm, pixel by pixel in float64: the window starts
+    at −size/2 and is clipped to the image, denominators minDiv + addScale·Σ a² with
+    addScale = scale / size² (layer.py), the output a·denominator^−pow."""
+    x = x.double()
+    out = torch.empty_like(x)
+    add_scale = scale / size ** 2
+    side = x.shape[2]
+    for py in range(side):
+        for px in range(side):
+            sy, sx = -(size // 2) + py, -(size // 2) + px
+            window = x[:, :, max(0, sy):min(side, sy + size), max(0, sx):min(side, sx + size)]
+            denom = min_div + add_scale * (window ** 2).sum((2, 3))
+            out[:, :, py, px] = x[:, :, py, px] * denom ** -power
+    return out
+
+
+def test_same_map_normalisation_is_a_map_norm() -> None:
+    """rnorm divides scale by size² (layer.py) and adds minDiv: MapNorm's alpha and k; the
+    layer joins its stage, and the lowered layer computes what cuda-convnet2's kernels do."""
+    from alexnetc.backends.lowering import build_module
+    from alexnetc.backends.lowering.layers import MapNorm
+
+    text, result = imported("layers-18pct.cfg")
+    assert result.network is not None
+    assert "conv1: Conv(5,1, pad=2, std=0.0001) x32 + ReLU; MaxPool(3,2, remainder=ceil); " \
+        "MapNorm(3, alpha=5.55555555556e-06, k=1, beta=0.75)" in text
+    assert text.count("rnorm: scale 5e-05 / size² 9, minDiv 1 (its default)") == 2
+    norms = [m for m in build_module(result.network).eval().modules()
+             if isinstance(m, MapNorm)]
+    assert len(norms) == 2
+    torch.manual_seed(0)
+    x = torch.randn(2, 32, 16, 16) * 40  # large enough that the window's sum matters
+    want = convnet2_rnorm(x, 3, 5e-05, 0.75, 1.0)
+    assert not torch.allclose(want, x.double(), rtol=1e-3)
+    with torch.no_grad():
+        torch.testing.assert_close(norms[0](x).double(), want, rtol=1e-6, atol=1e-6)
+
+
+def _18pct_with_size(tmp_path: Path, size: int) -> list[str]:
+    """The 18% net's files with both rnorm layers' `size` changed (line 40 for rnorm1)."""
+    text = (FIXTURES / "layers-18pct.cfg").read_text()
+    (tmp_path / "layers.cfg").write_text(text.replace("channels=32\nsize=3",
+                                                      f"channels=32\nsize={size}"))
+    (tmp_path / "params.cfg").write_text((FIXTURES / "layer-params-18pct.cfg").read_text())
+    return [str(tmp_path / "layers.cfg"), str(tmp_path / "params.cfg")]
+
+
+def test_an_even_same_map_window_is_unsupported_or_cut(tmp_path: Path) -> None:
+    """cuda-convnet2 reads an even window off centre (x − 2 … x + 1): no MapNorm; the network
+    may be cut before it."""
+    files = _18pct_with_size(tmp_path, 4)
     with pytest.raises(SpecError) as info:
-        imported("layers-18pct.cfg")
+        FORMAT.read(files, Options((32, 32, 3)))
     (d,) = info.value.diagnostics
-    assert (d.kind, d.loc.line, d.loc.col) == ("import-unsupported", 37, 6)
-    assert "same-map response normalisation" in d.message
-    _, result = imported("layers-18pct.cfg", skip=True)
-    net = result.network
+    assert (d.kind, d.loc.line, d.loc.col) == ("import-unsupported", 40, 6)
+    assert "normalises over 4x4 pixels, an even window (cuda-convnet2 reads x − 2 … x + 1)" \
+        in d.message and "size=5" in d.hint
+    got = FORMAT.read(files, Options((32, 32, 3), True))
+    net = check(got.draft.text()).network
     assert net is not None and [s for s, _ in net.stages()] == ["conv1"]
-    source = convnet2_layers(FIXTURES / "layers-18pct.cfg", (32, 32, 3))
+    source = convnet2_layers(tmp_path / "layers.cfg", (32, 32, 3))
     assert str(net.output) == source["pool1"].shape() == "16x16x32"
+
+
+def test_a_same_map_window_wider_than_the_image_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SpecError) as info:
+        FORMAT.read(_18pct_with_size(tmp_path, 17), Options((32, 32, 3)))
+    (d,) = info.value.diagnostics
+    assert d.kind == "import-inconsistent" and d.loc.line == 40
+    assert "`size` of layer 'rnorm1' must be in 1..16 (its input is 16x16x32)" in d.message
 
 
 def test_the_command_detects_and_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

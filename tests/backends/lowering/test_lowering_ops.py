@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from alexnetc.backends.kernels.params import LRNParams, PoolParams
-from alexnetc.backends.kernels.reference import local_response_norm
+from alexnetc.backends.kernels.reference import local_response_norm, map_response_norm
 from alexnetc.backends.lowering import (
     build_module,
     canonical_state_dict,
@@ -64,6 +64,20 @@ def paper_lrn(x: torch.Tensor, size: int, alpha: float, beta: float, k: float) -
     for i in range(c):
         lo, hi = max(0, i - size // 2), min(c, i + size // 2 + 1)
         out[:, i] = x[:, i] / (k + alpha * (x[:, lo:hi] ** 2).sum(1)) ** beta
+    return out
+
+
+def map_norm_by_pixel(x: torch.Tensor, size: int, alpha: float, beta: float,
+                      k: float) -> torch.Tensor:
+    """b = a / (k + alpha·Σ a²)^beta over the size×size pixels centred on each, the ones past
+    the border absent, pixel by pixel in float64 (independent of torch's pools)."""
+    x = x.double()
+    out = torch.empty_like(x)
+    r = size // 2
+    for i in range(x.shape[2]):
+        for j in range(x.shape[3]):
+            window = x[:, :, max(0, i - r):i + r + 1, max(0, j - r):j + r + 1]
+            out[:, :, i, j] = x[:, :, i, j] / (k + alpha * (window ** 2).sum((2, 3))) ** beta
     return out
 
 
@@ -467,3 +481,68 @@ def test_adaptive_pool_to_a_rectangle_is_torchs(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(m(x), want)
     exports(net, m, x, want, tmp_path)
+
+
+# Windows from one pixel to wider than the map (7 on 3x3: every window reaches past the border).
+@pytest.mark.parametrize("size,hw", [(1, (4, 5)), (3, (5, 4)), (5, (6, 7)), (7, (3, 3))])
+@pytest.mark.parametrize("alpha,beta,k", [(1e-4, 0.75, 1.0), (0.5, 0.6, 2.0), (2.0, 1.0, 0.5)])
+def test_map_norm_is_its_formula_at_every_pixel(size, hw, alpha, beta, k):
+    x = torch.randn(2, 3, *hw, dtype=torch.float64) * 3
+    want = map_norm_by_pixel(x, size, alpha, beta, k)
+    torch.testing.assert_close(map_response_norm(x, size, alpha, beta, k), want)
+    torch.testing.assert_close(map_response_norm(x.float(), size, alpha, beta, k),
+                               want.float())
+
+
+def test_map_norm_gradients_pass_gradcheck():
+    x = torch.randn(2, 2, 4, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: map_response_norm(t, 3, 0.5, 0.75, 1.0), (x,))
+    assert torch.autograd.gradcheck(lambda t: map_response_norm(t, 5, 2.0, 0.6, 0.5), (x,))
+
+
+def test_map_norm_computes_half_widths_in_fp32():
+    x = (torch.randn(2, 3, 6, 6) * 3).bfloat16()
+    y = map_response_norm(x, 3, 0.5, 0.75, 1.0)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, map_norm_by_pixel(x.float(), 3, 0.5, 0.75, 1.0).bfloat16())
+
+
+def test_map_norm_is_per_map_on_towers_and_exports(tmp_path):
+    """Each map alone: the towers' shares and the whole layer give the formula's numbers,
+    and the exported graph averages with the padding counted (Caffe's divisor)."""
+    net = _net("input 5x6x2\ntowers 2\na: Conv(1,1) x4 + ReLU; MapNorm(3, alpha=0.5, k=2, "
+               "beta=0.6) -> 5x6x4\n")
+    (layer,) = [la for la in net.layers() if la.name == "MapNorm"]
+    assert layer.counts.params == 0 and layer.field.h == 3 and layer.tower.cross_bytes == 0
+    x = torch.randn(3, 2, 5, 6)
+    for merge in (False, True):
+        m = build_module(net, devices=["cpu"] if merge else ["cpu", "cpu"], seed=6,
+                         merge=merge).eval()
+        state = canonical_state_dict(m)
+        a = torch.relu(F.conv2d(x, state["a.conv.weight"], state["a.conv.bias"]))
+        want = map_norm_by_pixel(a, 3, 0.5, 0.6, 2.0).float()
+        with torch.no_grad():
+            torch.testing.assert_close(m(x), want)
+    exported = exports(net, m, x, want, tmp_path)
+    if exported is None:
+        return
+    (pool,) = [n for n in exported.graph.node if n.op_type == "AveragePool"]
+    attrs = {a.name: a for a in pool.attribute}
+    assert list(attrs["kernel_shape"].ints) == [3, 3] and list(attrs["pads"].ints) == [1] * 4
+    assert attrs["count_include_pad"].i == 1
+
+
+def test_map_norm_reads_the_field_the_checker_gives():
+    """A NaN in one pixel reaches exactly the outputs whose window holds it: the field's
+    size×size square around it, clipped by the border."""
+    net = _net("input 7x7x1\na: MapNorm(5)\n")
+    (layer,) = net.layers()
+    assert (layer.field.h, layer.field.w, layer.field.offset_h) == (5, 5, 0.0)
+    m = build_module(net).eval()
+    for at, rows in ((3, [1, 2, 3, 4, 5]), (0, [0, 1, 2])):
+        x = torch.ones(1, 1, 7, 7)
+        x[0, 0, at, at] = float("nan")
+        with torch.no_grad():
+            hit = m(x)[0, 0].isnan()
+        assert hit.any(1).nonzero().flatten().tolist() == rows
+        assert hit.any(0).nonzero().flatten().tolist() == rows

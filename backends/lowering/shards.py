@@ -40,8 +40,12 @@ def pack(parts: Sequence[Tensor]) -> None:
 
 def adjacent(parts: Sequence[Tensor]) -> bool:
     """True when `parts` are consecutive row blocks of one dense tensor (what `pack` makes):
-    one storage, equal dtype and strides, each part's rows starting where the last's end."""
+    one storage, equal dtype and strides, each part's rows starting where the last's end.
+    False for anything but plain tensors: a tensor subclass or a torch.func transform's
+    wrapper has no storage of its own to read."""
     first = parts[0]
+    if any(type(p) not in _PLAIN for p in parts) or any(map(_wrapped, parts)):
+        return False
     if first.dim() == 0 or first.device.type == "meta" or not _dense(first):
         return False
     storage = first.untyped_storage().data_ptr()
@@ -53,6 +57,16 @@ def adjacent(parts: Sequence[Tensor]) -> bool:
             return False
         offset += p.numel()
     return storage != 0
+
+
+_PLAIN = (Tensor, torch.nn.Parameter)
+
+
+def _wrapped(t: Tensor) -> bool:
+    """Whether `t` is a torch.func (functorch) wrapper, as inside grad or vmap."""
+    functorch = getattr(torch._C, "_functorch", None)
+    check = getattr(functorch, "is_functorch_wrapped_tensor", None)
+    return bool(check(t)) if check is not None else False
 
 
 def _dense(t: Tensor) -> bool:
@@ -67,17 +81,30 @@ def join(parts: Sequence[Tensor]) -> Tensor:
     """The tensors of `parts` side by side along dim 0, with autograd to each part.
 
     Rows of one tensor (`adjacent`) come back as a view of it, no copy; others are
-    concatenated. Traced by torch.compile or torch.export, the parts are always concatenated:
+    concatenated, as they are under a torch.func transform. Traced by torch.compile or
+    torch.export, the parts are always concatenated:
     dynamo cannot read storage addresses (a graph break), and a trace takes each parameter as
     an input of its own, so a program it makes (a .pt2 loaded elsewhere, say) gets them in
     separate storages, where a view across them would read outside each.
     """
     if len(parts) == 1:
         return parts[0]
-    if torch.compiler.is_compiling() or not adjacent(parts):
+    if torch.compiler.is_compiling() or _transformed() or not adjacent(parts):
         return torch.cat(list(parts), 0)  # ΣC x ...
+    if not any(p.requires_grad for p in parts):  # running statistics: a plain view will do
+        first = parts[0]
+        shape = (sum(p.shape[0] for p in parts), *first.shape[1:])
+        return first.as_strided(shape, first.stride(), first.storage_offset())  # ΣC x ...
     out: Tensor = _Rows.apply(*parts)  # ΣC x ..., in the parts' storage
     return out
+
+
+def _transformed() -> bool:
+    """Whether a torch.func transform (grad, vmap) is running, which takes an
+    autograd.Function only with rules for it that `_Rows` does not have."""
+    functorch = getattr(torch._C, "_functorch", None)
+    level = getattr(functorch, "maybe_current_level", None)
+    return level is not None and level() is not None
 
 
 class _Rows(torch.autograd.Function):

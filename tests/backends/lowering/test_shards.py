@@ -279,3 +279,22 @@ def test_the_exported_program_holds_each_shard_and_writes_no_warning(tmp_path):
     x = image()
     with torch.no_grad():
         torch.testing.assert_close(program(x), model.predict(x), rtol=0, atol=0)
+
+
+def test_torch_func_transforms_run_through_the_joins() -> None:
+    """grad and vmap(grad) over functional_call: their wrapped tensors have no storage to
+    compare, so the shards are concatenated, with the same gradients as the module's own."""
+    model = small().eval()
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    x, y = image(3), torch.tensor([1, 2, 3])  # N x C x H x W, N
+
+    def loss(p: dict[str, Tensor], xi: Tensor, yi: Tensor) -> Tensor:
+        logits = torch.func.functional_call(model, p, (xi[None],))  # 1 x classes
+        return F.cross_entropy(logits, yi[None])
+
+    per_image = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0, 0))(params, x, y)
+    model.zero_grad()
+    F.cross_entropy(model(x), y, reduction="sum").backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None
+        torch.testing.assert_close(per_image[name].sum(0), p.grad, rtol=1e-5, atol=1e-6)

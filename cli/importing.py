@@ -1,6 +1,7 @@
-"""`alexnetc import FILE [FILE2] [-o SPEC.net]`: a network written for Caffe, cuda-convnet2,
-Darknet or PyTorch as a checked alexnetc spec. (The module is not named `import`: that is a
-Python keyword.)"""
+"""`alexnetc import FILE [FILE2] [-o SPEC.net] [--weights RUN_DIR]`: a network written for
+Caffe, cuda-convnet2, Darknet or PyTorch as a checked alexnetc spec, and with --weights its
+trained weights (a PyTorch module's, a .caffemodel's) as a run. (The module is not named
+`import`: that is a Python keyword.)"""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import re
 import sys
 from pathlib import Path
 
-from alexnetc.atomic import WriteFailed, make_folder, write_text
-from alexnetc.cli.common import output_file, run_errors
+from alexnetc.atomic import WriteFailed, write_text
+from alexnetc.cli.common import output_file
 from alexnetc.cli.main import RunError, Subparsers, UsageError
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check
@@ -27,7 +28,8 @@ def register(sub: Subparsers) -> None:
         description="Read a network written for another framework, write it as a spec and "
         "check it. The format comes from the files' names and content: a Caffe .prototxt, a "
         "cuda-convnet2 layer file and its layer-params file, a Darknet .cfg, or a PyTorch "
-        "module as `package.module:ClassOrFactory`.")
+        "module as `package.module:ClassOrFactory`. A Caffe net may be followed by its "
+        "solver.prototxt and, with --weights, its trained .caffemodel.")
     p.add_argument("source", nargs="+", metavar="FILE",
                    help="the network's file(s), or module:Class for PyTorch")
     p.add_argument("-o", "--output", help="the spec to write (default: print it)")
@@ -38,9 +40,10 @@ def register(sub: Subparsers) -> None:
                    help="cut the network before the first layer alexnetc cannot express "
                    "(with a warning) instead of failing")
     p.add_argument("--weights", metavar="RUN_DIR",
-                   help="PyTorch: also write the module's weights as RUN_DIR/checkpoint.pt "
-                   "(the folder is created), a run that `alexnetc eval RUN_DIR`, `predict` and "
-                   "`compile --weights RUN_DIR` take")
+                   help="also write the trained weights as RUN_DIR/checkpoint.pt (the folder "
+                   "is created), a run that `alexnetc eval RUN_DIR`, `predict` and `compile "
+                   "--weights RUN_DIR` take: a PyTorch module's own, or a Caffe net's from its "
+                   ".caffemodel given after the .prototxt")
     p.set_defaults(func=run)
 
 
@@ -80,7 +83,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if imported.weights is not None:
-        print(f"wrote {imported.weights} (the module's weights)", file=sys.stderr)
+        print(f"wrote {imported.weights} ({imported.weights_from})", file=sys.stderr)
+        for note in imported.notes:
+            print(f"note: {note}", file=sys.stderr)
     for d in result.diagnostics:
         print(d.render(result.source), file=sys.stderr)
     if not result.ok:
@@ -106,16 +111,15 @@ def _readable(path: str) -> None:
 
 
 def _checkpoint(run: str | None) -> str | None:
-    """Where `--weights RUN_DIR` puts the checkpoint, the folder made (as `train --out` makes
-    its run folder)."""
+    """Where `--weights RUN_DIR` puts the checkpoint. The folder is made when the checkpoint
+    is written, so that a usage error the format finds (a Caffe net without its
+    .caffemodel) leaves nothing behind."""
     if run is None:
         return None
     folder = Path(run)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--weights {run} is a file; give the run folder to write "
                          "checkpoint.pt into")
-    with run_errors():
-        make_folder(folder)
     return str(folder / "checkpoint.pt")
 
 

@@ -36,11 +36,14 @@ class Options:
 @dataclass
 class Imported:
     """A read network: its spec as a draft, the warnings about it (a layer skipped, a setting
-    with no counterpart), and the weights written, if any."""
+    with no counterpart), and the weights written, if any, with what they are and the notes
+    to say about them (a Caffe model's input preprocessing)."""
 
     draft: Draft
     warnings: list[Diagnostic] = field(default_factory=list)
     weights: Path | None = None
+    weights_from: str = "the module's weights"
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

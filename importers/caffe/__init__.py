@@ -16,7 +16,9 @@ pooling_layer.cpp takes the ceiling and clips a last window that starts in the p
 
 The reading runs top to bottom in `read`: the file's layers (`net`), those of the TRAIN phase
 on the path to the output, each converted by its type (`layers`, `inputs`), then the recipe
-(`recipe`) from the net's data layer and fillers and from the solver, if one is given.
+(`recipe`) from the net's data layer and fillers and from the solver, if one is given, and
+with --weights the trained blobs of the .caffemodel (`caffemodel`, `weights`), which the
+converter knows the ops of by the layer each came from.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pathlib import Path
 from alexnetc.compiler.errors import Severity
 from alexnetc.importers import Format, Imported, Options
 from alexnetc.importers.blocks import fold_blocks
+from alexnetc.importers.caffe.caffemodel import CaffemodelError
 from alexnetc.importers.caffe.convert import Converter
 from alexnetc.importers.caffe.fields import Problem, text_of
 from alexnetc.importers.caffe.inputs import net_inputs
@@ -41,6 +44,7 @@ from alexnetc.importers.caffe.net import (
     read_layers,
 )
 from alexnetc.importers.caffe.recipe import read_solver, recipe_lines
+from alexnetc.importers.caffe.weights import write_weights
 from alexnetc.importers.draft import Draft
 from alexnetc.importers.prototxt import Message, parse
 from alexnetc.importers.source import INCONSISTENT, UNSUPPORTED, Source
@@ -57,10 +61,40 @@ _LOOKS_CAFFE = re.compile(r"^\s*(?:layers?\s*[:{<]|input(?:_dim|_shape)?\s*[:{]|
 
 
 def _sniff(paths: Sequence[str], texts: Sequence[str] | None) -> bool:
+    """Prototxt files, and a .caffemodel among them (or alone: `read` says what is missing)."""
     if texts is None:
         return False
+    nets = [(p, t) for i, (p, t) in enumerate(zip(paths, texts, strict=True))
+            if not _is_caffemodel(p, i, t)]
     return all(Path(p).suffix.lower() in (".prototxt", ".pbtxt") or bool(_LOOKS_CAFFE.search(t))
-               for p, t in zip(paths, texts, strict=True))
+               for p, t in nets)
+
+
+def _is_caffemodel(path: str, index: int, head: str) -> bool:
+    """A trained model, not a net's text: named .caffemodel, or binary after the first file
+    (a lone binary file is a prototxt gone wrong, reported where its NUL byte is)."""
+    return Path(path).suffix.lower() == ".caffemodel" or (index > 0 and "\0" in head)
+
+
+def _head(path: str) -> str:
+    with open(path, "rb") as f:
+        return f.read(65536).decode("latin-1")
+
+
+def _split(paths: Sequence[str]) -> tuple[list[str], str | None]:
+    """The prototxt files and the caffemodel, as the command line must give them."""
+    from alexnetc.cli.main import UsageError
+
+    heads = [_head(p) for p in paths]
+    models = [p for i, (p, t) in enumerate(zip(paths, heads, strict=True))
+              if _is_caffemodel(p, i, t)]
+    nets = [p for p in paths if p not in models]
+    if len(models) > 1:
+        raise UsageError(f"one .caffemodel at a time, not {len(models)}: {' '.join(models)}")
+    if models and not nets:
+        raise UsageError(f"{models[0]} holds only weights: give the net's .prototxt first, then "
+                         "the .caffemodel")
+    return nets, (models[0] if models else None)
 
 
 def _is_solver(msg: Message) -> bool:
@@ -69,21 +103,21 @@ def _is_solver(msg: Message) -> bool:
 
 
 def read(paths: Sequence[str], options: Options) -> Imported:
-    """The net (first) and its solver (optional second) as a draft spec."""
-    sources = [Source.read(p) for p in paths]
+    """The net (first), its solver (optional) and its trained weights (a .caffemodel, with
+    --weights) as a draft spec and a checkpoint."""
+    texts, model = _split(paths)
+    _weights_usage(model, options)
+    sources = [Source.read(p) for p in texts]
     messages = [parse(s) for s in sources]
-    net_i, *rest = sorted(range(len(paths)), key=lambda i: _is_solver(messages[i]))
+    net_i, *rest = sorted(range(len(texts)), key=lambda i: _is_solver(messages[i]))
     source, net = sources[net_i], messages[net_i]
     if _is_solver(net):
         f = net.get("net") or net.get("train_net")
         named = text_of(f) if f is not None else ""
         raise source.fail(INCONSISTENT, net.loc, "this is a Caffe solver, not a net",
-                          f"give its net first: alexnetc import {named} {paths[net_i]}" if named
+                          f"give its net first: alexnetc import {named} {texts[net_i]}" if named
                           else "give the net's .prototxt first, then optionally its solver")
     draft, converter = _convert(source, net, options)
-    if options.weights is not None:
-        source.warning(UNSUPPORTED, net.loc, "--weights: a Caffe net's weights are in its "
-                       ".caffemodel, which alexnetc does not read; no checkpoint is written")
     warnings = [d for d in source.diagnostics if d.severity is Severity.WARNING]
     for i in rest:
         if not _is_solver(messages[i]):
@@ -99,7 +133,41 @@ def read(paths: Sequence[str], options: Options) -> Imported:
         warnings += [d for d in sources[i].diagnostics if d.severity is Severity.WARNING]
     draft.settings = {k: draft.settings[k] for k in ("train", "augment", "init")
                       if k in draft.settings}
-    return Imported(fold_blocks(draft).draft, warnings)
+    folded = fold_blocks(draft)
+    imported = Imported(folded.draft, warnings)
+    if model is not None and options.weights is not None:
+        _read_weights(imported, folded.rekey(converter.origins), converter, model,
+                      Path(options.weights), texts[net_i])
+    return imported
+
+
+def _weights_usage(model: str | None, options: Options) -> None:
+    """A caffemodel and --weights come together: one names what to read, the other where
+    to write it."""
+    from alexnetc.cli.main import UsageError
+
+    if options.weights is not None and model is None:
+        raise UsageError("--weights: a Caffe net's trained weights are in its .caffemodel; give "
+                         "it as the second file: alexnetc import deploy.prototxt "
+                         "NET.caffemodel --weights RUN_DIR")
+    if model is not None and options.weights is None:
+        raise UsageError(f"{model} holds trained weights: give --weights RUN_DIR to write them "
+                         "as a checkpoint (RUN_DIR/checkpoint.pt), or leave the .caffemodel "
+                         "out to import the net alone")
+
+
+def _read_weights(imported: Imported, origins: dict[str, dict[int, str]], c: Converter,
+                  model: str, path: Path, net: str) -> None:
+    """The caffemodel's weights into the checkpoint at `path`: what is wrong with them is
+    the run's error, in one line (the net itself imported)."""
+    from alexnetc.cli.main import RunError
+
+    try:
+        imported.weights, imported.notes = write_weights(imported.draft, origins, c,
+                                                         Path(model), path, net)
+    except CaffemodelError as e:
+        raise RunError(str(e)) from None
+    imported.weights_from = f"the weights of {model}"
 
 
 def _convert(source: Source, net: Message, options: Options) -> tuple[Draft, Converter]:
@@ -167,4 +235,4 @@ def _finish(draft: Draft, c: Converter, phased: bool) -> None:
     recipe_lines(draft, c.recipe, c.fillers)
 
 
-FORMAT = Format("caffe", "Caffe prototxt", _sniff, read, files=(1, 2))
+FORMAT = Format("caffe", "Caffe prototxt", _sniff, read, files=(1, 2, 3))

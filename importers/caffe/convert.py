@@ -52,6 +52,7 @@ class Converter:
         self.image: str | None = None  # the input blob the network reads
         self.stated: tuple[int, int, int] | None = None  # the input size the file states
         self.folded: dict[int, str] = {}  # Scale layers taken into their BatchNorm
+        self.origins: dict[str, dict[int, str]] = {}  # stage → op index → its Caffe layer
         self.poisoned: set[str] = set()  # blobs of layers that failed: readers are skipped
         self.cut = False
 
@@ -130,6 +131,7 @@ class Converter:
         stage = self.draft.add(layer.name, [Op(op)], comments=list(comments))
         stage.sources = None if sources == (above,) else sources
         self.kinds[stage.name] = kind
+        self.origins[stage.name] = {0: layer.name}
         return stage
 
     def chain(self, layer: Layer, op: str, shape: Shape, comments: Sequence[str] = (),
@@ -144,6 +146,7 @@ class Converter:
                 and (tie or self.kinds[stage.name] != "merge")):
             stage.ops.append(Op(op, tied=tie))
             stage.comments.extend(comments)
+            self.origins[stage.name][len(stage.ops) - 1] = layer.name
         else:
             stage = self.new_stage(layer, op, [blob], "other", comments)
         self.made(layer, stage, shape)

@@ -21,8 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import torch
 
-from alexnetc.cli.main import main
+from alexnetc.backends.lowering import build_module
+from alexnetc.backends.lowering.layers import MapNorm
+from alexnetc.cli.main import UsageError, main
 from alexnetc.compiler.errors import Severity, SpecError
 from alexnetc.compiler.pipeline import check
 from alexnetc.importers import Options, detect
@@ -108,10 +111,16 @@ def caffe_reference(path: Path, image: tuple[int, int, int] | None = None) -> Re
         for t in tops:
             blobs[t] = out
         if kind in OPS or kind == "Pooling":
-            op = OPS.get(kind) or _pool_op(layer)
+            op = _lrn_op(layer) if kind == "LRN" else OPS.get(kind) or _pool_op(layer)
             shape = (1, 1, out[0], True) if len(out) == 1 else (out[1], out[2], out[0], False)
             ref.ops.append((op, shape))
     return ref
+
+
+def _lrn_op(layer: Message) -> str:
+    """lrn_layer.cpp: WITHIN_CHANNEL normalises over a square of each map."""
+    region = _values(layer.message("lrn_param"), "norm_region")
+    return "MapNorm" if region == ["WITHIN_CHANNEL"] else "ResNorm"
 
 
 def _pool_op(layer: Message) -> str:
@@ -253,6 +262,66 @@ def test_alexnet_reads_as_the_paper_writes_it() -> None:
     assert "fc8: FC(1000) + Softmax" in lines
     assert "# Caffe LRN: alpha 0.0001 / local_size 5, default k 1" in text
     assert "input 227x227x3" in lines
+
+
+def caffe_within_channel_lrn(x: torch.Tensor, size: int, alpha: float,
+                             beta: float) -> torch.Tensor:
+    """lrn_layer.cpp's WITHIN_CHANNEL net, layer by layer in float64: Power (a²), Pooling AVE
+    (kernel size, stride 1, pad (size − 1)/2, each window's sum divided by pooling_layer.cpp's
+    pool_size: the window clipped to the padded input, padding counted), Power (shift 1,
+    scale alpha, power −beta), Eltwise PROD with the input."""
+    x = x.double()
+    h, w = x.shape[2:]
+    pad = (size - 1) // 2
+    square = x ** 2
+    pooled = torch.zeros_like(x)
+    for ph in range(h):
+        for pw in range(w):
+            hstart, wstart = ph - pad, pw - pad
+            hend, wend = min(hstart + size, h + pad), min(wstart + size, w + pad)
+            pool_size = (hend - hstart) * (wend - wstart)
+            hstart, wstart, hend, wend = max(hstart, 0), max(wstart, 0), min(hend, h), min(wend, w)
+            pooled[:, :, ph, pw] = square[:, :, hstart:hend, wstart:wend].sum((2, 3)) / pool_size
+    return x * (1 + alpha * pooled) ** -beta
+
+
+def test_within_channel_lrn_is_a_map_norm_with_caffes_numbers() -> None:
+    """cifar10_full (BVLC's examples/cifar10, deploy): its WITHIN_CHANNEL LRNs become MapNorm
+    with alpha / local_size² and k 1, and the lowered layers compute what Caffe's do."""
+    path = FIXTURES / "cifar10" / "cifar10_full.prototxt"
+    text, result, _ = imported(path)
+    assert result.network is not None, text
+    assert result.network.total().params == caffe_reference(path).params == 89_578
+    lines = [line.split("  #")[0].rstrip() for line in text.splitlines()]
+    assert "conv1: Conv(5,1, pad=2) x32; MaxPool(3,2, remainder=ceil) + ReLU; " \
+        "MapNorm(3, alpha=5.555555555555556e-06, k=1)" in lines
+    assert "conv2: Conv(5,1, pad=2) x32 + ReLU; AvgPool(3,2, remainder=ceil); " \
+        "MapNorm(3, alpha=5.555555555555556e-06, k=1)" in lines
+    assert text.count("Caffe LRN WITHIN_CHANNEL: alpha 0.00005 / local_size² 9, k 1") == 2
+    model = build_module(result.network).eval()
+    norms = [m for m in model.modules() if isinstance(m, MapNorm)]
+    shapes = [la.in_shape for la in result.network.layers() if la.name == "MapNorm"]
+    assert [(s.h, s.c) for s in shapes] == [(16, 32), (8, 32)] and len(norms) == 2
+    torch.manual_seed(0)
+    for norm, s in zip(norms, shapes, strict=True):
+        x = torch.randn(2, s.c, s.h, s.w) * 40  # large enough that the window's sum matters
+        with torch.no_grad():
+            got = norm(x)
+        want = caffe_within_channel_lrn(x, 3, 5e-05, 0.75)
+        assert not torch.allclose(want, x.double(), rtol=1e-3)
+        torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+def test_within_channel_lrn_keeps_k_at_one_and_says_so(tmp_path: Path) -> None:
+    """Caffe's Power layer within a channel shifts by 1 whatever `k` is; beta as written."""
+    body = (_conv_layer("conv1", "data", 4)
+            + 'layer { name: "n" type: "LRN" bottom: "conv1" top: "n"\n'
+            '  lrn_param { local_size: 5 alpha: 0.001 beta: 0.5 k: 2 norm_region: '
+            'WITHIN_CHANNEL } }\n')
+    text, result, _ = imported(_net(tmp_path, body))
+    assert result.ok, text
+    assert "MapNorm(5, alpha=0.00004, k=1, beta=0.5)" in text
+    assert "alpha 0.001 / local_size² 25, k 1 (its k 2 is not used there)" in text
 
 
 def test_v1_and_current_spellings_import_alike() -> None:
@@ -524,8 +593,8 @@ def test_skip_unsupported_cuts_the_network(tmp_path: Path) -> None:
 
 def test_several_errors_are_reported_together(tmp_path: Path) -> None:
     body = (_conv_layer("conv1", "data", 4)
-            + 'layer { name: "n" type: "LRN" bottom: "conv1" top: "n"\n'
-            '  lrn_param { norm_region: WITHIN_CHANNEL } }\n'
+            + 'layer { name: "n" type: "ReLU" bottom: "conv1" top: "n"\n'
+            '  relu_param { negative_slope: -1 } }\n'
             + 'layer { name: "p" type: "Pooling" bottom: "conv1" top: "p"\n'
             '  pooling_param { pool: STOCHASTIC kernel_size: 2 stride: 2 } }\n'
             'layer { name: "cat" type: "Concat" bottom: "n" bottom: "p" top: "cat" }\n')
@@ -546,12 +615,13 @@ def test_detect_and_sniff(tmp_path: Path) -> None:
     assert not FORMAT.sniff([str(cfg)], [cfg.read_text()])
 
 
-def test_weights_are_not_read_from_caffe(tmp_path: Path) -> None:
-    """A .caffemodel is binary protobuf that alexnetc does not read: --weights warns."""
-    result = FORMAT.read([str(FIXTURES / "mnist" / "lenet.prototxt")],
-                         Options(weights=str(tmp_path / "w.pt")))
-    assert result.weights is None
-    assert [w.message.split(":")[0] for w in result.warnings] == ["--weights"]
+def test_weights_need_the_caffemodel(tmp_path: Path) -> None:
+    """A Caffe net's weights are in its .caffemodel (tests/importers/test_caffe_weights.py):
+    --weights without one is a usage error, and nothing is written."""
+    with pytest.raises(UsageError, match="give it as the second file"):
+        FORMAT.read([str(FIXTURES / "mnist" / "lenet.prototxt")],
+                    Options(weights=str(tmp_path / "w.pt")))
+    assert not (tmp_path / "w.pt").exists()
 
 
 # --- golden errors and the command line --------------------------------------------------------

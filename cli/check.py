@@ -25,10 +25,10 @@ from alexnetc.compiler.report import (
     TableLayout,
     as_csv,
     as_json,
-    draw,
     layout_text,
     partial_table,
     plain_console,
+    print_layout,
     print_report,
     report_text,
     unpadded,
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
     req = _request(args, result)
-    found = plans(result.network, req) if req and result.network else None
+    shown = not args.quiet or args.json or args.csv is not None  # -q prints diagnostics alone
+    found = plans(result.network, req) if req and result.network and shown else None
     if args.csv is not None:
         return _write_csv(result, args.csv, name, args.quiet, found, req)
     if args.json:
@@ -125,8 +126,7 @@ def _print_table(result: CheckResult) -> None:
         sys.stdout.write(report_text(result.network))
         return
     if result.network is not None:
-        width = max(shutil.get_terminal_size((132, 24)).columns, 132)
-        print_report(result.network, Console(highlight=False, width=width))
+        print_report(result.network, _terminal())
         return
     partial = partial_table(result)
     if partial is None:
@@ -146,13 +146,14 @@ def _print_memory(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],
                          None)
     lines = memory.summary(net, found, req)
     if sys.stdout.isatty():
-        console = Console(highlight=False, width=max(shutil.get_terminal_size((132, 24))
-                                                     .columns, 132))
-        console.print(draw(layout))
-        for line in lines:
-            console.print(line, highlight=False)
-        return
-    sys.stdout.write("\n" + layout_text(layout, lines))
+        print_layout(layout, lines, _terminal())
+    else:
+        sys.stdout.write("\n" + layout_text(layout, lines))
+
+
+def _terminal() -> Console:
+    """A console as wide as the terminal, and at least 132 columns (numbers never wrap)."""
+    return Console(highlight=False, width=max(shutil.get_terminal_size((132, 24)).columns, 132))
 
 
 def _check_csv_file(path: str, spec: str) -> None:

@@ -179,6 +179,7 @@ class Fusion:
 
 
 SavedDtype = Literal["same", "fp32", "compute", "int64", "int8", "bool"]
+DeviceKind = Literal["cuda", "cpu"]
 
 
 @dataclass(frozen=True)
@@ -188,7 +189,8 @@ class Saved:
 
     `of`: the op's input (each input of a merge) or output as they are, a `new` tensor of
     `elements` per image (per training step with `per_step`), or the op's `weight` (a
-    parameter, so nothing new unless mixed precision casts it). `dtype`: "same" is the input's;
+    parameter, so nothing new unless mixed precision casts it); `for_input_grad`: kept only
+    to compute the input's gradient (a matrix product's weight). `dtype`: "same" is the input's;
     "compute" the op's compute dtype (the low precision under mixed precision for ops autocast
     lowers, else the input's); an input saved in a dtype it is not in is a new copy.
     """
@@ -197,6 +199,7 @@ class Saved:
     elements: int = 0
     dtype: SavedDtype = "same"
     per_step: bool = False
+    for_input_grad: bool = False  # kept only when the op's input needs a gradient
 
 
 @dataclass(frozen=True)
@@ -205,5 +208,5 @@ class Lowered:
     dropout keeps a one-byte mask, the CPU's a noise tensor of the input's dtype) and into
     how many tower shares the op cuts its input (a ResNorm normalises each on its own)."""
 
-    device: Literal["cuda", "cpu"]
+    device: DeviceKind
     shares: int = 1

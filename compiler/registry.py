@@ -324,6 +324,10 @@ def _saves_nothing(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[S
     return ()
 
 
+def _no_scratch(args: object, i: Shape, o: Shape, low: Lowered) -> int:
+    return 0
+
+
 def _saves_input(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
     return (Saved("input"),)
 
@@ -362,6 +366,7 @@ class OpDef(Generic[A]):
       backward pass (the memory planner's input; a test holds it to what autograd keeps).
     - `autocast`: under mixed precision it computes in the low precision, its input and
       weight cast (autocast's lower-precision list: convolutions, linear layers, PReLU).
+    - `autocast_fp32`: the device kinds whose autocast runs it in fp32 (CUDA's Softmax).
     - `training_only`: outside training it hands its input on untouched (Dropout).
     - `scratch(args, in_shape, out_shape, lowered)`: fp32 elements per image its backward
       holds at once besides its input's and output's gradients (the reference ResNorm's
@@ -388,8 +393,9 @@ class OpDef(Generic[A]):
     window: Callable[[A, Shape], Window | None] = _keeps_field
     saves: Callable[[A, Shape, Shape, Lowered], Sequence[Saved]] = _saves_nothing
     autocast: bool = False
+    autocast_fp32: tuple[str, ...] = ()
     training_only: bool = False
-    scratch: Callable[[A, Shape, Shape, Lowered], int] = lambda args, i, o, low: 0
+    scratch: Callable[[A, Shape, Shape, Lowered], int] = _no_scratch
 
     @property
     def params(self) -> tuple[Param, ...]:
@@ -604,8 +610,15 @@ def _adaptive_window(args: AdaptiveArgs, in_shape: Shape) -> Window:
     return Window((kh, kw), (sh, sw))
 
 
-def _linear_saves(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
-    """An FC's or a PReLU's input and weight, in the compute dtype."""
+def _fc_saves(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """A matrix product keeps its input for the weight's gradient and its weight for the
+    input's, in the compute dtype."""
+    return (Saved("input", dtype="compute"),
+            Saved("weight", dtype="compute", for_input_grad=True))
+
+
+def _prelu_saves(args: object, i: Shape, o: Shape, low: Lowered) -> Sequence[Saved]:
+    """PReLU keeps its input and its slopes, in the compute dtype, whatever needs a gradient."""
     return Saved("input", dtype="compute"), Saved("weight", dtype="compute")
 
 
@@ -803,9 +816,21 @@ def _resize_hint(first: str, a: Shape, name: str, b: Shape, channels: int | None
             f"{small.h}x{small.w}")
 
 
+# The fused kernel's limits (backends/kernels: lrn_pool.MAX_LRN_SIZE, and at most two windows
+# covering a pixel along each axis); a chain outside them is not fused, so what the report
+# and the memory plan say runs is what runs.
+FUSED_MAX_LRN = 9
+
+
 def _fused_pool(args: PoolArgs) -> bool:
-    """The fused kernel takes square windows, floored (no remainder=ceil)."""
-    return args.remainder != "ceil" and all(p.square for p in (args.size, args.stride, args.pad))
+    """The fused kernel takes square windows, floored (no remainder=ceil), that overlap at
+    most two deep (size ≤ 2·stride)."""
+    return (args.remainder != "ceil" and all(p.square for p in (args.size, args.stride, args.pad))
+            and args.size.h <= 2 * args.stride.h)
+
+
+def _fused_lrn(args: LRNArgs) -> bool:
+    return args.size <= FUSED_MAX_LRN
 
 
 def _all_towers(args: object, towers: int) -> Reads:
@@ -840,7 +865,7 @@ register(OpDef(
     "FC", "fully connected layer, `FC(out)`; flattens HxWxC first", FCArgs, "FC(4)",
     infer=_fc_infer, count=_fc_count, channels_hint="FC gives its size as FC(out)",
     splits_maps=True, reads=_all_towers, aliases=("Linear",), window=_whole_window,
-    saves=_linear_saves, autocast=True,
+    saves=_fc_saves, autocast=True,
 ))
 register(OpDef("ReLU", "max(0, x)", NoArgs, "ReLU", tie=True, fusion_role="relu",
                saves=_saves_output))
@@ -852,12 +877,13 @@ register(OpDef("LeakyReLU", "x for x ≥ 0, slope·x below", LeakyReLUArgs, "Lea
 register(OpDef("ReLU6", "min(max(0, x), 6)", NoArgs, "ReLU6", tie=True, saves=_saves_input))
 register(OpDef("PReLU", "x for x ≥ 0, a·x below, one learnt a per channel (initially 0.25)",
                NoArgs, "PReLU", count=_per_channel_count, splits_maps=True, tie=True,
-               saves=_linear_saves, autocast=True))
+               saves=_prelu_saves, autocast=True))
 register(OpDef(
     "ResNorm",
     "local response normalisation across channels, paper convention: "
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
+    fuses=_fused_lrn,
     aliases=("LRN",), saves=_lrn_saves, scratch=_lrn_scratch,
 ))
 register(OpDef(
@@ -895,7 +921,7 @@ register(OpDef(
     "`sum(b, in): Add + ReLU`", NoArgs, "Add", merge=_add_merge))
 register(OpDef("Softmax", "probabilities over the classes; folded into the loss for training",
                NoArgs, "Softmax", reads=_gather, tie=True, final=True,
-               saves=_saves_output))
+               saves=_saves_output, autocast_fp32=("cuda",)))
 
 
 def lookup(name: str) -> OpDef[Any] | None:

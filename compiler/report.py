@@ -278,8 +278,13 @@ def summary_lines(net: CheckedNetwork) -> list[str]:
 
 def print_report(net: CheckedNetwork, console: Console) -> None:
     """The table and the facts under it, fitted to the console's width (for a terminal)."""
-    console.print(table(net))
-    for line in summary_lines(net):
+    print_layout(_layout(net), summary_lines(net), console)
+
+
+def print_layout(layout: TableLayout, lines: Sequence[str], console: Console) -> None:
+    """A laid-out table and the lines under it on a console (a terminal's width)."""
+    console.print(draw(layout))
+    for line in lines:
         console.print(line, highlight=False)
 
 

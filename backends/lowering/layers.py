@@ -249,12 +249,20 @@ class Window:
         """The window of a conv from `into` to `out` (the checked shapes)."""
         return cls(a.stride.hw, conv_padding(a, into, out), a.dilation.hw)
 
-    def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int) -> Tensor:
+    def padded(self, x: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """x padded where F.conv2d cannot pad it (unevenly: a copy), and the (even) padding
+        left for F.conv2d."""
         top, bottom, left, right = self.pad
-        if (top, left) != (bottom, right):
-            x = F.pad(x, (left, right, top, bottom))
-            top = left = 0
-        return F.conv2d(x, weight, bias, self.stride, (top, left), self.dilation, groups)
+        if (top, left) == (bottom, right):
+            return x, (top, left)
+        return F.pad(x, (left, right, top, bottom)), (0, 0)  # N x C x H+t+b x W+l+r
+
+    def conv(self, x: Tensor, weight: Tensor, bias: Tensor | None, groups: int,
+             pad: tuple[int, int] | None = None) -> Tensor:
+        """The conv of x, or with `pad` of x already `padded`."""
+        if pad is None:
+            x, pad = self.padded(x)
+        return F.conv2d(x, weight, bias, self.stride, pad, self.dilation, groups)
 
 
 class ConvShard(nn.Module):
@@ -269,8 +277,9 @@ class ConvShard(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # N x Cin' x H x W
         b = self.bias
+        x, pad = self.window.padded(x)  # once for every call, which read slices of it
         outs = [self.window.conv(x[:, c.in_lo:c.in_hi], self.weight[c.out_lo:c.out_hi],
-                                 None if b is None else b[c.out_lo:c.out_hi], c.groups)
+                                 None if b is None else b[c.out_lo:c.out_hi], c.groups, pad)
                 for c in self.calls]  # [N x c x H' x W']
         return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)  # N x C/T x H' x W'
 

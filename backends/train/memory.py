@@ -18,7 +18,8 @@ from alexnetc.backends.train.distributed import Dist, rank_devices
 from alexnetc.backends.train.run import Trainer
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.memory.plan import plan
-from alexnetc.compiler.memory.walk import DeviceKind, Target
+from alexnetc.compiler.memory.walk import Target
+from alexnetc.compiler.records import DeviceKind
 
 GIB = 2**30
 
@@ -26,12 +27,16 @@ GIB = 2**30
 def need(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
          amp: str | None = None, merged: bool | None = None) -> dict[torch.device, int]:
     """Bytes one process needs on each of its devices (one per tower, as the lowering places
-    them) at the peak of a training step on `batch` images. `merged`: every tower on one
-    device runs each layer whole (None: when they share one, as the lowering does)."""
+    them) at the peak of a training step on `batch` images, with the fused kernels where they
+    run. `merged`: every tower on one device runs each layer whole (None: when they share one,
+    as the lowering does). Under --compile the plan is the eager step's."""
+    from alexnetc.backends.lowering.fused import kernel_available
+
     distinct = list(dict.fromkeys(devices))
     whole = len(distinct) == 1 if merged is None else merged
     kind: DeviceKind = "cuda" if any(d.type == "cuda" for d in distinct) else "cpu"
     target = Target(batch, "bf16" if amp else "fp32", kind,
+                    kernels=any(d.type == "cuda" and kernel_available(d) for d in distinct),
                     devices=None if whole else tuple(distinct.index(d) for d in devices))
     peaks = [d.peak(batch) for d in plan(net, target).devices]
     return dict(zip(distinct, peaks, strict=True))

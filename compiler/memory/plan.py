@@ -19,10 +19,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from alexnetc.compiler.graph import INPUT, CheckedNetwork
-from alexnetc.compiler.memory.walk import ITEMSIZE, Buffer, Target, Walk, walk
+from alexnetc.compiler.memory.walk import Buffer, Target, Walk, walk
+from alexnetc.compiler.records import FP32_BYTES, INT32_MAX
 
 ALLOWANCE = 0.10  # of a device's memory, for what the plan does not count
-FP32 = ITEMSIZE["fp32"]
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,8 @@ class DeviceMemory:
 
     def largest_batch(self, budget: int) -> int | None:
         """The most images per step whose peak fits `budget` less the allowance (0: not even
-        one; None: no limit, nothing grows with the batch)."""
+        one; None: no limit, nothing grows with the batch), at most 2**31 − 1 (PyTorch's
+        sizes)."""
         return _largest(self.peaks, budget)
 
 
@@ -96,7 +97,7 @@ def _largest(candidates: tuple[Linear, ...], budget: int) -> int | None:
             return 0
         if c.per_image:
             limits.append((usable - c.fixed) // c.per_image)
-    return min(limits) if limits else None
+    return min(*limits, INT32_MAX) if limits else None
 
 
 @dataclass(frozen=True)
@@ -111,9 +112,8 @@ class MemoryPlan:
 
     def kept(self, layer: str, device: int | None = None) -> Linear:
         """What `layer` keeps for backward on `device` (None: on every device)."""
-        found = [v for (d, name), v in self.kept_on.items()
-                 if name == layer and device in (None, d)]
-        return sum(found, Linear())
+        devices = [d.device for d in self.devices] if device is None else [device]
+        return sum((self.kept_on.get((d, layer), Linear()) for d in devices), Linear())
 
     def largest_batch(self, budget: int) -> int | None:
         """The most images per step with every device within `budget`."""
@@ -131,16 +131,15 @@ def plan(net: CheckedNetwork, target: Target) -> MemoryPlan:
     kept: dict[tuple[int, str], Linear] = defaultdict(Linear)
     for b in train.buffers:
         if b.saved_by:
-            kept[b.device, train.steps[min(b.saved_by)].layer] += _bytes(b)
-    weights = {layer.id: layer.counts.params * FP32 for layer in net.layers()}
+            kept[b.device, b.kept_by] += _bytes(b)
+    weights = {layer.id: layer.counts.params * FP32_BYTES for layer in net.layers()}
     devices = tuple(_device(net, train, infer, d) for d in range(train.devices))
     return MemoryPlan(target, dict(kept), weights, devices)
 
 
 def _device(net: CheckedNetwork, train: Walk, infer: Walk, d: int) -> DeviceMemory:
-    steps = [s for s in train.steps if s.device == d]
-    weights = sum(s.params for s in steps) * FP32
-    buffers = _buffers(net, train) if d == 0 or train.target.devices is not None else 0
+    weights = sum(s.params for s in train.steps if s.device == d) * FP32_BYTES
+    buffers = _buffers(net, train.target, d)
     mine = [b for b in train.buffers if b.device == d]
     kept = _sum([b for b in mine if b.saved_by])
     resident = Linear(weights * 2 + buffers)  # weights and momentum; gradients come and go
@@ -150,24 +149,43 @@ def _device(net: CheckedNetwork, train: Walk, infer: Walk, d: int) -> DeviceMemo
     inference = [Linear(weights + buffers) + m
                  for m in _forward([b for b in infer.buffers if b.device == d],
                                    len(infer.steps), training=False)]
-    return DeviceMemory(d, weights, buffers, kept, tuple(peaks), tuple(inference) or
-                        (Linear(weights + buffers),))
+    return DeviceMemory(d, weights, buffers, kept, tuple(peaks), tuple(inference))
 
 
-def _buffers(net: CheckedNetwork, w: Walk) -> int:
-    """Running statistics, fp32, on the device of each tower's share of them."""
-    towers = 1 if w.target.devices is None else net.towers
-    return sum(layer.counts.buffers for layer in net.layers()) * FP32 // towers
+def _buffers(net: CheckedNetwork, target: Target, d: int) -> int:
+    """Running statistics, fp32, on the devices of the towers holding their shares (a batch
+    counter counted as one of them)."""
+    total = sum(layer.counts.buffers for layer in net.layers()) * FP32_BYTES
+    if target.devices is None:
+        return total
+    return total * target.devices.count(d) // len(target.devices)
+
+
+def _sweep(spans: list[tuple[int, int, Linear]], steps: int) -> list[Linear]:
+    """The sum at each step 0…steps of the amounts live over [first, last] (inclusive),
+    from one pass over the changes rather than one over the spans per step."""
+    fixed = [0] * (steps + 2)
+    per_image = [0] * (steps + 2)
+    for first, last, amount in spans:
+        first, last = max(first, 0), min(last, steps)
+        if first > last:
+            continue
+        fixed[first] += amount.fixed
+        fixed[last + 1] -= amount.fixed
+        per_image[first] += amount.per_image
+        per_image[last + 1] -= amount.per_image
+    out, f, n = [], 0, 0
+    for k in range(steps + 1):
+        f, n = f + fixed[k], n + per_image[k]
+        out.append(Linear(f, n))
+    return out
 
 
 def _forward(mine: list[Buffer], steps: int, training: bool = True) -> list[Linear]:
     """What is live at each step of forward: what was kept so far, and what a later step
     still reads."""
-    out = []
-    for k in range(steps + 1):
-        out.append(_sum([b for b in mine if b.created <= k
-                         and (b.last_read >= k or (training and b.saved_by))]))
-    return out
+    return _sweep([(b.created, steps if training and b.saved_by else b.last_read, _bytes(b))
+                   for b in mine], steps)
 
 
 def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]:
@@ -176,17 +194,17 @@ def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]
     activations between their last reader and their maker, and what the loop holds (the
     image, the output and the loss's log-probabilities)."""
     end = len(w.steps)
+    if end == 0:
+        return []
     held = [b for b in mine if b.layer == INPUT or b.last_read >= end]
-    loss = Linear(0, classes * FP32) if any(v.buf.device == d for v in w.output) else Linear()
-    out = []
-    grads = 0
-    for k in reversed(range(end)):
-        step = w.steps[k]
-        if step.device == d:
-            grads += step.params * FP32
-        live = {id(b): b for b in held}
-        live.update((id(b), b) for b in mine if b.saved_by and min(b.saved_by) <= k)
-        flowing = _sum([b for b in mine if b.grad and b.created <= k <= b.last_read])
-        scratch = Linear(0, step.scratch if step.device == d else 0)
-        out.append(_sum(list(live.values())) + loss + flowing + scratch + Linear(grads))
-    return out
+    loss = Linear(0, classes * FP32_BYTES) if any(v.buf.device == d for v in w.output) \
+        else Linear()
+    # step k of backward still holds a kept tensor while k ≥ the first step that kept it
+    kept = [(min(b.saved_by), end, _bytes(b)) for b in mine
+            if b.saved_by and not (b.layer == INPUT or b.last_read >= end)]
+    grads = [(b.created, b.last_read, _bytes(b)) for b in mine if b.grad]
+    weights = [(0, s.index, Linear(s.params * FP32_BYTES)) for s in w.steps if s.device == d]
+    scratch = [(s.index, s.index, Linear(0, s.scratch)) for s in w.steps if s.device == d]
+    live = _sweep(kept + grads + weights + scratch, end - 1)
+    base = _sum(held) + loss
+    return [base + m for m in reversed(live)]

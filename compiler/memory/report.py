@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.memory.plan import ALLOWANCE, MemoryPlan, plan
-from alexnetc.compiler.memory.walk import DeviceKind, Precision, Target
+from alexnetc.compiler.memory.walk import Precision, Target
+from alexnetc.compiler.records import DeviceKind
 
 MIB = 2**20
 UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9,
@@ -28,7 +30,7 @@ def parse_size(text: str) -> int:
     if m is None or unit not in UNITS:
         raise ValueError(f"{text!r} is not a memory size; write e.g. 3GiB, 3GB, 512MiB or a "
                          "number of bytes (GiB = 2**30 bytes, GB = 10**9)")
-    size = int(float(m.group(1)) * UNITS[unit])
+    size = int(Fraction(m.group(1)) * UNITS[unit])  # exact: no float rounds a byte count
     if size <= 0:
         raise ValueError(f"a memory size must be more than 0 bytes, not {text!r}")
     return size
@@ -40,17 +42,16 @@ class Request:
 
     batch: int
     precision: Precision = "fp32"
-    device: str = "cuda"
+    device: DeviceKind = "cuda"
     budget: int | None = None
 
 
 def plans(net: CheckedNetwork, req: Request) -> list[tuple[str, MemoryPlan]]:
     """The plan for each device map, named."""
-    dev: DeviceKind = "cpu" if req.device == "cpu" else "cuda"
     maps: list[tuple[str, tuple[int, ...] | None]] = [("one device", None)]
     if net.towers > 1:
         maps.append((f"{net.towers} devices, one tower each", tuple(range(net.towers))))
-    return [(name, plan(net, Target(req.batch, req.precision, dev, devices=devices)))
+    return [(name, plan(net, Target(req.batch, req.precision, req.device, devices=devices)))
             for name, devices in maps]
 
 
@@ -116,10 +117,13 @@ def summary(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]], req: Reque
 
 
 def _amount(n: int) -> str:
-    """Bytes for a line of text: MiB, KiB for less than a tenth of one, GiB past 100 GiB."""
+    """Bytes for a line of text: MiB; KiB under a tenth of one, bytes under one KiB; GiB
+    past 100 GiB."""
     if n >= 100 * 2**30:
         return f"{n / 2**30:,.1f} GiB"
-    return f"{n / MIB:,.1f} MiB" if n >= MIB // 10 else f"{n / 1024:,.1f} KiB"
+    if n >= MIB // 10:
+        return f"{n / MIB:,.1f} MiB"
+    return f"{n / 1024:,.1f} KiB" if n >= 1024 else f"{n:,} byte{'' if n == 1 else 's'}"
 
 
 def _fit(p: MemoryPlan, budget: int, batch: int) -> str:
@@ -132,7 +136,7 @@ def _fit(p: MemoryPlan, budget: int, batch: int) -> str:
 
 
 def _budget(n: int) -> str:
-    return f"{n / 2**30:,.2f} GiB" if n >= 2**30 else f"{n / MIB:,.1f} MiB"
+    return f"{n / 2**30:,.2f} GiB" if 2**30 <= n < 100 * 2**30 else _amount(n)
 
 
 def as_json(net: CheckedNetwork, found: list[tuple[str, MemoryPlan]],

@@ -16,12 +16,19 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from alexnetc.compiler.graph import INPUT, CheckedNetwork, Layer, chains
-from alexnetc.compiler.records import Layout, Lowered, Route, Saved, Shape
+from alexnetc.compiler.records import (
+    FP32_BYTES,
+    DeviceKind,
+    Layout,
+    Lowered,
+    Route,
+    Saved,
+    Shape,
+)
 
 Precision = Literal["fp32", "bf16"]
-DeviceKind = Literal["cuda", "cpu"]
 
-ITEMSIZE = {"fp32": 4, "bf16": 2, "int64": 8, "int8": 1, "bool": 1}
+ITEMSIZE = {"fp32": FP32_BYTES, "bf16": 2, "int64": 8, "int8": 1, "bool": 1}
 
 
 @dataclass(frozen=True)
@@ -47,7 +54,8 @@ class Target:
 @dataclass(eq=False)
 class Buffer:
     """One storage: `elements` per image (per step with `per_step`), made at step `created`,
-    read last at step `last_read`, kept for backward by the steps in `saved_by`."""
+    read last at step `last_read`, kept for backward by the steps in `saved_by`, the first
+    time by layer `kept_by`."""
 
     layer: str
     device: int
@@ -58,6 +66,7 @@ class Buffer:
     grad: bool = False  # backward computes its gradient
     last_read: int = -1
     saved_by: list[int] = field(default_factory=list)
+    kept_by: str = ""  # the layer that keeps it first (a fused chain's first layer)
 
     def size(self, batch: int) -> int:
         return self.elements * self.itemsize * (1 if self.per_step else batch)
@@ -110,8 +119,8 @@ def share(shape: Shape, parts: int) -> Shape:
 
 class _Walker:
     def __init__(self, net: CheckedNetwork, target: Target, training: bool):
-        self.net, self.t, self.training = net, target, training
-        self.w = Walk(target)
+        self.net, self.target, self.training = net, target, training
+        self.walk = Walk(target)
         self.whole = target.devices is None
         self.towers = 1 if self.whole else net.towers
         self.device_of = (0,) * self.towers if target.devices is None else target.devices
@@ -132,20 +141,20 @@ class _Walker:
                 xs = self._group(group, inputs if group[0].op.merge else [xs])
             outputs[name] = xs
         out = outputs[name]
-        self.now = len(self.w.steps)  # after the last step: the loss reads the output
+        self.now = len(self.walk.steps)  # after the last step: the loss reads the output
         if not self.whole and len(out) > 1:
             out = [self._cat(out, 0)]  # the final gather onto the first tower
-        self.w.output = out
+        self.walk.output = out
         for v in out:
             self._read(v)
-        return self.w
+        return self.walk
 
     # --- buffers ------------------------------------------------------------------------------
 
     def _new(self, layer: str, device: int, elements: int, dtype: str, per_step: bool = False,
              grad: bool = False) -> Buffer:
         b = Buffer(layer, device, elements, ITEMSIZE[dtype], self.now, per_step, grad)
-        self.w.buffers.append(b)
+        self.walk.buffers.append(b)
         return b
 
     def _read(self, v: View) -> None:
@@ -173,29 +182,29 @@ class _Walker:
     # --- routes between towers (placement.py's ROUTES) ------------------------------------------
 
     def _route(self, route: Route, xs: list[View], layout: Layout) -> list[View]:
-        t = self.towers
-        if route is Route.NONE or t == 1:
+        towers = self.towers
+        if route is Route.NONE or towers == 1:
             return xs
         if route is Route.ALL_GATHER:
             if layout is Layout.REPLICATED:
                 return xs
             if layout is Layout.SINGLE:
-                return [self._transfer(xs[0], self.device_of[i]) for i in range(t)]
-            return [self._cat(xs, i) for i in range(t)]
+                return [self._transfer(xs[0], self.device_of[i]) for i in range(towers)]
+            return [self._cat(xs, i) for i in range(towers)]
         if route is Route.GATHER:
             return [self._cat(xs, 0)] if layout is Layout.SPLIT else [xs[0]]
         if layout is Layout.SPLIT:  # SCATTER
             return xs
-        source = xs if layout is Layout.REPLICATED else [xs[0]] * t
-        return [self._transfer(View(v.buf, share(v.shape, t), v.dtype), self.device_of[i])
-                for i, v in enumerate(source)]
+        source = xs if layout is Layout.REPLICATED else [xs[0]] * towers
+        return [self._transfer(View(v.buf, share(v.shape, towers), v.dtype),
+                               self.device_of[i]) for i, v in enumerate(source)]
 
     # --- ops ----------------------------------------------------------------------------------
 
     def _group(self, group: list[Layer], inputs: list[list[View]]) -> list[View]:
         """A layer or fused chain on every tower (or once, whole), its inputs routed first."""
         head = group[0]
-        self.now = len(self.w.steps)  # routes run just before the group's first step
+        self.now = len(self.walk.steps)  # routes run just before the group's first step
         if self.whole:
             return [self._run(group, [xs[0] for xs in inputs], 0, head.tower.shares)]
         placed = head.tower
@@ -208,11 +217,11 @@ class _Walker:
     def _run(self, group: list[Layer], xs: list[View], tower: int, shares: int) -> View:
         device = self.device_of[tower]
         params = sum(layer.counts.params for layer in group) // self.towers
-        self.now = len(self.w.steps)
-        self.w.steps.append(Step(self.now, group[0].id, device, params))
+        self.now = len(self.walk.steps)
+        self.walk.steps.append(Step(self.now, group[0].id, device, params))
         for x in xs:
             self._read(x)
-        if len(group) > 1 and self.t.fused:
+        if len(group) > 1 and self.target.fused:
             return self._kernel(group, xs[0], device)
         for layer in group:
             xs = [self._op(layer, xs, device, shares)]
@@ -228,30 +237,41 @@ class _Walker:
         shape = self._out_shape(group[-1])
         out = View(self._new(group[-1].id, device, shape.elements, x.dtype, grad=x.buf.grad),
                    shape, x.dtype)
-        fusion = group[0].fusion
-        if self.training:
-            self._save(x.buf)
+        fusion, head = group[0].fusion, group[0].id
+        if self.training and x.buf.grad:  # else autograd records nothing
+            self._save(x.buf, head)
             if fusion is not None and fusion.argmax:
-                self._save(self._new(group[0].id, device, shape.elements, "int8"))
+                self._save(self._new(head, device, shape.elements, "int8"), head)
         return out
 
     def _op(self, layer: Layer, xs: list[View], device: int, shares: int) -> View:
         op = layer.op
         if (op.final and layer.id == self.last) or (op.training_only and not self.training):
             return xs[0]  # left to the loss, or handed on untouched
-        amp = self.t.precision == "bf16"
-        compute = "bf16" if amp and op.autocast else _widest(x.dtype for x in xs)
+        compute = self._compute(layer, xs)
         shape = self._out_shape(layer)
-        grad = layer.counts.params > 0 or any(x.buf.grad for x in xs)
+        input_grad = any(x.buf.grad for x in xs)
+        grad = layer.counts.params > 0 or input_grad
         out = View(self._new(layer.id, device, shape.elements, compute, grad=grad), shape,
                    compute)
-        if self.training:
-            low = Lowered(self.t.device, shares)
+        if self.training and grad:  # nothing to differentiate: autograd records nothing
+            low = Lowered(self.target.device, shares)
             for s in op.saves(layer.args, xs[0].shape, shape, low):
-                self._keep(s, layer, xs, out, compute, device)
-            self.w.steps[self.now].scratch += op.scratch(layer.args, xs[0].shape, shape,
-                                                         low) * ITEMSIZE["fp32"]
+                if input_grad or not s.for_input_grad:
+                    self._keep(s, layer, xs, out, compute, device)
+            self.walk.steps[self.now].scratch += op.scratch(layer.args, xs[0].shape, shape,
+                                                            low) * FP32_BYTES
         return out
+
+    def _compute(self, layer: Layer, xs: list[View]) -> str:
+        """The dtype an op computes and returns in: under mixed precision autocast's choice
+        for it, else its (widest) input's."""
+        if self.target.precision == "bf16":
+            if layer.op.autocast:
+                return "bf16"
+            if self.target.device in layer.op.autocast_fp32:
+                return "fp32"
+        return _widest(x.dtype for x in xs)
 
     def _keep(self, s: Saved, layer: Layer, xs: list[View], out: View, compute: str,
               device: int) -> None:
@@ -259,17 +279,18 @@ class _Walker:
         if s.of == "input":
             for x in xs:
                 self._save(x.buf if x.dtype == dtype
-                           else self._new(layer.id, device, x.shape.elements, dtype))
+                           else self._new(layer.id, device, x.shape.elements, dtype), layer.id)
         elif s.of == "output":
-            self._save(out.buf)
+            self._save(out.buf, layer.id)
         elif s.of == "new":
-            self._save(self._new(layer.id, device, s.elements, dtype, s.per_step))
+            self._save(self._new(layer.id, device, s.elements, dtype, s.per_step), layer.id)
         elif dtype != "fp32":  # a weight cast for mixed precision; else the parameter itself
             self._save(self._new(layer.id, device, layer.counts.weights // self.towers, dtype,
-                                 per_step=True))
+                                 per_step=True), layer.id)
 
-    def _save(self, buf: Buffer) -> None:
+    def _save(self, buf: Buffer, layer: str) -> None:
         buf.saved_by.append(self.now)
+        buf.kept_by = buf.kept_by or layer
 
 
 def _widest(dtypes: Iterable[str]) -> str:

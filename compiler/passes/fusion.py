@@ -16,13 +16,13 @@ from alexnetc.compiler.graph import Key, topo_ops
 from alexnetc.compiler.passes import Context
 from alexnetc.compiler.records import Fusion
 
-# Longest first: a chain is matched greedily from each ReLU. The third field: the kernel keeps
-# a one-byte argmax per output for its backward (the chains that pool).
-CHAINS: tuple[tuple[tuple[str, ...], str, bool], ...] = (
-    (("relu", "lrn", "maxpool"), "relu_lrn_pool", True),
-    (("relu", "maxpool"), "relu_pool", True),
-    (("relu", "lrn"), "relu_lrn", False),
+# Longest first: a chain is matched greedily from each ReLU.
+CHAINS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("relu", "lrn", "maxpool"), "relu_lrn_pool"),
+    (("relu", "maxpool"), "relu_pool"),
+    (("relu", "lrn"), "relu_lrn"),
 )
+POOL = "maxpool"  # a chain that pools keeps a one-byte argmax per output for its backward
 
 
 def run(ctx: Context) -> None:
@@ -36,24 +36,29 @@ def run(ctx: Context) -> None:
         if matched is None:
             i += 1
             continue
-        members, kernel, argmax = matched
-        fusion = Fusion(kernel, members[0], tuple(members), argmax)
+        members, kernel, roles = matched
+        fusion = Fusion(kernel, members[0], tuple(members), POOL in roles)
         for m in members:
             g.nodes[m][Key.FUSION] = fusion
         i += len(members)
 
 
-def _match(ctx: Context, order: list[str], i: int) -> tuple[list[str], str, bool] | None:
+def _match(ctx: Context, order: list[str],
+           i: int) -> tuple[list[str], str, tuple[str, ...]] | None:
+    """The longest chain starting at order[i], on maps (the kernel reads NCHW), each member
+    within the kernel's limits (`fuses`)."""
     g = ctx.graph
-    for roles, kernel, argmax in CHAINS:
+    for roles, kernel in CHAINS:
         window = order[i:i + len(roles)]
         if len(window) < len(roles):
             continue
         stage = g.nodes[window[0]][Key.STAGE]
+        if g.nodes[window[0]][Key.IN_SHAPES][0].flat:
+            return None
         if all(g.nodes[n][Key.OP].fusion_role == r and g.nodes[n][Key.STAGE] == stage
                and g.nodes[n][Key.OP].fuses(g.nodes[n][Key.ARGS])
                for n, r in zip(window, roles, strict=True)) and _only_reader(g, window):
-            return window, kernel, argmax
+            return window, kernel, roles
     return None
 
 

@@ -136,3 +136,41 @@ def test_sizes_as_people_write_them(text: str, size: int) -> None:
 def test_sizes_that_are_not(text: str) -> None:
     with pytest.raises(ValueError, match="memory size"):
         parse_size(text)
+
+
+def test_each_layer_of_a_reference_chain_states_what_it_keeps() -> None:
+    """Without the kernel the ReLU keeps its output, the LRN its own tensors and the pool its
+    input and argmax; the fused kernel's are its chain's first layer's."""
+    conv1 = [layer for layer in ALEXNET.layers() if layer.stage == "conv1"]
+    relu, lrn, pool = (layer.id for layer in conv1[1:])
+    cpu = plan(ALEXNET, Target(1, device="cpu"))
+    maps = 55 * 55 * 96 * 4
+    assert cpu.kept(relu).per_image == maps
+    assert cpu.kept(lrn).per_image == (48 + 4) * 2 * 55 * 55 * 4 + 2 * maps
+    assert cpu.kept(pool).per_image == maps + 27 * 27 * 96 * 8
+    fused = plan(ALEXNET, Target(1))
+    assert fused.kept(relu).per_image == maps + 27 * 27 * 96
+    assert fused.kept(lrn) == fused.kept(pool) == fused.kept(lrn, 0)
+
+
+def test_running_statistics_sit_with_their_towers() -> None:
+    net = check("input 8x8x4\ntowers 2\nc: Conv(3,1, pad=1) x64; BatchNorm + ReLU\n"
+                "fc: FC(10)\n").network
+    assert net is not None
+    whole = plan(net, Target(1)).devices[0].buffers
+    assert [d.buffers for d in plan(net, Target(1, devices=(0, 0))).devices] == [whole]
+    assert [d.buffers for d in plan(net, Target(1, devices=(0, 1))).devices] == [whole // 2] * 2
+
+
+def test_a_softmax_inside_the_network_keeps_fp32_under_cuda_autocast() -> None:
+    """CUDA's autocast runs softmax in fp32; the CPU's leaves it in its input's dtype."""
+    net = check("input 8x8x4\nc: Conv(3,1, pad=1) x8 + Softmax\nfc: FC(10)\n").network
+    assert net is not None
+    softmax = next(layer.id for layer in net.layers() if layer.op.name == "Softmax")
+    cuda = plan(net, Target(1, "bf16", "cuda")).kept(softmax).per_image
+    cpu = plan(net, Target(1, "bf16", "cpu")).kept(softmax).per_image
+    assert (cuda, cpu) == (8 * 8 * 8 * 4, 8 * 8 * 8 * 2)
+
+
+def test_the_largest_batch_stays_within_pytorchs_sizes() -> None:
+    assert plan(ALEXNET, Target(1)).largest_batch(2**80) == 2**31 - 1

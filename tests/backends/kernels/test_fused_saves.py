@@ -38,3 +38,19 @@ def test_the_kernel_keeps_what_the_plan_says(kernel: str, device: str) -> None:
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         fused_relu_lrn_pool(x, lrn, pool)
     assert sum(kept.values()) == planned
+
+
+def test_the_fusion_pass_leaves_out_what_the_kernel_declines() -> None:
+    """A chain outside the kernel's limits runs as the reference ops, so it is not marked
+    fused: the report's kernels and the memory plan are what runs."""
+    from alexnetc.backends.kernels import lrn_pool
+    from alexnetc.compiler.registry import FUSED_MAX_LRN
+
+    assert FUSED_MAX_LRN == lrn_pool.MAX_LRN_SIZE
+    for ops in (f"Conv(1,1) x16 + ReLU; ResNorm({FUSED_MAX_LRN + 2})",
+                "Conv(1,1) x16 + ReLU; MaxPool(5,2)", "FC(16) + ReLU; ResNorm(3)"):
+        net = check(f"input 9x9x16\nc: {ops}\n").network
+        assert net is not None
+        assert all(layer.fusion is None for layer in net.layers()), ops
+    net = check(f"input 9x9x16\nc: Conv(1,1) x16 + ReLU; ResNorm({FUSED_MAX_LRN})\n").network
+    assert net is not None and any(layer.fusion for layer in net.layers())

@@ -23,7 +23,7 @@ from alexnetc.backends.train.optim import PaperSGD
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.memory.plan import plan
 from alexnetc.compiler.memory.walk import Target
-from alexnetc.compiler.pipeline import check_file
+from alexnetc.compiler.pipeline import check, check_file
 
 from helpers import ROOT, SPECS, small_net
 
@@ -121,3 +121,40 @@ def _bench_memory() -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# What the published specs do not exercise: ops on the image itself (nothing upstream needs a
+# gradient, so autograd keeps less), an MLP (a matrix product keeps its weight only for its
+# input's gradient), tower maps that start SINGLE, grouped convs whose groups cut across
+# towers with uneven padding, FC chains across towers, a Softmax inside the network.
+EDGES = {
+    "mlp": "input 32x32x3\nfc1: FC(256) + ReLU; Dropout(0.5)\nfc2: FC(10) + Softmax\n",
+    "dropout-on-image": "input 16x16x4\nd: Dropout(0.2)\nc: Conv(3,1, pad=1) x8 + ReLU\n"
+                        "fc: FC(10) + Softmax\n",
+    "relu-on-image": "input 16x16x4\na: ReLU\nb: Conv(3,1, pad=1) x8 + ReLU\nfc: FC(10)\n",
+    "single-start": "input 16x16x3\ntowers 2\np: MaxPool(2,2); ResNorm(3)\n"
+                    "a: Conv(3,1, pad=1) x8 + ReLU\nfc: FC(10) + Softmax\n",
+    "groups-across-towers": "input 17x17x6\ntowers 2\na: Conv(3,1, pad=1) x12 + ReLU\n"
+                            "b: Conv(3,2, remainder=ceil, groups=3) x12 + ReLU\n"
+                            "c: Conv(2,1, pad=same, groups=3) x12 + ReLU\nfc: FC(10)\n",
+    "fc-chain-towers": "input 8x8x4\ntowers 2\na: FC(16) + ReLU; Dropout(0.5)\n"
+                       "b: FC(16) + ReLU; Dropout(0.5)\nfc: FC(10) + Softmax\n",
+    "softmax-inside": "input 8x8x4\ntowers 2\na: Conv(3,1, pad=1) x8 + Softmax; Dropout(0.3)\n"
+                      "b: MaxPool(2,2)\nfc: FC(10)\n",
+}
+EDGE_CASES = [(name, merged, amp) for name in EDGES for merged in (True, False)
+              for amp in (False, True)]
+
+
+@pytest.mark.parametrize(("name", "merged", "amp"), EDGE_CASES, ids=[
+    f"{n}-{'merged' if m else 'towers'}-{'bf16' if a else 'fp32'}" for n, m, a in EDGE_CASES])
+def test_what_autograd_keeps_where_little_needs_a_gradient(name: str, merged: bool,
+                                                           amp: bool) -> None:
+    net = check(EDGES[name], f"{name}.net").network
+    assert net is not None
+    if not merged and net.towers == 1:
+        pytest.skip("one tower: one device map")
+    x = torch.randn(BATCH, net.input.c, net.input.h, net.input.w)  # N x C x H x W
+    measured = kept_for_backward(_module(net, merged), x, amp)
+    estimated = sum(d.kept.at(BATCH) for d in plan(net, _target(net, merged, amp)).devices)
+    assert estimated == measured, (name, estimated, measured)

@@ -451,7 +451,8 @@ def test_every_diagnostic_is_located_within_the_file(body: str) -> None:
 # --- fusion -------------------------------------------------------------------------------
 
 
-FUSIBLE = ("a: Conv(3,1, pad=1) x4 + ReLU; MaxPool(3,1, pad=1)\n"
+# a pool that keeps the maps' size and that the kernel takes (size ≤ 2·stride): 1x1
+FUSIBLE = ("a: Conv(3,1, pad=1) x4 + ReLU; MaxPool(1,1)\n"
            "c(input): Conv(1,1) x4\nm(a, c): Concat\nout: GlobalAvgPool; FC(2)\n")
 
 
@@ -485,7 +486,7 @@ def test_fusion_needs_the_intermediate_to_have_one_reader() -> None:
 
 def test_a_stage_output_read_by_several_stages_still_fuses_inside() -> None:
     """The chain's last member may have any number of readers: only intermediates matter."""
-    result = check(HEAD + "a: Conv(3,1, pad=1) x4 + ReLU; MaxPool(3,1, pad=1)\n"
+    result = check(HEAD + "a: Conv(3,1, pad=1) x4 + ReLU; MaxPool(2,2)\n"
                    "b: Conv(1,1) x4\nm(a, b): Concat\n", "t.net")
     assert result.network is not None
     fused = {la.id: la.fusion.kernel for la in result.network.layers() if la.fusion}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -71,3 +73,12 @@ def small_net(path: Path, max_side: int) -> CheckedNetwork | None:
         if found is not None:
             return found
     return None
+
+
+def benchmark(name: str) -> ModuleType:
+    """A script of benchmarks/ (not a package) loaded as a module, for a test to call."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -11,9 +11,6 @@ those bytes within 2 %. Weights, gradients and the optimizer's momentum must be 
 
 from __future__ import annotations
 
-import importlib.util
-from types import ModuleType
-
 import pytest
 import torch
 
@@ -25,7 +22,7 @@ from alexnetc.compiler.memory.plan import plan
 from alexnetc.compiler.memory.walk import Target
 from alexnetc.compiler.pipeline import check, check_file
 
-from helpers import ROOT, SPECS, small_net
+from helpers import SPECS, benchmark, small_net
 
 BATCH = 2
 TOLERANCE = 0.02
@@ -107,20 +104,11 @@ def test_the_planned_peak_is_within_15_percent_of_the_cpus() -> None:
     """The peak of a real step on the CPU (a fresh process's resident high-water mark, as
     benchmarks/bench_memory.py measures it) against the plan's: what the plan leaves to the
     allowance (oneDNN's workspaces, the allocator) stays small."""
-    bench = _bench_memory()
+    bench = benchmark("bench_memory")
     measured = bench._cpu_peak(str(SPECS / "alexnet.net"), 8, False, True)
     net = NETS["alexnet-227"]
     planned = plan(net, Target(8, device="cpu")).devices[0].peak(8)
     assert abs(planned - measured) <= 0.15 * measured, (planned, measured)
-
-
-def _bench_memory() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_memory",
-                                                  ROOT / "benchmarks" / "bench_memory.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # What the published specs do not exercise: ops on the image itself (nothing upstream needs a

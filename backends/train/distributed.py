@@ -119,11 +119,14 @@ def check_in_sync(model: torch.nn.Module, device: torch.device, d: Dist) -> None
 
 def wrap(model: torch.nn.Module, device: torch.device, d: Dist) -> torch.nn.Module:
     """DistributedDataParallel around the replica; a replica over several devices (towers on
-    different GPUs) or on the CPU takes no device_ids, as DDP requires."""
+    different GPUs) or on the CPU takes no device_ids, as DDP requires. The gradients are
+    views of DDP's all-reduce buckets, so the replica holds them once (as the memory plan
+    counts), not once in each parameter's .grad and again in the buckets."""
     if not d.active:
         return model
     from torch.nn.parallel import DistributedDataParallel
 
     devices = {p.device for p in model.parameters()}
     single_gpu = len(devices) == 1 and device.type == "cuda"
-    return DistributedDataParallel(model, device_ids=[device] if single_gpu else None)
+    return DistributedDataParallel(model, device_ids=[device] if single_gpu else None,
+                                   gradient_as_bucket_view=True)

@@ -25,11 +25,13 @@ GIB = 2**30
 
 
 def need(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
-         amp: str | None = None, merged: bool | None = None) -> dict[torch.device, int]:
+         amp: str | None = None, merged: bool | None = None,
+         replicas: bool = False) -> dict[torch.device, int]:
     """Bytes one process needs on each of its devices (one per tower, as the lowering places
     them) at the peak of a training step on `batch` images, with the fused kernels where they
     run. `merged`: every tower on one device runs each layer whole (None: when they share one,
-    as the lowering does). Under --compile the plan is the eager step's."""
+    as the lowering does); `replicas`: one of several data-parallel processes. Under
+    --compile the plan is the eager step's."""
     from alexnetc.backends.lowering.fused import kernel_available
 
     distinct = list(dict.fromkeys(devices))
@@ -37,7 +39,8 @@ def need(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
     kind: DeviceKind = "cuda" if any(d.type == "cuda" for d in distinct) else "cpu"
     target = Target(batch, "bf16" if amp else "fp32", kind,
                     kernels=any(d.type == "cuda" and kernel_available(d) for d in distinct),
-                    devices=None if whole else tuple(distinct.index(d) for d in devices))
+                    devices=None if whole else tuple(distinct.index(d) for d in devices),
+                    replicas=replicas)
     peaks = [d.peak(batch) for d in plan(net, target).devices]
     return dict(zip(distinct, peaks, strict=True))
 
@@ -66,11 +69,11 @@ def meminfo_available(path: Path = Path("/proc/meminfo")) -> int | None:
 
 def shortfall(net: CheckedNetwork, batch: int, devices: Sequence[torch.device],
               sharing: Callable[[torch.device], int], amp: str | None = None,
-              merged: bool | None = None) -> str | None:
+              merged: bool | None = None, replicas: bool = False) -> str | None:
     """A one-line warning when a process training on `batch` images per step, with its towers
     on `devices`, likely needs more memory than a device has free, counting the `sharing(d)`
     processes of this machine that use device d; else None."""
-    for device, one in need(net, batch, devices, amp, merged).items():
+    for device, one in need(net, batch, devices, amp, merged, replicas).items():
         have = available(device)
         if have is None:
             continue
@@ -113,6 +116,6 @@ def warn_if_short(tr: Trainer, warn: Callable[[str], None]) -> None:
     devices = [torch.device(x) for x in getattr(model, "devices", [tr.device])]
     message = shortfall(tr.net, tr.cfg.batch_size // tr.dist.world, devices,
                         sharing(tr.dist, tr.net.towers, tr.cfg.devices), tr.cfg.amp,
-                        getattr(model, "merged", None))
+                        getattr(model, "merged", None), tr.dist.world > 1)
     if message is not None:
         warn(message)

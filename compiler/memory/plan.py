@@ -3,9 +3,9 @@
 A training step (backends/train/loop.py) runs forward (keeping what backward needs),
 backward (freeing each op's kept tensors as it passes, making the weights' gradients) and the
 optimizer step (in place: the paper's momentum is one fp32 tensor per weight), and lets the
-gradients go. Every quantity is linear in the batch, `fixed + per_image·N`, so
-the peak is the largest of the step's candidate moments and the largest batch a budget
-holds is solved for, not searched.
+gradients go (a data-parallel replica keeps them in DDP's buckets). Every quantity is linear
+in the batch, `fixed + per_image·N`, so the peak is the largest of the step's candidate
+moments and the largest batch a budget holds is solved for, not searched.
 
 Not counted: the CUDA context (outside PyTorch's allocator), the libraries' workspaces
 (cuDNN's and cuBLAS's; oneDNN's on the CPU), the allocator's rounding and fragmentation;
@@ -142,8 +142,11 @@ def _device(net: CheckedNetwork, train: Walk, infer: Walk, d: int) -> DeviceMemo
     buffers = _buffers(net, train.target, d)
     mine = [b for b in train.buffers if b.device == d]
     kept = _sum([b for b in mine if b.saved_by])
-    resident = Linear(weights * 2 + buffers)  # weights and momentum; gradients come and go
-    peaks = [resident + Linear(weights)]  # the optimizer step
+    # weights and momentum, and under data parallelism the gradients (DDP's buckets); else
+    # the gradients come with backward and go after the optimizer step
+    replicas = train.target.replicas
+    resident = Linear(weights * (3 if replicas else 2) + buffers)
+    peaks = [resident + Linear(0 if replicas else weights)]  # the optimizer step
     peaks += [resident + m for m in _forward(mine, len(train.steps))]
     peaks += [resident + m for m in _backward(mine, train, d, net.output.c)]
     inference = [Linear(weights + buffers) + m
@@ -203,7 +206,8 @@ def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]
     kept = [(min(b.saved_by), end, _bytes(b)) for b in mine
             if b.saved_by and not (b.layer == INPUT or b.last_read >= end)]
     grads = [(b.created, b.last_read, _bytes(b)) for b in mine if b.grad]
-    weights = [(0, s.index, Linear(s.params * FP32_BYTES)) for s in w.steps if s.device == d]
+    weights = [] if w.target.replicas else [
+        (0, s.index, Linear(s.params * FP32_BYTES)) for s in w.steps if s.device == d]
     scratch = [(s.index, s.index, Linear(0, s.scratch)) for s in w.steps if s.device == d]
     live = _sweep(kept + grads + weights + scratch, end - 1)
     base = _sum(held) + loss

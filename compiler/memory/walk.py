@@ -37,7 +37,9 @@ class Target:
 
     `devices`: each tower's device (0, 1, …), each tower running its share there; None: every
     tower on one device, each layer run whole (the lowering's merged mode). `kernels`: fused
-    chains run the Triton kernel (None: on CUDA, where the lowering uses it).
+    chains run the Triton kernel (None: on CUDA, where the lowering uses it). `replicas`:
+    one of several data-parallel replicas, whose gradients live in DDP's buckets all the
+    step.
     """
 
     batch: int = 1
@@ -45,6 +47,7 @@ class Target:
     device: DeviceKind = "cuda"
     kernels: bool | None = None
     devices: tuple[int, ...] | None = None
+    replicas: bool = False
 
     @property
     def fused(self) -> bool:

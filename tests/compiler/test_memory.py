@@ -174,3 +174,13 @@ def test_a_softmax_inside_the_network_keeps_fp32_under_cuda_autocast() -> None:
 
 def test_the_largest_batch_stays_within_pytorchs_sizes() -> None:
     assert plan(ALEXNET, Target(1)).largest_batch(2**80) == 2**31 - 1
+
+
+def test_a_data_parallel_replica_holds_its_gradients_all_step() -> None:
+    """DDP's buckets hold the gradients from one step to the next: resident beside the
+    weights and momentum, so forward's peak rises by them and nothing else does."""
+    alone = plan(ALEXNET, Target(8)).devices[0]
+    replica = plan(ALEXNET, Target(8, replicas=True)).devices[0]
+    assert replica.peak(8) >= 3 * replica.weights + replica.kept.at(8)
+    assert alone.peak(8) <= replica.peak(8) <= alone.peak(8) + alone.weights
+    assert replica.kept == alone.kept

@@ -10,6 +10,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alexnetc.atomic import WriteFailed, write_text
 from alexnetc.cli.common import output_file
@@ -18,6 +19,9 @@ from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.pipeline import check
 from alexnetc.compiler.report import report_text
 from alexnetc.filekind import special_file
+
+if TYPE_CHECKING:
+    from alexnetc.importers import Format
 
 _DIMS = re.compile(r"([0-9]+)x([0-9]+)x([0-9]+)")
 
@@ -63,9 +67,10 @@ def run(args: argparse.Namespace) -> int:
     if len(paths) not in fmt.files:
         raise UsageError(f"{fmt.title} takes {' or '.join(map(str, fmt.files))} file(s), "
                          f"got {len(paths)}")
+    checkpoint = _checkpoint(args.weights, fmt, formats())
+    _apart(args.output, checkpoint)
     out = output_file(args.output, [("source", p) for p in paths if Path(p).is_file()]) \
         if args.output else None
-    checkpoint = _checkpoint(args.weights)
     imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, checkpoint))
     text = imported.draft.text()
     for d in imported.warnings:
@@ -110,17 +115,36 @@ def _readable(path: str) -> None:
         raise UsageError(f"cannot read {path}: permission denied")
 
 
-def _checkpoint(run: str | None) -> str | None:
-    """Where `--weights RUN_DIR` puts the checkpoint. The folder is made when the checkpoint
-    is written, so that a usage error the format finds (a Caffe net without its
-    .caffemodel) leaves nothing behind."""
+def _checkpoint(run: str | None, fmt: Format, known: list[Format]) -> str | None:
+    """Where `--weights RUN_DIR` puts the checkpoint, for a format whose trained weights
+    alexnetc reads. The folder is made when the checkpoint is written, so that a usage
+    error the format finds (a Caffe net without its .caffemodel) leaves nothing behind."""
     if run is None:
         return None
+    if not fmt.weights:
+        raise UsageError("--weights applies to " + " and to ".join(
+            f.weights for f in known if f.weights) + f", not to this network ({fmt.title}): "
+            "alexnetc reads no trained weights for it")
     folder = Path(run)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--weights {run} is a file; give the run folder to write "
                          "checkpoint.pt into")
     return str(folder / "checkpoint.pt")
+
+
+def _apart(out: str | None, checkpoint: str | None) -> None:
+    """The spec and the checkpoint are two files: -o naming the checkpoint (or its folder)
+    would write one over the other. Compared resolved (links, `..`), before either is
+    written or its folder made."""
+    if out is None or checkpoint is None:
+        return
+    spec, ckpt = Path(out).resolve(), Path(checkpoint).resolve()
+    if spec == ckpt:
+        raise UsageError(f"-o {out} names the checkpoint --weights writes ({checkpoint}): "
+                         "give the spec another name")
+    if spec == ckpt.parent:
+        raise UsageError(f"-o {out} names the run folder --weights writes into "
+                         f"({Path(checkpoint).parent}): give the spec another name")
 
 
 def _text(path: str) -> str | None:

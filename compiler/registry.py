@@ -642,9 +642,10 @@ def _lrn_saves(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> Sequence[Save
             Saved("new", o.elements, "fp32"), Saved("new", o.elements, "fp32"))
 
 
-def _lrn_scratch(args: LRNArgs, i: Shape, o: Shape, low: Lowered) -> int:
-    """The reference LRN's backward runs through its composite's ops, three input-sized fp32
-    temporaries at once at its peak (measured on the CPU)."""
+def _norm_scratch(args: object, i: Shape, o: Shape, low: Lowered) -> int:
+    """The reference ResNorm's and MapNorm's backward run through their composites' ops,
+    three input-sized fp32 temporaries at once at the peak (measured on the CPU, the same
+    high-water mark for both)."""
     return 3 * i.elements
 
 
@@ -667,12 +668,6 @@ def _map_norm_saves(args: MapNormArgs, i: Shape, o: Shape, low: Lowered) -> Sequ
     Each map is normalised on its own, so tower shares keep what the whole does."""
     return (Saved("input", dtype="fp32"), Saved("new", i.elements, "fp32"),
             Saved("new", o.elements, "fp32"), Saved("new", o.elements, "fp32"))
-
-
-def _map_norm_scratch(args: MapNormArgs, i: Shape, o: Shape, low: Lowered) -> int:
-    """Its backward peaks as the reference LRN's does: three input-sized fp32 temporaries
-    (measured on the CPU, the same high-water mark as ResNorm's)."""
-    return 3 * i.elements
 
 
 def _batch_norm_saves(args: BatchNormArgs, i: Shape, o: Shape,
@@ -884,7 +879,7 @@ register(OpDef(
     "b = a / (k + alpha·Σ a²)^beta over `size` neighbouring channels",
     LRNArgs, "ResNorm(3)", infer=_lrn_infer, warnings=_lrn_warnings, fusion_role="lrn",
     fuses=_fused_lrn,
-    aliases=("LRN",), saves=_lrn_saves, scratch=_lrn_scratch,
+    aliases=("LRN",), saves=_lrn_saves, scratch=_norm_scratch,
 ))
 register(OpDef(
     "MapNorm",
@@ -892,7 +887,7 @@ register(OpDef(
     "size×size pixels around each pixel, zero padded (alpha not divided by size², as ResNorm's "
     "is not by size)",
     MapNormArgs, "MapNorm(3)", infer=_map_norm_infer, window=_map_norm_window,
-    saves=_map_norm_saves, scratch=_map_norm_scratch,
+    saves=_map_norm_saves, scratch=_norm_scratch,
 ))
 register(OpDef(
     "BatchNorm", "batch normalisation per channel (per feature after an FC), as PyTorch's "

@@ -53,13 +53,15 @@ class Format:
     `sniff(paths, texts)`: whether the files are this format's (texts None for a target that
     is no file, as `module:Class`); `read(paths, options)`: the network, or a `SpecError`
     with the located problems; `files`: how many files one network takes (cuda-convnet2: the
-    layer file and its layer-params file)."""
+    layer file and its layer-params file); `weights`: what --weights reads trained weights
+    from, in words ("": alexnetc reads none for the format)."""
 
     name: str
     title: str
     sniff: Callable[[Sequence[str], Sequence[str] | None], bool]
     read: Callable[[Sequence[str], Options], Imported]
     files: tuple[int, ...] = (1,)
+    weights: str = ""
 
 
 def formats() -> list[Format]:
@@ -74,8 +76,14 @@ def detect(paths: Sequence[str]) -> Format | None:
     """The format of the files from their names and content (None: none recognises them)."""
     texts = None
     if all(Path(p).is_file() for p in paths):
-        texts = [Path(p).read_bytes()[:65536].decode("utf-8", "replace") for p in paths]
+        texts = [head(p).decode("utf-8", "replace") for p in paths]
     for f in formats():
         if len(paths) in f.files and f.sniff(paths, texts):
             return f
     return None
+
+
+def head(path: str) -> bytes:
+    """The file's first 64 KiB, all a format needs to know it (a caffemodel may be GBs)."""
+    with open(path, "rb") as f:
+        return f.read(65536)

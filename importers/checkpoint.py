@@ -4,14 +4,16 @@ RUN_DIR`), whatever the format they come from.
 An importer keys its weights by the stage and op index the draft gave them; `lower` builds the
 imported spec's module, `Lowered.slots` says which of its whole-layer tensors an op holds (by
 the name they have in the op's own PyTorch module: `weight`, `running_mean`), the importer
-fills them in `Lowered.state`, and `Lowered.save` writes the checkpoint `alexnetc train` would
-have written at epoch 0, which `eval`, `predict`, `compile --weights` and `train --resume` read.
-torch is imported only here, when weights are written.
+fills them one by one, straight into the module's tower shards (`Lowered.fill`, or in place
+`Lowered.claim`), so that a large model's weights are in memory once, and `Lowered.save`
+writes the checkpoint `alexnetc train` would have written at epoch 0, which `eval`,
+`predict`, `compile --weights` and `train --resume` read. torch is imported only here, when
+weights are written.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +24,18 @@ from alexnetc.importers.draft import Draft
 
 @dataclass
 class Lowered:
-    """The imported spec as a module, with its whole-layer tensors (`state`) to fill."""
+    """The imported spec as a module, with its whole-layer tensors to fill."""
 
     text: str
     net: CheckedNetwork
     recipe: Recipe
     model: Any  # the lowered nn.Module
-    state: dict[str, Any]  # canonical name → tensor, all towers' shards joined
+    # canonical name → a tensor of its shape and dtype on the meta device (no values), and the
+    # layer (`Sharded`) that holds it, with its name there
+    like: dict[str, Any]
+    owners: dict[str, tuple[Any, str]]
     prefixes: dict[tuple[str, int], str]  # (flat stage, op index) → its tensors' name prefix
+    filled: set[str] = field(default_factory=set)
 
     def slots(self, stage: str, index: int) -> dict[str, str]:
         """Op `index` of `stage`'s tensors: their name in the op's own module → their
@@ -37,16 +43,38 @@ class Lowered:
         prefix = self.prefixes.get((stage, index))
         if prefix is None:
             return {}
-        return {k[len(prefix):]: k for k in self.state if k.startswith(prefix)}
+        return {k[len(prefix):]: k for k in self.like if k.startswith(prefix)}
+
+    def fill(self, key: str, value: Any) -> None:
+        """Tensor `key` (canonical) given `value`, of its shape in any dtype, copied into the
+        module's shards."""
+        layer, name = self.owners[key]
+        layer.load_whole_tensors({name: value}, key[:-len(name)])
+        self.filled.add(key)
+
+    def claim(self, key: str) -> Any | None:
+        """The module's own tensor `key`, for the caller to fill in place, where one shard
+        holds it whole (a layer of one tower): a source too large to hold twice is read
+        into it piece by piece. None where towers split it (`fill` takes it whole)."""
+        layer, name = self.owners[key]
+        own = getattr(layer.towers[0], name) if len(layer.towers) == 1 else None
+        if own is None or own.shape != self.like[key].shape:
+            return None
+        self.filled.add(key)
+        return own.detach()  # shares the layer's memory
+
+    def unfilled(self) -> list[str]:
+        """The floating-point tensors neither `fill` nor `claim` gave a value (a counter is
+        none), sorted."""
+        return sorted(k for k, t in self.like.items()
+                      if t.is_floating_point() and k not in self.filled)
 
     def save(self, path: Path, target: str) -> Path:
-        """The filled tensors as the checkpoint at `path`; `target` is what was imported (the
+        """The filled module as the checkpoint at `path`; `target` is what was imported (the
         checkpoint's config names it as a training run names its spec)."""
-        from alexnetc.backends.lowering import load_canonical_state_dict
         from alexnetc.backends.train import checkpoint
         from alexnetc.cli.common import run_errors
 
-        load_canonical_state_dict(self.model, self.state)
         with run_errors():
             checkpoint.save(path, _checkpoint(self, target, path))
         return path
@@ -55,7 +83,7 @@ class Lowered:
 def lower(draft: Draft, path: Path) -> Lowered | None:
     """The draft's spec built as `alexnetc train` builds it (CPU, unfused), its tensors as
     initialised. None when the spec does not check (the command reports why)."""
-    from alexnetc.backends.lowering import StageModule, build_module, canonical_state_dict
+    from alexnetc.backends.lowering import StageModule, build_module
     from alexnetc.compiler.pipeline import check
 
     text = draft.text()
@@ -73,7 +101,21 @@ def lower(draft: Draft, path: Path) -> Lowered | None:
         for index, layer in enumerate(layers):
             if layer.id in steps:
                 prefixes[(name, index)] = f"{name}.{steps[layer.id]}."
-    return Lowered(text, net, result.recipe, model, canonical_state_dict(model), prefixes)
+    return Lowered(text, net, result.recipe, model, *_whole_tensors(model), prefixes)
+
+
+def _whole_tensors(model: Any) -> tuple[dict[str, Any], dict[str, tuple[Any, str]]]:
+    """Each whole-layer tensor by canonical name: its shape and dtype (on the meta device,
+    with no values), and the layer that holds it, with its name there."""
+    from alexnetc.backends.lowering import whole_layers
+
+    like: dict[str, Any] = {}
+    owners: dict[str, tuple[Any, str]] = {}
+    for name, layer in whole_layers(model).items():
+        for key, tensor in layer.whole_tensors(device="meta").items():
+            like[f"{name}.{key}"] = tensor
+            owners[f"{name}.{key}"] = (layer, key)
+    return like, owners
 
 
 def _checkpoint(lowered: Lowered, target: str, path: Path) -> dict[str, Any]:

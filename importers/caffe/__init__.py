@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alexnetc.compiler.errors import Severity
-from alexnetc.importers import Format, Imported, Options
+from alexnetc.importers import Format, Imported, Options, head
 from alexnetc.importers.blocks import fold_blocks
 from alexnetc.importers.caffe.caffemodel import CaffemodelError
 from alexnetc.importers.caffe.convert import Converter
@@ -76,16 +76,11 @@ def _is_caffemodel(path: str, index: int, head: str) -> bool:
     return Path(path).suffix.lower() == ".caffemodel" or (index > 0 and "\0" in head)
 
 
-def _head(path: str) -> str:
-    with open(path, "rb") as f:
-        return f.read(65536).decode("latin-1")
-
-
 def _split(paths: Sequence[str]) -> tuple[list[str], str | None]:
     """The prototxt files and the caffemodel, as the command line must give them."""
     from alexnetc.cli.main import UsageError
 
-    heads = [_head(p) for p in paths]
+    heads = [head(p).decode("latin-1") for p in paths]
     models = [p for i, (p, t) in enumerate(zip(paths, heads, strict=True))
               if _is_caffemodel(p, i, t)]
     nets = [p for p in paths if p not in models]
@@ -156,7 +151,7 @@ def _weights_usage(model: str | None, options: Options) -> None:
                          "out to import the net alone")
 
 
-def _read_weights(imported: Imported, origins: dict[str, dict[int, str]], c: Converter,
+def _read_weights(imported: Imported, origins: dict[str, dict[int, int]], c: Converter,
                   model: str, path: Path, net: str) -> None:
     """The caffemodel's weights into the checkpoint at `path`: what is wrong with them is
     the run's error, in one line (the net itself imported)."""
@@ -182,7 +177,7 @@ def _convert(source: Source, net: Message, options: Options) -> tuple[Draft, Con
             source.diagnostics.append(p.diagnostic)
     bad |= known_bottoms(phase, [text_of(f) for f in net.all("input")], source)
     kept, dropped = output_path(phase)
-    converter = Converter(source, net, options, draft, kept)
+    converter = Converter(source, net, options, draft, kept, phase)
     try:
         net_inputs(converter)
         converter.run(bad, convert_layer)
@@ -235,4 +230,5 @@ def _finish(draft: Draft, c: Converter, phased: bool) -> None:
     recipe_lines(draft, c.recipe, c.fillers)
 
 
-FORMAT = Format("caffe", "Caffe prototxt", _sniff, read, files=(1, 2, 3))
+FORMAT = Format("caffe", "Caffe prototxt", _sniff, read, files=(1, 2, 3),
+                weights="a Caffe net with its .caffemodel (given after the .prototxt)")

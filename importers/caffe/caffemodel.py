@@ -13,27 +13,37 @@ fields, each a varint key (field number << 3 | wire type) and a value — a vari
   (BlobShape: `dim` 1, int64); the values as `data` 5 (float) or `double_data` 8, each packed
   or not (a repeated field may come in several pieces).
 
+A model holds hundreds of MB of values (AlexNet's fc6 alone 151 MB): the file is mapped and
+parsed in place, each packed run of values left where it is and read from the file only when
+its blob is copied (`Caffemodel.values`, any range of a blob's values), so that the weights
+are not held in memory beside the network they fill.
+
 What is wrong with the file is one `CaffemodelError` line: not a caffemodel at all (text, an
 HDF5 file, another message such as a mean.binaryproto), truncated, or corrupt, with the byte
-where it shows.
+where it shows; and one with both V1 `layers` and `layer` entries, which Caffe refuses too.
 """
 
 from __future__ import annotations
 
 import codecs
+import mmap
 import sys
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
+from io import FileIO
 from math import prod
 from pathlib import Path
-from typing import NamedTuple
+from types import TracebackType
+from typing import NamedTuple, TypeAlias
 
 VARINT, FIXED64, LENGTH, FIXED32 = 0, 1, 2, 5
 _WIDTH = {FIXED64: 8, FIXED32: 4}
 _HDF5 = b"\x89HDF\r\n\x1a\n"
+_HEAD = 4096  # what tells a file that is plainly no caffemodel
 # The keys a NetParameter written by Caffe starts with: `name`, `layers` or `layer`.
 _NET_STARTS = (b"\x0a", b"\x12", b"\xa2\x06")
+_V1, _V2 = 2, 100  # NetParameter's `layers` (V1LayerParameter) and `layer` (LayerParameter)
 
 
 class CaffemodelError(Exception):
@@ -50,14 +60,21 @@ class _Bad(Exception):
         self.truncated = truncated
 
 
+# A blob's values, in order: a packed run as where its bytes are in the file (start, end),
+# or values given one field each (few, as Caffe never writes them so), as read.
+Piece: TypeAlias = "tuple[int, int] | array[float]"
+
+
 @dataclass(frozen=True)
 class Blob:
     """One parameter blob: its shape, whether that came from the legacy 4-D fields
-    (num, channels, height, width), and its values (`array` of 'f' or 'd', C order)."""
+    (num, channels, height, width), and where its values are ('f' or 'd', C order), read
+    by `Caffemodel.values`."""
 
     shape: tuple[int, ...]
     legacy: bool
-    values: array
+    typecode: str
+    pieces: tuple[Piece, ...]
 
 
 @dataclass(frozen=True)
@@ -66,30 +83,118 @@ class CaffeLayer:
     blobs: list[Blob]
 
 
-def read_caffemodel(path: str | Path) -> list[CaffeLayer]:
-    """The layers of a binary NetParameter, in the file's order."""
+class Caffemodel:
+    """An open caffemodel: its layers, and each blob's values read from the file only when
+    asked. Use it in `with`."""
+
+    def __init__(self, path: str | Path, file: FileIO, layers: list[CaffeLayer]) -> None:
+        self.path = path
+        self.layers = layers
+        self._file = file
+
+    def values(self, blob: Blob, start: int = 0, stop: int | None = None) -> array[float]:
+        """Values [start, stop) of the blob (all by default), read now straight into the
+        array that holds them."""
+        size = array(blob.typecode).itemsize
+        stop = _count(blob.pieces, size) if stop is None else stop
+        out: array[float] = array(blob.typecode, [0.0]) * (stop - start)
+        view = memoryview(out).cast("B")
+        at = 0  # the blob's value where the piece starts
+        for piece in blob.pieces:
+            n = len(piece) if isinstance(piece, array) else (piece[1] - piece[0]) // size
+            lo, hi = max(start, at), min(stop, at + n)
+            if lo < hi:
+                into = view[(lo - start) * size:(hi - start) * size]
+                skip = (lo - at) * size
+                if isinstance(piece, array):
+                    into[:] = memoryview(piece).cast("B")[skip:skip + len(into)]
+                else:
+                    self._read(into, piece[0] + skip)
+            at += n
+        if sys.byteorder == "big":
+            out.byteswap()
+        return out
+
+    def _read(self, into: memoryview, at: int) -> None:
+        """The file's bytes from `at` on, as many as `into` holds, into it."""
+        try:
+            self._file.seek(at)
+            while len(into):
+                n = self._file.readinto(into)
+                if not n:
+                    raise CaffemodelError(f"{self.path} is truncated: it changed while being "
+                                          f"read (at byte {at:,})")
+                into = into[n:]
+        except OSError as e:
+            raise CaffemodelError(f"cannot read {self.path}: {e.strerror or e}") from None
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Caffemodel:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+def read_caffemodel(path: str | Path) -> Caffemodel:
+    """The layers of a binary NetParameter, in the file's order, parsed in place from the
+    mapped file (its values are not read here: `Caffemodel.values`)."""
     try:
-        data = Path(path).read_bytes()
+        file = open(path, "rb", buffering=0)  # noqa: SIM115 (the Caffemodel closes it)
     except OSError as e:
         raise CaffemodelError(f"cannot read {path}: {e.strerror or e}") from None
-    what = _not_binary(data)
+    try:
+        return Caffemodel(path, file, _parse(path, file))
+    except BaseException:
+        file.close()
+        raise
+
+
+def _parse(path: str | Path, file: FileIO) -> list[CaffeLayer]:
+    """The layers, parsed from the file mapped in memory: only the pages holding their
+    names and the blobs' keys are read; the mapping goes with the last view of it."""
+    try:
+        head = file.read(_HEAD)
+    except OSError as e:
+        raise CaffemodelError(f"cannot read {path}: {e.strerror or e}") from None
+    what = _not_binary(head)
     if what is not None:
         raise CaffemodelError(f"{path} is {what}, not a binary .caffemodel (Caffe's trained "
                               "weights, e.g. bvlc_alexnet.caffemodel)")
-    buf = memoryview(data)
+    try:
+        buf = memoryview(mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ))
+    except (OSError, ValueError) as e:  # ValueError: a file that cannot be mapped
+        raise CaffemodelError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") \
+            from None
     layers: list[CaffeLayer] = []
+    spelling: Field | None = None  # the first layer's field: `layers` or `layer`
     try:
         for f in _fields(buf, 0, len(buf)):
-            if f.number in (1, 2, 100):
+            if f.number in (1, _V1, _V2):
                 f.expect(LENGTH, "NetParameter")
-            if f.number in (2, 100):
-                layers.append(_layer(buf, f, v1=f.number == 2))
+            if f.number in (_V1, _V2):
+                spelling = spelling or f
+                _consistent(path, spelling, f)
+                layers.append(_layer(buf, f, v1=f.number == _V1))
     except _Bad as e:
-        raise CaffemodelError(_explain(path, e, data, layers)) from None
+        raise CaffemodelError(_explain(path, e, head, len(buf), layers)) from None
     if not layers:
         raise CaffemodelError(f"{path} holds no layers: it is not a Caffe model (a "
                               "NetParameter with `layer` entries)")
     return layers
+
+
+def _consistent(path: str | Path, first: Field, f: Field) -> None:
+    """V1 `layers` and current `layer` entries never mix: Caffe's UpgradeV1Net refuses such
+    a NetParameter as inconsistent rather than choose between them."""
+    if f.number != first.number:
+        v1, v2 = (first, f) if first.number == _V1 else (f, first)
+        raise CaffemodelError(f"{path} holds both V1 `layers` (at byte {v1.at:,}) and "
+                              f"current `layer` entries (at byte {v2.at:,}), which Caffe "
+                              "refuses as inconsistent: save it with one of them")
 
 
 def _not_binary(data: bytes) -> str | None:
@@ -99,18 +204,19 @@ def _not_binary(data: bytes) -> str | None:
     if data.startswith(_HDF5):
         return "an HDF5 file (Caffe's .caffemodel.h5, which alexnetc does not read)"
     try:  # a character cut at the end of the head is still text
-        text = codecs.getincrementaldecoder("utf-8")().decode(data[:4096], final=False)
+        text = codecs.getincrementaldecoder("utf-8")().decode(data[:_HEAD], final=False)
     except UnicodeDecodeError:
         return None
     return "a text file" if all(c.isprintable() or c in "\t\r\n" for c in text) else None
 
 
-def _explain(path: str | Path, e: _Bad, data: bytes, layers: list[CaffeLayer]) -> str:
+def _explain(path: str | Path, e: _Bad, head: bytes, size: int,
+             layers: list[CaffeLayer]) -> str:
     """Truncated or corrupt where the file starts as a NetParameter does (its name or a
     layer), else not a caffemodel at all (a mean.binaryproto starts with a blob's `num`)."""
-    where = f"at byte {e.at:,} of {len(data):,}" + (f", after layer '{layers[-1].name}'"
-                                                    if layers else "")
-    if not data.startswith(_NET_STARTS):
+    where = f"at byte {e.at:,} of {size:,}" + (f", after layer '{layers[-1].name}'"
+                                               if layers else "")
+    if not head.startswith(_NET_STARTS):
         return f"{path} is not a Caffe model (a binary NetParameter): {e.why} {where}"
     return f"{path} is {'truncated' if e.truncated else 'corrupt'}: {e.why} {where}"
 
@@ -153,7 +259,7 @@ def _blob(buf: memoryview, field: Field) -> Blob:
     legacy = [0, 0, 0, 0]
     has_legacy = False
     shape: list[int] = []
-    floats, doubles = array("f"), array("d")
+    pieces: dict[str, list[Piece]] = {"f": [], "d": []}
     for f in _fields(buf, field.value, field.end):
         if 1 <= f.number <= 4:
             f.expect(VARINT, "BlobProto")
@@ -163,15 +269,15 @@ def _blob(buf: memoryview, field: Field) -> Blob:
             f.expect(LENGTH, "BlobProto")
             shape = _shape(buf, f)
         elif f.number in (5, 8):
-            _numbers(buf, f, floats if f.number == 5 else doubles)
-    values = doubles if doubles else floats  # Caffe's choice: double_data when it has any
+            _numbers(buf, f, "f" if f.number == 5 else "d", pieces)
+    # Caffe's choice: double_data when it has any
+    typecode = "d" if _count(pieces["d"], 8) else "f"
+    count = _count(pieces[typecode], array(typecode).itemsize)
     dims = tuple(legacy if has_legacy else shape)  # the legacy fields win, as in Caffe
-    if sys.byteorder == "big":
-        values.byteswap()
-    if len(values) != prod(dims):
+    if count != prod(dims):
         raise _Bad(field.at, f"a blob of shape {'x'.join(map(str, dims)) or '()'} holds "
-                   f"{len(values):,} values")
-    return Blob(dims, has_legacy, values)
+                   f"{count:,} values")
+    return Blob(dims, has_legacy, typecode, tuple(pieces[typecode]))
 
 
 def _shape(buf: memoryview, field: Field) -> list[int]:
@@ -192,16 +298,30 @@ def _shape(buf: memoryview, field: Field) -> list[int]:
     return dims
 
 
-def _numbers(buf: memoryview, f: Field, out: array) -> None:
-    """A piece of a repeated float or double: packed (one length-delimited run) or one
-    value of the field's own width."""
-    width = out.itemsize
+def _numbers(buf: memoryview, f: Field, typecode: str,
+             pieces: dict[str, list[Piece]]) -> None:
+    """A piece of a repeated float or double: packed (one length-delimited run, left in the
+    file) or one value of the field's own width (read, joining the values before it)."""
+    width = array(typecode).itemsize
     if f.wire == LENGTH and (f.end - f.value) % width:
         raise _Bad(f.at, f"packed values of {f.end - f.value:,} bytes, not a multiple of "
                    f"{width}")
     if f.wire != LENGTH and _WIDTH.get(f.wire) != width:
         raise _Bad(f.at, f"a {'float' if width == 4 else 'double'} with wire type {f.wire}")
-    out.frombytes(buf[f.value:f.end])
+    run = pieces[typecode]
+    if f.wire == LENGTH:
+        run.append((f.value, f.end))
+        return
+    if not run or not isinstance(run[-1], array):
+        run.append(array(typecode))
+    last = run[-1]
+    assert isinstance(last, array)
+    last.frombytes(buf[f.value:f.end])
+
+
+def _count(pieces: list[Piece] | tuple[Piece, ...], width: int) -> int:
+    """How many values of `width` bytes the pieces hold."""
+    return sum(len(p) if isinstance(p, array) else (p[1] - p[0]) // width for p in pieces)
 
 
 def _fields(buf: memoryview, start: int, end: int) -> Iterator[Field]:

@@ -36,12 +36,15 @@ class Converter:
     """Caffe's layers, in order, into the draft's stages."""
 
     def __init__(self, source: Source, net: Message, options: Options, draft: Draft,
-                 layers: list[Layer]) -> None:
+                 layers: list[Layer], phase: list[Layer]) -> None:
         self.source = source
         self.net = net
         self.options = options
         self.draft = draft
         self.layers = {layer.index: layer for layer in layers}
+        # every layer of the phase, also those not on the path to the output (Caffe's net
+        # has them: a caffemodel's weights go to the first of each name)
+        self.phase = phase
         self.versions = Versions.of(layers)
         self.fillers = read_fillers(layers)
         self.recipe = Recipe()
@@ -51,16 +54,18 @@ class Converter:
         self.kinds: dict[str, str] = {}  # stage name → "weighted", "merge" or "other"
         self.image: str | None = None  # the input blob the network reads
         self.stated: tuple[int, int, int] | None = None  # the input size the file states
-        self.folded: dict[int, str] = {}  # Scale layers taken into their BatchNorm
-        self.origins: dict[str, dict[int, str]] = {}  # stage → op index → its Caffe layer
+        # Layers by index, not name (Caffe lets two layers share one): each Scale taken into
+        # its BatchNorm → that BatchNorm, and each op (stage → op index) → its Caffe layer.
+        self.folded: dict[int, int] = {}
+        self.origins: dict[str, dict[int, int]] = {}
         self.poisoned: set[str] = set()  # blobs of layers that failed: readers are skipped
-        self.cut = False
+        self.cut_at: int | None = None  # the layer the network is cut before
 
     def run(self, bad: set[int], convert: Callable[[Converter, Layer], None]) -> None:
         """Each layer in order by `convert`; a layer that fails poisons its tops, so that its
         readers are not reported again."""
         for layer in self.layers.values():
-            if self.cut:
+            if self.cut_at is not None:
                 break
             if layer.index in bad or any(b in self.poisoned for b in layer.bottom_names):
                 self.poisoned.update(layer.top_names)
@@ -76,7 +81,7 @@ class Converter:
                 and self.draft.stages):
             self.source.warning(UNSUPPORTED, d.loc, f"{d.message}; the network is cut before "
                                 f"'{layer.name}' (--skip-unsupported)", d.hint)
-            self.cut = True
+            self.cut_at = layer.index
             return
         self.source.diagnostics.append(d)
         self.poisoned.update(layer.top_names)
@@ -131,7 +136,7 @@ class Converter:
         stage = self.draft.add(layer.name, [Op(op)], comments=list(comments))
         stage.sources = None if sources == (above,) else sources
         self.kinds[stage.name] = kind
-        self.origins[stage.name] = {0: layer.name}
+        self.origins[stage.name] = {0: layer.index}
         return stage
 
     def chain(self, layer: Layer, op: str, shape: Shape, comments: Sequence[str] = (),
@@ -146,7 +151,7 @@ class Converter:
                 and (tie or self.kinds[stage.name] != "merge")):
             stage.ops.append(Op(op, tied=tie))
             stage.comments.extend(comments)
-            self.origins[stage.name][len(stage.ops) - 1] = layer.name
+            self.origins[stage.name][len(stage.ops) - 1] = layer.index
         else:
             stage = self.new_stage(layer, op, [blob], "other", comments)
         self.made(layer, stage, shape)

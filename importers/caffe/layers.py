@@ -127,8 +127,8 @@ def _global_pool(c: Converter, layer: Layer, blob: Blob, shape: Shape, method: s
 
 def lrn(c: Converter, layer: Layer) -> None:
     """ACROSS_CHANNELS is ResNorm, WITHIN_CHANNEL MapNorm: Caffe divides alpha by the
-    window's count (local_size, local_size²), and within a channel its Power layer adds 1
-    whatever `k` says (lrn_layer.cpp)."""
+    window's count (local_size, local_size²), and within a channel its own engine's Power
+    layer adds 1 whatever `k` says (lrn_layer.cpp; a cuDNN build's LCN takes k instead)."""
     p = c.param(layer, "lrn_param")
     blob, shape = c.one_bottom(layer)
     within = opt(p, "norm_region", enum("ACROSS_CHANNELS", "WITHIN_CHANNEL"),
@@ -157,7 +157,8 @@ def _lrn_note(p: Message, within: bool, size: int, alpha: Decimal, k: Decimal) -
     if not within:
         return (f"Caffe LRN: alpha {dec(alpha)} / local_size {size}"
                 + ("" if p.get("k") else ", default k 1"))
-    unused = f" (its k {dec(k)} is not used there)" if k != 1 else ""
+    unused = (f" (Caffe's own engine adds 1 whatever its k {dec(k)}; a cuDNN build passes k "
+              "to cuDNN's LCN)" if k != 1 else "")
     return f"Caffe LRN WITHIN_CHANNEL: alpha {dec(alpha)} / local_size² {size * size}, k 1{unused}"
 
 
@@ -213,8 +214,16 @@ def batch_norm(c: Converter, layer: Layer) -> None:
     keywords = [] if eps == Decimal("1e-5") else [("eps", dec(eps))]
     keywords.append(("momentum", dec(1 - fraction)))
     note = f"Caffe BatchNorm+Scale: momentum 1 − {dec(fraction)}"
+    if _trains(c) and opt(p, "use_global_stats", boolean, False):
+        note += ("; use_global_stats: true is not kept (Caffe trains it on its stored "
+                 "statistics, alexnetc on the batch's)")
     c.chain(layer, call("BatchNorm", [], keywords), shape, [note], blob)
-    c.folded[scale.index] = layer.name
+    c.folded[scale.index] = layer.index
+
+
+def _trains(c: Converter) -> bool:
+    """A net that ends at its loss (a train_val), not at a deploy file's output."""
+    return c.last is not None and c.last.type.endswith("Loss")
 
 
 def _scale_after(c: Converter, layer: Layer) -> Layer:

@@ -62,4 +62,5 @@ def read(paths: Sequence[str], options: Options) -> Imported:
     return imported
 
 
-FORMAT = Format("torch", "PyTorch module (torch.fx)", sniff, read)
+FORMAT = Format("torch", "PyTorch module (torch.fx)", sniff, read,
+                weights="a PyTorch module")

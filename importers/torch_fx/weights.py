@@ -25,12 +25,12 @@ def write_weights(draft: Draft, sources: dict[str, dict[int, Any]], path: Path,
             for index, mod in ops.items():
                 own = mod.state_dict()
                 for name, key in lowered.slots(stage, index).items():
-                    lowered.state[key] = _fitted(own[name], lowered.state[key])
+                    lowered.fill(key, _fitted(own[name], lowered.like[key]))
     return lowered.save(path, target)
 
 
 def _fitted(source: Any, like: Any) -> Any:
     """A source tensor in the shape of the lowered layer's (a PReLU's one shared slope
-    repeated per channel)."""
-    t = source.detach().to(like.dtype)
-    return t.expand_as(like).clone() if t.numel() == 1 and like.numel() > 1 else t.clone()
+    repeated per channel); `fill` copies it."""
+    t = source.detach()
+    return t.expand(like.shape) if t.numel() == 1 and like.numel() > 1 else t

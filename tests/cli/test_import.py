@@ -1,5 +1,6 @@
-"""`alexnetc import` refuses paths that are no network file, and a spec it cannot write, in one
-line each, never a traceback."""
+"""`alexnetc import` refuses paths that are no network file, a spec it cannot write, and
+--weights where it has nothing to write or -o would write over it, in one line each, never a
+traceback."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from alexnetc.cli.main import main
 from helpers import ROOT
 
 ALEXNET_CFG = ROOT / "tests" / "importers" / "fixtures" / "darknet" / "alexnet.cfg"
+CONVNET2 = ROOT / "tests" / "importers" / "fixtures" / "convnet2"
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -51,3 +53,38 @@ def test_a_spec_that_cannot_be_written_is_one_line(
     code, err = _run([str(ALEXNET_CFG), "-o", str(out)], capsys)
     assert code == 1 and err.startswith(f"alexnetc: error: cannot write {out}")
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize(("files", "title"), [
+    ([ALEXNET_CFG], "Darknet cfg"),
+    ([CONVNET2 / "layers-18pct.cfg", CONVNET2 / "layer-params-18pct.cfg", "--input",
+      "32x32x3"], "cuda-convnet2 layer files"),
+], ids=["darknet", "convnet2"])
+def test_weights_for_a_format_without_them_is_a_usage_error(
+        files: list[Path | str], title: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """alexnetc reads trained weights for PyTorch modules and Caffe nets only: --weights
+    elsewhere would write no checkpoint, and says so before anything is written."""
+    run = tmp_path / "run"
+    code, err = _run([*map(str, files), "--weights", str(run)], capsys)
+    assert (code, err) == (2, "alexnetc: error: --weights applies to a Caffe net with its "
+                           ".caffemodel (given after the .prototxt) and to a PyTorch module, "
+                           f"not to this network ({title}): alexnetc reads no trained weights "
+                           "for it\n")
+    assert not run.exists()
+
+
+def test_o_naming_the_checkpoint_is_a_usage_error(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """For a PyTorch module as for a Caffe net: the spec would be written over the checkpoint
+    (tests/importers/test_caffe_weights.py has the ways of naming it)."""
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "importers" / "fixtures" / "torch"))
+    run = tmp_path / "run"
+    run.mkdir()
+    checkpoint = run / "checkpoint.pt"
+    code, err = _run(["small_custom:SmallNet", "--input", "32x32x3", "--weights", str(run),
+                      "-o", str(checkpoint)], capsys)
+    assert (code, err) == (2, f"alexnetc: error: -o {checkpoint} names the checkpoint "
+                           f"--weights writes ({checkpoint}): give the spec another name\n")
+    assert not checkpoint.exists()

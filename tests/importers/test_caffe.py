@@ -321,7 +321,8 @@ def test_within_channel_lrn_keeps_k_at_one_and_says_so(tmp_path: Path) -> None:
     text, result, _ = imported(_net(tmp_path, body))
     assert result.ok, text
     assert "MapNorm(5, alpha=0.00004, k=1, beta=0.5)" in text
-    assert "alpha 0.001 / local_size² 25, k 1 (its k 2 is not used there)" in text
+    assert ("alpha 0.001 / local_size² 25, k 1 (Caffe's own engine adds 1 whatever its k 2; "
+            "a cuDNN build passes k to cuDNN's LCN)") in text
 
 
 def test_v1_and_current_spellings_import_alike() -> None:
@@ -441,6 +442,31 @@ def test_batch_norm_scale_and_eltwise(tmp_path: Path) -> None:
     assert "sum(conv1, conv2): Add + ReLU" in text
     assert result.network is not None
     assert result.network.total().params == caffe_reference(path).params
+
+
+def test_batch_norm_on_stored_statistics_in_training_says_it_is_not_kept(
+        tmp_path: Path) -> None:
+    """`use_global_stats: true` in a train_val (a net that ends at its loss) makes Caffe
+    train on the stored statistics; alexnetc's BatchNorm trains on the batch's, and the line
+    says so. A deploy file's (Caffe's default there) says nothing."""
+    body = ('layer { name: "data" type: "Input" top: "data" top: "label"\n'
+            '  input_param { shape { dim: 1 dim: 3 dim: 16 dim: 16 } shape { dim: 1 } } }\n'
+            + _conv_layer("conv1", "data", 8, "bias_term: false")
+            + _inplace("bn1", "BatchNorm", "conv1", "batch_norm_param { use_global_stats: "
+                       "true }")
+            + _inplace("scale1", "Scale", "conv1", "scale_param { bias_term: true }")
+            + 'layer { name: "fc" type: "InnerProduct" bottom: "conv1" top: "fc"\n'
+            '  inner_product_param { num_output: 10 } }\n')
+    loss = ('layer { name: "loss" type: "SoftmaxWithLoss" bottom: "fc" bottom: "label" '
+            'top: "loss" }\n')
+    said = ("use_global_stats: true is not kept (Caffe trains it on its stored statistics, "
+            "alexnetc on the batch's)")
+    text, result, _ = imported(_net(tmp_path, body + loss, head=""))
+    assert result.ok, text
+    [line] = [line for line in text.splitlines() if line.startswith("conv1:")]
+    assert line.endswith(f"# Caffe BatchNorm+Scale: momentum 1 − 0.999; {said}"), line
+    deploy, result, _ = imported(_net(tmp_path, body, head="", name="deploy.prototxt"))
+    assert result.ok and "use_global_stats" not in deploy, deploy
 
 
 def test_a_reader_before_an_in_place_layer_sees_the_blob_before_it(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import re
 import struct
+import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from torch import Tensor
 
 from alexnetc.backends.train.run import load_run
 from alexnetc.cli.main import main
+from alexnetc.importers.caffe.caffemodel import read_caffemodel
 
 from helpers import ROOT
 
@@ -525,8 +527,234 @@ def test_layers_cut_off_are_left_out_too(tmp_path: Path, capsys: pytest.CaptureF
     code, err = _import([str(net), str(model), "--weights", str(tmp_path / "run"),
                          "--skip-unsupported"], capsys)
     assert code == 0, err
-    assert (f"note: 1 layer of {model} with weights is not in the imported network and is "
-            "left out, as Caffe leaves them: 'ip2'") in err.splitlines()
+    assert (f"note: 1 layer of {model} with weights is cut off by --skip-unsupported: its "
+            "weights, which Caffe would load into the net, are left out: 'ip2'"
+            ) in err.splitlines()
+
+
+def test_layers_off_the_path_to_the_output_are_left_out_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        lenet_model: Callable[..., Path]) -> None:
+    """A train_val's auxiliary classifier is in Caffe's net, which would load its weights;
+    the imported network ends at the output and leaves it out."""
+    aux = _layer("aux", "InnerProduct", "pool2", "aux", "inner_product_param { num_output: 3 }")
+    net = _write(tmp_path / "lenet.prototxt", LENET.read_text().replace(
+        'layer {\n  name: "ip1"', aux + 'layer {\n  name: "ip1"'))
+
+    def change(w: Weights) -> None:
+        w["aux"] = [torch.ones(3, 800, dtype=torch.float64), torch.ones(3, dtype=torch.float64)]
+
+    model = lenet_model(change, kinds={**LENET_KINDS, "aux": "InnerProduct"})
+    code, err = _import([str(net), str(model), "--weights", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    assert (f"note: 1 layer of {model} with weights does not lead to the network's output: "
+            "its weights, which Caffe would load into the net, are left out with it: 'aux'"
+            ) in err.splitlines()
+
+
+# --- layers that share a name, as Caffe allows ---------------------------------------------------
+
+# LeNet with its in-place ReLU named as the FC it follows.
+SHARED = LENET.read_text().replace('name: "relu1"', 'name: "ip1"')
+SHARED_FC_LINE = 75  # the `layer` of the FC named "ip1"
+
+
+def _lenet_as_written(w: Weights, relu: str | None) -> list[bytes]:
+    """LeNet's layers as Caffe writes them, the ReLU (no blobs) under the name `relu`, or
+    left out."""
+    return [layer_proto(relu or name, kind, [], False) if name == "relu1" else
+            layer_proto(name, kind, [blob_proto(t) for t in w.get(name, [])], False)
+            for name, kind in LENET_KINDS.items() if name != "relu1" or relu is not None]
+
+
+def test_a_shared_name_s_weights_go_to_the_first_layer_with_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Net::CopyTrainedLayersFrom copies a layer of the caffemodel into the net's FIRST layer
+    of its name: the FC, not the ReLU after it."""
+    net = _write(tmp_path / "lenet.prototxt", SHARED)
+    weights = lenet_weights(torch.Generator().manual_seed(0))
+    model = tmp_path / "lenet.caffemodel"
+    model.write_bytes(net_proto("LeNet", _lenet_as_written(weights, relu=None), False))
+    run = tmp_path / "run"
+    code, err = _import([str(net), str(model), "--weights", str(run)], capsys)
+    assert code == 0, err
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(1),
+                    dtype=torch.float64)
+    with torch.no_grad():
+        got = load_run(run).model.double()(x)  # N x 10
+    torch.testing.assert_close(got, lenet_forward(x, weights), rtol=1e-9, atol=1e-9)
+
+
+def test_each_layer_of_a_shared_name_goes_to_the_first(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Caffe writes both layers of the name, the ReLU's without blobs, and that entry too goes
+    to the FC, which takes 2: Caffe fails on it ("Incompatible number of blobs"), and so does
+    the import, saying which entry of the file it is."""
+    net = _write(tmp_path / "lenet.prototxt", SHARED)
+    weights = lenet_weights(torch.Generator().manual_seed(0))
+    model = tmp_path / "lenet.caffemodel"
+    model.write_bytes(net_proto("LeNet", _lenet_as_written(weights, relu="ip1"), False))
+    err = _fails([str(net), str(model), "--weights", str(tmp_path / "run")], capsys)
+    assert err == (f"{model} (its layer 2 of 2 named 'ip1', which Caffe copies into the net's "
+                   f"first of that name too) has no weights for layer 'ip1' (InnerProduct, "
+                   f"{net}:{SHARED_FC_LINE})")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_later_layer_of_a_shared_name_gets_no_weights(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        lenet_model: Callable[..., Path]) -> None:
+    """Two convolutions named alike: the file's one entry goes to the first; the second has
+    none (Caffe would keep its initial values), an error that says why."""
+    net = _write(tmp_path / "lenet.prototxt",
+                 LENET.read_text().replace('name: "conv2"', 'name: "conv1"'))
+    model = lenet_model(lambda w: w.pop("conv2"),
+                        kinds={k: v for k, v in LENET_KINDS.items() if k != "conv2"})
+    err = _fails([str(net), str(model), "--weights", str(tmp_path / "run")], capsys)
+    assert err == (f"{model} has no weights for layer 'conv1' (Convolution, {net}:41): Caffe "
+                   "copies the weights named 'conv1' into the net's first layer of that "
+                   "name, at line 7")
+
+
+def test_v1_layers_and_layer_entries_together_are_refused(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Caffe's UpgradeV1Net refuses a NetParameter with both ("Refusing to upgrade
+    inconsistent NetParameter input") rather than choose: here a V1 conv1 of zeros after
+    the current layers, which would otherwise win."""
+    weights = lenet_weights(torch.Generator().manual_seed(0))
+    current = net_proto("LeNet", _lenet_as_written(weights, relu="relu1"), False)
+    zeros = [blob_proto(torch.zeros_like(t)) for t in weights["conv1"]]
+    model = tmp_path / "lenet.caffemodel"
+    model.write_bytes(current + _message(2, layer_proto("conv1", "Convolution", zeros, True)))
+    err = _fails([str(LENET), str(model), "--weights", str(tmp_path / "run")], capsys)
+    first = len(_message(1, b"LeNet"))  # the first `layer`, after the net's name
+    assert err == (f"{model} holds both V1 `layers` (at byte {len(current):,}) and current "
+                   f"`layer` entries (at byte {first:,}), which Caffe refuses as "
+                   "inconsistent: save it with one of them")
+    assert not (tmp_path / "run").exists()
+
+
+# --- -o and the checkpoint -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("spec", ["run/checkpoint.pt", "run/../run/checkpoint.pt", "link.pt"])
+def test_o_naming_the_checkpoint_is_a_usage_error(
+        spec: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        lenet_model: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The spec would be written over the checkpoint just written: refused before either is
+    written, however the path names it (`..`, a link)."""
+    monkeypatch.chdir(tmp_path)
+    model = lenet_model()
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    assert main(["import", str(LENET), str(model), "--weights", "run"]) == 0
+    (tmp_path / "link.pt").symlink_to(checkpoint)
+    capsys.readouterr()
+    written = checkpoint.read_bytes()
+    err = _fails([str(LENET), str(model), "--weights", "run", "-o", spec], capsys, code=2)
+    assert err == (f"-o {spec} names the checkpoint --weights writes (run/checkpoint.pt): "
+                   "give the spec another name")
+    assert checkpoint.read_bytes() == written
+
+
+def test_o_naming_the_run_folder_is_a_usage_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        lenet_model: Callable[..., Path]) -> None:
+    run = tmp_path / "run"
+    err = _fails([str(LENET), str(lenet_model()), "--weights", str(run), "-o", str(run)],
+                 capsys, code=2)
+    assert err == (f"-o {run} names the run folder --weights writes into ({run}): give the "
+                   "spec another name")
+    assert not run.exists()
+
+
+# --- reading a large file ------------------------------------------------------------------------
+
+def _wide(tmp_path: Path, width: int, layers: int) -> tuple[Path, Path]:
+    """A net of `layers` FCs of width x width on a 1x1 input, and its caffemodel."""
+    text = f'name: "Wide"\ninput: "data"\ninput_shape {{ dim: 1 dim: {width} dim: 1 dim: 1 }}\n'
+    protos, bottom = [], "data"
+    gen = torch.Generator().manual_seed(0)
+    for i in range(layers):
+        text += _layer(f"fc{i}", "InnerProduct", bottom, f"fc{i}",
+                       f"inner_product_param {{ num_output: {width} }}")
+        bottom = f"fc{i}"
+        blobs = [torch.randn(width, width, generator=gen), torch.randn(width, generator=gen)]
+        protos.append(layer_proto(f"fc{i}", "InnerProduct", [
+            _message(7, _message(1, b"".join(_varint(d) for d in t.shape)))
+            + _message(5, t.numpy().astype("<f4").tobytes()) for t in blobs], False))
+    model = tmp_path / "wide.caffemodel"
+    model.write_bytes(net_proto("Wide", protos, False))
+    return _write(tmp_path / "wide.prototxt", text), model
+
+
+def test_a_large_caffemodel_is_read_a_layer_at_a_time(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        lenet_model: Callable[..., Path]) -> None:
+    """The file is neither read whole (to tell its format, or to parse it) nor held parsed
+    while the network is built: Python holds one blob's values at a time, here a fifth of
+    the file. tracemalloc sees Python's buffers (bytes, arrays), not torch's tensors; a first
+    import does the lazy imports that would cloud it."""
+    assert main(["import", str(LENET), str(lenet_model()), "--weights",
+                 str(tmp_path / "warm")]) == 0
+    net, model = _wide(tmp_path, 512, 5)
+    size = model.stat().st_size  # 5 x 1 MiB
+    tracemalloc.start()
+    try:
+        code = main(["import", str(net), str(model), "--weights", str(tmp_path / "run")])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 0, capsys.readouterr().err
+    assert peak < size / 2, f"{peak:,} bytes at the peak for a file of {size:,}"
+
+
+@pytest.mark.parametrize("name", ["caffenet-v1", "lenet-transposed"])
+def test_blobs_read_in_rows_of_any_size(name: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A blob is read into its layer's tensor a few rows at a time (7 values here): across
+    the pieces of a blob (values unpacked, in doubles), and into an InnerProduct's weight
+    stored transposed."""
+    from alexnetc.importers.caffe import weights as module
+
+    monkeypatch.setattr(module, "ROWS_READ", 7)
+    if name == "lenet-transposed":
+        net = _write(tmp_path / "lenet.prototxt", LENET.read_text().replace(
+            "num_output: 500", "num_output: 500\n    transpose: true"))
+        w = lenet_weights(torch.Generator().manual_seed(0))
+        stored = {**w, "ip1": [w["ip1"][0].T.contiguous(), w["ip1"][1]]}
+        model = caffemodel(tmp_path / "net.caffemodel", "LeNet", LENET_KINDS, stored)
+        forward: Callable[[Tensor, Weights], Tensor] = lenet_forward
+        shape = (1, 28, 28)
+    else:
+        net = _write(tmp_path / "caffenet.prototxt", CAFFENET)
+        w = caffenet_weights(torch.Generator().manual_seed(0))
+        model = caffemodel(tmp_path / "net.caffemodel", name, CAFFENET_KINDS, w, v1=True,
+                           legacy=True, odd=("conv1", "fc6"))
+        forward, shape = caffenet_forward, (3, 71, 71)
+    code, err = _import([str(net), str(model), "--weights", str(tmp_path / "run")], capsys)
+    assert code == 0, err
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    with torch.no_grad():
+        got = load_run(tmp_path / "run").model.double()(x)  # N x 10
+    torch.testing.assert_close(got, forward(x, w), rtol=1e-9, atol=1e-9)
+
+
+def test_values_are_read_across_a_blob_s_pieces(tmp_path: Path) -> None:
+    """A repeated field may come in pieces, packed or not: any range of the values reads as
+    the same range of the whole."""
+    values = torch.arange(9, dtype=torch.float32)
+    data = (_message(7, _message(1, _varint(9))) + _message(5, values[:3].numpy().tobytes())
+            + b"".join(_key(5, 5) + struct.pack("<f", float(v)) for v in values[3:5])
+            + _message(5, values[5:].numpy().tobytes()))
+    path = tmp_path / "pieces.caffemodel"
+    path.write_bytes(net_proto("n", [layer_proto("x", "Scale", [data], False)], False))
+    with read_caffemodel(path) as model:
+        [layer] = model.layers
+        [blob] = layer.blobs
+        assert len(blob.pieces) == 3
+        for start in range(9):
+            for stop in range(start, 10):
+                assert list(model.values(blob, start, stop)) == values[start:stop].tolist()
 
 
 def test_a_truncated_caffemodel(tmp_path: Path, capsys: pytest.CaptureFixture[str],

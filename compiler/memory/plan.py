@@ -206,8 +206,10 @@ def _backward(mine: list[Buffer], w: Walk, d: int, classes: int) -> list[Linear]
     kept = [(min(b.saved_by), end, _bytes(b)) for b in mine
             if b.saved_by and not (b.layer == INPUT or b.last_read >= end)]
     grads = [(b.created, b.last_read, _bytes(b)) for b in mine if b.grad]
-    weights = [] if w.target.replicas else [
-        (0, s.index, Linear(s.params * FP32_BYTES)) for s in w.steps if s.device == d]
+    # a layer's new weight gradient lives from its step of backward on; under DDP it is
+    # copied into its bucket (resident) and let go, so it is there at its step alone
+    weights = [(s.index if w.target.replicas else 0, s.index, Linear(s.params * FP32_BYTES))
+               for s in w.steps if s.device == d]
     scratch = [(s.index, s.index, Linear(0, s.scratch)) for s in w.steps if s.device == d]
     live = _sweep(kept + grads + weights + scratch, end - 1)
     base = _sum(held) + loss

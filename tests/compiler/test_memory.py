@@ -184,3 +184,13 @@ def test_a_data_parallel_replica_holds_its_gradients_all_step() -> None:
     assert replica.peak(8) >= 3 * replica.weights + replica.kept.at(8)
     assert alone.peak(8) <= replica.peak(8) <= alone.peak(8) + alone.weights
     assert replica.kept == alone.kept
+
+
+def test_a_replicas_new_gradient_sits_beside_its_bucket() -> None:
+    """The gradient a layer's backward makes is a tensor of its own until DDP's reducer has
+    copied it into the bucket: at that moment the layer's gradients are there twice."""
+    net = check("input 4x4x1\nfc: FC(10)\n").network
+    assert net is not None
+    (d,) = plan(net, Target(1, replicas=True)).devices
+    assert d.weights == (16 * 10 + 10) * 4
+    assert d.peak(1) >= 4 * d.weights + 16 * 4  # weights, momentum, bucket, new gradient, image

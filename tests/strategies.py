@@ -7,8 +7,12 @@ generated choices), so a property test compares two implementations, not one wit
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from hypothesis import strategies as st
+
+if TYPE_CHECKING:
+    from alexnetc.compiler.pipeline import CheckResult
 
 
 @dataclass
@@ -364,3 +368,19 @@ def _block_unit(draw: st.DrawFn, case: DagCase, name: str, top: list[str],
     above = top[-1]
     reads = "" if source == above and draw(st.booleans()) else f"({source})"
     return [f"{name}{reads}: " + "; ".join(calls)]
+
+
+def checked_as_stated(case: SpecCase | DagCase, file: str) -> CheckResult:
+    """A generated case checked: it must check, with every stage's shape and the parameter,
+    multiply-add and neuron totals its closed form states."""
+    from alexnetc.compiler.errors import Severity
+    from alexnetc.compiler.pipeline import check
+
+    result = check(case.text, file)
+    errs = [d.render(case.text) for d in result.diagnostics if d.severity is Severity.ERROR]
+    assert result.network is not None, "\n".join(errs) + "\n" + case.text
+    net = result.network
+    assert {layer.stage: layer.shape.dims() for layer in net.layers()} == case.stage_shapes
+    total = net.total()
+    assert (total.params, total.macs, total.neurons) == (case.params, case.macs, case.neurons)
+    return result

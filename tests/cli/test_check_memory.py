@@ -6,12 +6,14 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 
 import pytest
 
 from alexnetc.cli.main import main
 
-from helpers import SPECS
+from helpers import ROOT, SPECS
 
 ALEXNET = str(SPECS / "alexnet.net")
 PARAMS = 60_965_224
@@ -80,3 +82,14 @@ def test_usage_errors_exit_2(argv: list[str], part: str,
         main(["check", ALEXNET, *argv])
     assert e.value.code == 2
     assert part in capsys.readouterr().err
+
+
+def test_the_memory_plan_never_imports_torch() -> None:
+    code = ("import sys; from alexnetc.cli.main import main; rc = main(['check', "
+            "'specs/alexnet.net', '--batch', '8', '--device-memory', '3GiB', '--json']); "
+            "bad = [m for m in ('torch', 'triton', 'numpy') if m in sys.modules]; "
+            "print('IMPORTED', bad, file=sys.stderr); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert "IMPORTED []" in r.stderr

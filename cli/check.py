@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from alexnetc.atomic import WriteFailed, same_file, write_text
-from alexnetc.cli.common import read_spec
-from alexnetc.cli.main import RunError, Subparsers, UsageError
+from alexnetc.atomic import WriteFailed, write_text
+from alexnetc.cli.common import output_file, read_spec
+from alexnetc.cli.main import RunError, Subparsers
 from alexnetc.compiler.errors import Severity
 from alexnetc.compiler.graph import CheckedNetwork
 from alexnetc.compiler.memory import report as memory
@@ -89,15 +89,15 @@ def _request(args: argparse.Namespace, result: CheckResult) -> Request | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.csv not in (None, "-"):
-        _check_csv_file(args.csv, args.spec)
+    target = None if args.csv in (None, "-") else output_file(
+        args.csv, [("the spec", args.spec)] if args.spec != "-" else [], flag="--csv")
     name, data = read_spec(args.spec)
     result = check_bytes(data, name)
     req = _request(args, result)
     shown = not args.quiet or args.json or args.csv is not None  # -q prints diagnostics alone
     found = plans(result.network, req) if req and result.network and shown else None
     if args.csv is not None:
-        return _write_csv(result, args.csv, name, args.quiet, found, req)
+        return _write_csv(result, args.csv, target, name, args.quiet, found, req)
     if args.json:
         recipe = result.recipe.as_dict() if result.recipe else None
         report = as_json(result.network, result.diagnostics, recipe)
@@ -156,19 +156,7 @@ def _terminal() -> Console:
     return Console(highlight=False, width=max(shutil.get_terminal_size((132, 24)).columns, 132))
 
 
-def _check_csv_file(path: str, spec: str) -> None:
-    """Before any work: a CSV file in a folder that exists, and not the spec itself."""
-    p = Path(path)
-    if p.is_dir():
-        raise UsageError(f"{path} is a folder; give --csv a file name")
-    if not p.parent.is_dir():
-        raise UsageError(f"no such folder for {path}: {p.parent}")
-    if spec != "-" and same_file(p, spec):
-        raise UsageError(f"--csv {path} is the spec, which this command reads; writing there "
-                         "would destroy it: give another file name")
-
-
-def _write_csv(result: CheckResult, out: str, name: str, quiet: bool,
+def _write_csv(result: CheckResult, out: str, target: Path | None, name: str, quiet: bool,
                found: list[tuple[str, MemoryPlan]] | None, req: Request | None) -> int:
     """The CSV on stdout (diagnostics then go to stderr, to keep it clean) or in a file; for a
     spec with errors, only the diagnostics, and nothing written."""
@@ -187,11 +175,11 @@ def _write_csv(result: CheckResult, out: str, name: str, quiet: bool,
                       lambda layer: memory.csv_cells(layer.id, found, batch))
     else:
         text = as_csv(result.network)
-    if to_stdout:
+    if target is None:
         sys.stdout.write(text)
         return 0
     try:
-        write_text(out, text)
+        write_text(target, text)
     except WriteFailed as e:
         raise RunError(str(e)) from None
     if not quiet:

@@ -51,19 +51,28 @@ def run_folder(path: str) -> Path:
     return p
 
 
-def output_file(path: str, inputs: Sequence[tuple[str, str | Path]] = ()) -> Path:
-    """A file to write that the user named with -o: checked before any work is done, so a
+def output_file(path: str, inputs: Sequence[tuple[str, str | Path]] = (),
+                flag: str = "-o") -> Path:
+    """A file to write that the user named with `flag`: checked before any work is done, so a
     typo in its folder is a usage error at once, not a failure after the work. `inputs` are
-    (what, path) of the files the command reads: writing over one would destroy it."""
+    (what, path) of the files the command reads: writing over one would destroy it. A
+    symlink is followed (the file is written where it points, as a shell's `>` would); a
+    named pipe or a device is refused, since the atomic write would put a file in its place."""
     p = Path(path)
+    if p.is_symlink():
+        p = p.resolve()
     if p.is_dir():
-        raise UsageError(f"{path} is a folder; give a file name with -o")
+        raise UsageError(f"{path} is a folder; give a file name with {flag}")
+    kind = special_file(p)
+    if kind is not None:
+        raise UsageError(f"{path} is {kind}; {flag} writes a regular file (replacing it "
+                         "whole when done), so give a file name")
     if not p.parent.is_dir():
         raise UsageError(f"no such folder for {path}: {p.parent}")
     for what, source in inputs:
         if same_file(p, source):
-            raise UsageError(f"-o {path} is {what}, which this command reads; writing there "
-                             "would destroy it: give another file name")
+            raise UsageError(f"{flag} {path} is {what}, which this command reads; writing "
+                             "there would destroy it: give another file name")
     return p
 
 

@@ -306,3 +306,19 @@ def test_csv_to_stdout_and_to_a_file(capsys: pytest.CaptureFixture[str], tmp_pat
     assert main(["check", ALEXNET, "--csv", str(out)]) == 0
     assert list(csv.reader(out.read_text().splitlines())) == rows
     assert main(["check", ALEXNET, "--csv", str(tmp_path / "no" / "x.csv")]) == 2
+
+
+def test_csv_never_replaces_a_pipe_or_a_symlink(tmp_path, capsys: pytest.CaptureFixture[str]
+                                               ) -> None:
+    """The file is written whole and renamed into place: a named pipe is refused (it would
+    be replaced by a file), a symlink is followed (its target gets the CSV, the link stays)."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert main(["check", ALEXNET, "--csv", str(fifo)]) == 2
+    assert "is a named pipe" in capsys.readouterr().err
+    assert fifo.is_fifo()
+    target, link = tmp_path / "real.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    assert main(["check", ALEXNET, "--csv", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("stage,")

@@ -129,7 +129,11 @@ def _checkpoint(run: str | None, fmt: Format, known: list[Format]) -> str | None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--weights {run} is a file; give the run folder to write "
                          "checkpoint.pt into")
-    return str(folder / "checkpoint.pt")
+    checkpoint = folder / "checkpoint.pt"
+    if checkpoint.exists():
+        raise UsageError(f"--weights {run} already holds a run ({checkpoint}); choose another "
+                         "folder, or delete it to replace the run")
+    return str(checkpoint)
 
 
 def _apart(out: str | None, checkpoint: str | None) -> None:

@@ -78,6 +78,7 @@ _NUMBER = re.compile(r"-?(?:0[xX][0-9a-fA-F]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE
                      r"[fF]?)(?![A-Za-z0-9_.])")
 _NAME = re.compile(r"-?[A-Za-z_][A-Za-z0-9_.]*")
 _PUNCT = "{}<>:[],;"
+MAX_DEPTH = 100  # nested messages; caffe.proto's go a few deep
 _CLOSE = {"{": "}", "<": ">"}
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a": "\a",
             "b": "\b", "f": "\f", "v": "\v", "?": "?"}
@@ -96,6 +97,7 @@ class _Parser:
         self.tokens = list(_tokens(source))
         self.pos = 0
         self.closed: list[tuple[_Token, _Token]] = []  # (name, closing brace) of each message
+        self.depth = 0  # messages open around the field being read
 
     def top(self) -> Message:
         message = Message(SourceLoc(self.source.path, 1, 1, 1, 2))
@@ -112,8 +114,6 @@ class _Parser:
         return tok
 
     def _loc(self, tok: _Token, width: int = 0) -> SourceLoc:
-        # built here rather than by Source.loc, which splits the whole text into lines on
-        # each call: once per field would make reading a large net quadratic
         end = tok.col + max(width or tok.width, 1)
         return SourceLoc(self.source.path, tok.line, tok.col, tok.line, end)
 
@@ -178,9 +178,14 @@ class _Parser:
             self.pos += 1
         tok = self.tok
         if tok.kind == "punct" and tok.text in _CLOSE:
+            if self.depth >= MAX_DEPTH:
+                raise self._fail(tok, f"messages nested more than {MAX_DEPTH} deep",
+                                 "no Caffe file nests messages this deep: is it a prototxt?")
             self.pos += 1
             inner = Message(self._loc(tok))
+            self.depth += 1
             self._fields(inner, (name, tok))
+            self.depth -= 1
             return [Field(name.text, inner, loc)]
         if colon is None:
             got = "the end of the file" if tok.kind == "end" else f"`{tok.text}`"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from alexnetc.compiler.errors import Diagnostic, Severity, SourceLoc, SpecError, source_lines
@@ -54,8 +55,9 @@ class Source:
             text = data.decode("latin-1")  # these formats are ASCII; keep every byte's column
         return cls(str(path), text.removeprefix("\ufeff"))
 
-    @property
+    @cached_property
     def lines(self) -> list[str]:
+        """The text's lines, split once: every location reads them."""
         return source_lines(self.text)
 
     def loc(self, line: int, col: int = 1, width: int = 0) -> SourceLoc:

@@ -88,3 +88,16 @@ def test_o_naming_the_checkpoint_is_a_usage_error(tmp_path: Path,
     assert (code, err) == (2, f"alexnetc: error: -o {checkpoint} names the checkpoint "
                            f"--weights writes ({checkpoint}): give the spec another name\n")
     assert not checkpoint.exists()
+
+
+def test_weights_never_replace_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "tests" / "importers" / "fixtures" / "torch"))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(b"a trained run")
+    assert main(["import", "small_custom:SmallNet", "--input", "32x32x3", "--weights", str(run),
+                 "-o", str(tmp_path / "s.net")]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == b"a trained run"
+    assert not (tmp_path / "s.net").exists()

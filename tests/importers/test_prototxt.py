@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from alexnetc.cli.main import main
 from alexnetc.compiler.errors import SpecError
 from alexnetc.importers.prototxt import Field, Message, Value, parse
 from alexnetc.importers.source import Source
@@ -104,3 +105,12 @@ def test_malformed_text_is_a_located_error(tmp_path: Path, text: str,
     assert (line, col, end) == where
     assert got == message
     assert hint
+
+
+def test_messages_nested_past_any_caffe_file_are_a_located_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "deep.prototxt"
+    path.write_text("layer {" * 3000 + "}" * 3000 + "\n")
+    assert main(["import", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}:1:707: error: messages nested more than 100 deep" in err, err

@@ -45,11 +45,10 @@ MAX_OPS = 100_000
 
 @dataclass(frozen=True)
 class Use:
-    """One block instance: its flat name (`layer1.0`), its block, and the call as ops are
-    written, with its parameters' values (`basic(64)`)."""
+    """One block instance: its flat name (`layer1.0`) and the call as ops are written, with
+    its parameters' values (`basic(64)`)."""
 
     name: str
-    block: str
     call: str
 
 
@@ -251,7 +250,7 @@ class _Expander:
                 prefix = f"{scope.prefix}{stage.name}" + (f".{k}" if total > 1 else "") + "."
                 note = Note(call.loc, f"in `{prefix.rstrip('.')}`, an instance of block "
                             f"'{block.name}' ({_bound(env)})")
-                use = Use(prefix.rstrip("."), block.name, f"{block.name}("
+                use = Use(prefix.rstrip("."), f"{block.name}("
                           + ",".join(ast.format_value(v) for v in env.values()) + ")" if env
                           else block.name)
                 inner = _Scope(prefix, last, block.stages, block, env, (note, *scope.notes), {},
@@ -450,5 +449,3 @@ def expand(net: ast.Network, diags: Diagnostics) -> list[FlatStage]:
     ex.scope(top, ())
     ex.unused()
     return ex.out
-
-

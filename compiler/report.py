@@ -404,8 +404,8 @@ def as_csv(net: CheckedNetwork, extra_columns: Sequence[str] = (),
     buf = io.StringIO()
     out = csv.writer(buf, lineterminator="\n")
     out.writerow([*CSV_COLUMNS, *extra_columns])
-    flats = net.flat_stages()
-    reads = {flat.name: place.reads for flat, place in zip(flats, structure(flats), strict=True)}
+    # whole flat names: the CSV has no block-instance rows to read a relative name against
+    reads = {flat.name: ", ".join(flat.sources) for flat in net.flat_stages()}
     for layer in net.layers():
         c, f = layer.counts, layer.field
         out.writerow([layer.stage, reads.get(layer.stage, ""),

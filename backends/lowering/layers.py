@@ -33,7 +33,7 @@ from alexnetc.backends.kernels.reference import (
     map_response_norm,
 )
 from alexnetc.backends.lowering.fused import FusedChain
-from alexnetc.backends.lowering.shards import join, pack
+from alexnetc.backends.lowering.shards import adjacent, join, pack
 from alexnetc.compiler.graph import Layer
 from alexnetc.compiler.recipe import Init
 from alexnetc.compiler.records import Shape
@@ -132,10 +132,12 @@ class Sharded(nn.Module):
             pack(parts)
 
     def unpack(self) -> None:
-        """Each shard's tensors in storage of their own (`held_apart`)."""
+        """Each shard's tensors in storage of their own (`held_apart`): only those that
+        share one are copied."""
         for parts in self._row_parts():
-            for p in parts:
-                p.data = p.data.clone()  # C/T x ..., alone in its storage
+            if len(parts) > 1 and adjacent(parts):
+                for p in parts:
+                    p.data = p.data.clone()  # C/T x ..., alone in its storage
 
     def _row_parts(self) -> list[list[Tensor]]:
         """Per tensor cut along dim 0 (output channels), every shard's part of it."""

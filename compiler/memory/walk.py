@@ -71,9 +71,6 @@ class Buffer:
     saved_by: list[int] = field(default_factory=list)
     kept_by: str = ""  # the layer that keeps it first (a fused chain's first layer)
 
-    def size(self, batch: int) -> int:
-        return self.elements * self.itemsize * (1 if self.per_step else batch)
-
 
 @dataclass(frozen=True)
 class View:

@@ -322,3 +322,14 @@ def test_csv_never_replaces_a_pipe_or_a_symlink(tmp_path, capsys: pytest.Capture
     link.symlink_to(target)
     assert main(["check", ALEXNET, "--csv", str(link)]) == 0
     assert link.is_symlink() and target.read_text().startswith("stage,")
+
+
+def test_csv_names_what_each_stage_reads_in_full(capsys: pytest.CaptureFixture[str]) -> None:
+    """A spreadsheet has no block-instance rows to read `b` against: `layer1.0.b` it is."""
+    import csv
+
+    assert main(["check", str(SPECS / "resnet18.net"), "--csv"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    reads = {r["stage"]: r["reads"] for r in rows}
+    assert reads["layer1.0.out"] == "layer1.0.b, conv1"
+    assert reads["layer1.0.b"] == "layer1.0.a"

@@ -298,3 +298,10 @@ def test_torch_func_transforms_run_through_the_joins() -> None:
     for name, p in model.named_parameters():
         assert p.grad is not None
         torch.testing.assert_close(per_image[name].sum(0), p.grad, rtol=1e-5, atol=1e-6)
+
+
+def test_held_apart_copies_only_what_shares_a_storage() -> None:
+    model = small(towers=1)
+    before = {n: p.data_ptr() for n, p in model.named_parameters()}
+    with held_apart(model):
+        assert {n: p.data_ptr() for n, p in model.named_parameters()} == before

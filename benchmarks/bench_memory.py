@@ -131,7 +131,7 @@ def main() -> None:
         for amp in (False, True):
             for merged in (True, False) if net.towers > 1 else (True,):
                 pk, mk, peak, pp = measure(args.spec, batch, amp, merged, args.device)
-                where = "one device" if merged else f"{net.towers} towers, one card"
+                where = "one device" if merged else f"{net.towers} towers, one device"
                 err = f"{100 * (pk - mk) / mk:+.2f} %"
                 peak_cells = f"{peak / MIB:,.1f} | {100 * (pp - peak) / peak:+.1f} %"
                 rows.append(f"| {batch} | {'bf16' if amp else 'fp32'} | {where} | "

@@ -33,7 +33,8 @@ def _temp_beside(path: Path) -> Path:
     return path.with_name(f".{path.stem}.{secrets.token_hex(4)}.tmp{path.suffix}")
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make the renames in `folder` durable, where its file system lets a folder be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -92,7 +93,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(target.parent)
+    fsync_dir(target.parent)
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

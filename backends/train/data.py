@@ -15,6 +15,7 @@ or, with ILSVRC's devkit map beside it (CLASS_MAPS), the number it gives a class
 from __future__ import annotations
 
 import csv
+import io
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -365,7 +366,7 @@ def read_class_map(path: Path) -> dict[str, str]:
     if path.suffix == ".mat":
         return _mat_class_map(path)
     out: dict[str, str] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(_text(path).splitlines(), 1):
         words = line.split()
         if not words:
             continue
@@ -373,6 +374,20 @@ def read_class_map(path: Path) -> dict[str, str]:
             raise DataError(f"{path}:{n}: expected `SYNSET NUMBER [name]`, got '{line.strip()}'")
         out[str(int(words[1]))] = words[0]
     return out
+
+
+def _text(path: Path) -> str:
+    """A labels or class-map file's text, a UTF-8 BOM dropped; a DataError naming the file
+    (and the first byte that is not UTF-8) where it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path} is not UTF-8 text (byte {e.start:,} is 0x{data[e.start]:02x}); "
+                        "save it as UTF-8") from None
 
 
 def _mat_class_map(path: Path) -> dict[str, str]:
@@ -393,22 +408,21 @@ def _csv_labels(path: Path, images: list[Path], names: _ClassNames
     with the synset). A first row that names no image is a header."""
     by_name = {p.name: p for p in images} | {p.stem: p for p in images}
     labelled: dict[Path, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        for n, row in enumerate(csv.reader(f), 1):
-            if not row or not "".join(row).strip():
-                continue
-            where = f"{path}:{n}"
-            name = row[0].strip()
-            image = by_name.get(name) or by_name.get(Path(name).name)
-            if image is None and n == 1 and len(row) >= 2:
-                continue  # a header row such as `file,label`
-            if len(row) < 2 or not row[1].split():
-                raise DataError(f"{where}: expected `file,label`, got '{','.join(row)}'")
-            if image is None:
-                raise DataError(f"{where}: no image '{name}' in {images[0].parent}")
-            if image in labelled:
-                raise DataError(f"{where}: '{name}' is labelled twice")
-            labelled[image] = names(row[1].split()[0], where)
+    for n, row in enumerate(csv.reader(io.StringIO(_text(path), newline="")), 1):
+        if not row or not "".join(row).strip():
+            continue
+        where = f"{path}:{n}"
+        name = row[0].strip()
+        image = by_name.get(name) or by_name.get(Path(name).name)
+        if image is None and n == 1 and len(row) >= 2:
+            continue  # a header row such as `file,label`
+        if len(row) < 2 or not row[1].split():
+            raise DataError(f"{where}: expected `file,label`, got '{','.join(row)}'")
+        if image is None:
+            raise DataError(f"{where}: no image '{name}' in {images[0].parent}")
+        if image in labelled:
+            raise DataError(f"{where}: '{name}' is labelled twice")
+        labelled[image] = names(row[1].split()[0], where)
     missing = [p for p in images if p not in labelled]
     if missing:
         raise DataError(f"{len(missing)} images of {images[0].parent} have no label in {path} "
@@ -420,7 +434,7 @@ def _line_labels(path: Path, images: list[Path], names: _ClassNames
                  ) -> list[tuple[Path, int]]:
     """One label per line (ILSVRC's ground truth), the n-th for the n-th image by name."""
     lines = [(n, line.strip()) for n, line in
-             enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if line.strip()]
+             enumerate(_text(path).splitlines(), 1) if line.strip()]
     if len(lines) != len(images):
         raise DataError(f"{path} has {len(lines)} labels for the {len(images)} images of "
                         f"{images[0].parent} (one label per line, for the images in file-name "

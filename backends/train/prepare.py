@@ -118,15 +118,15 @@ class Options:
     chunk: int | None = None  # images per chunk; None: the interrupted run's, else CHUNK_BYTES
     labels: Path | None = None  # the validation labels file, if not found in the folder
 
-    def command(self, chunk: int) -> str:
-        """The command that continues this conversion."""
+    def command(self, chunk: int | None = None) -> str:
+        """The command that continues this conversion (in chunks of `chunk`, if given)."""
         words = ["alexnetc", "prepare", str(self.source), "-o", str(self.out), "--side",
                  str(self.side)]
         if self.channels != 3:
             words += ["--channels", str(self.channels)]
         if self.labels is not None:
             words += ["--val-labels", str(self.labels)]
-        if chunk != default_chunk(self.side, self.channels):
+        if chunk is not None and chunk != default_chunk(self.side, self.channels):
             words += ["--chunk", str(chunk)]
         return shlex.join(words)
 
@@ -426,11 +426,11 @@ def prepare(opts: Options, report: Reporter | None = None) -> Summary:
     """Convert opts.source into opts.out, or continue an interrupted conversion there."""
     report = report or Quiet()
     started = time.monotonic()
+    if (opts.out / HEADER).is_file():  # before scanning a source of perhaps a million files
+        return _already(opts, started)
     classes, train, val = scan_folder(opts.source, opts.labels)
     files = {"train": [str(p) for p, _ in train], "val": [str(p) for p, _ in val]}
     labels = {"train": [y for _, y in train], "val": [y for _, y in val]}
-    if (opts.out / HEADER).is_file():
-        return _already(opts, started)
     plan = _plan(opts, classes, files, labels, opts.out / WORK)
     arrays = {split: _open_array(opts.out, split, plan) for split in SPLITS}
     try:
@@ -478,11 +478,13 @@ def _convert(opts: Options, plan: Plan, files: dict[str, list[str]], arrays: dic
 
 
 def _already(opts: Options, started: float) -> Summary:
-    """A finished set: the same options are nothing to do; others are a conflict."""
+    """A finished set: the same options are nothing to do; others are a conflict, and so is
+    a damaged set (the cheap checks), which no rerun would mend."""
     try:
         header = read_header(opts.out)
+        check_files(opts.out, header)
     except PreparedError as e:
-        raise Conflict(f"{opts.out} holds a prepared set that cannot be read ({e}); delete "
+        raise Conflict(f"{opts.out} holds a prepared set that cannot be used ({e}); delete "
                        "it and prepare again") from None
     if header.source != str(opts.source.resolve()) or header.side != opts.side \
             or header.channels != opts.channels:
@@ -644,7 +646,7 @@ def _finish(out: Path, plan: Plan, state: State, labels: dict[str, list[int]],
     for split, fd in arrays.items():
         os.fsync(fd)
         os.replace(out / WORK / array_name(split), out / array_name(split))
-    _sync_folder(out)
+    atomic.fsync_dir(out)
     header = Header(plan.source, plan.side, plan.channels, plan.chunk, plan.classes, splits,
                     _pixel_sums(plan, state), file_sha256(out / MEAN), left_out)
     atomic.write_text(out / HEADER, header.to_json())
@@ -676,14 +678,6 @@ def _pixel_sums(plan: Plan, state: State) -> PixelSums:
     return PixelSums(sum(r.pixels for r in train),
                      [sum(r.sum[i] for r in train) for i in range(c)],
                      [[sum(r.outer[i][j] for r in train) for j in range(c)] for i in range(c)])
-
-
-def _sync_folder(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # ---- verifying ------------------------------------------------------------------------------

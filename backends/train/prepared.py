@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +114,17 @@ class Header:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Header:
         splits = {k: SplitInfo(**v) for k, v in raw["splits"].items()}
+        if sorted(splits) != sorted(SPLITS):
+            raise ValueError(f"splits {sorted(splits)}")
         return cls(raw["source"], int(raw["side"]), int(raw["channels"]), int(raw["chunk"]),
                    list(raw["classes"]), splits, PixelSums(**raw["sums"]), raw["mean_sha256"],
                    list(raw["left_out"]))
 
     def command(self, folder: Path) -> str:
-        return f"alexnetc prepare {self.source} -o {folder} --side {self.side}"
+        """The command that prepares this set again into `folder`, quoted for a shell."""
+        from alexnetc.backends.train.prepare import Options  # it imports this module
+
+        return Options(Path(self.source), folder, self.side, self.channels).command()
 
 
 def _digest(body: dict[str, Any]) -> str:
@@ -154,6 +159,8 @@ def read_header(folder: Path) -> Header:
     """The header of a finished set, its checksum checked; PreparedError if it is not one."""
     path = folder / HEADER
     if not path.is_file():
+        if not (folder / WORK).is_dir():
+            raise PreparedError(f"{folder} is not a prepared set (no {HEADER})")
         command = unfinished_command(folder)
         raise PreparedError(f"{folder} is an unfinished `alexnetc prepare` (stopped before its "
                             "end); finish it with: " + (command or
@@ -169,15 +176,16 @@ def read_header(folder: Path) -> Header:
     if raw.get("version") != VERSION:
         raise PreparedError(f"{path} is version {raw.get('version')} of the prepared format; "
                             f"this alexnetc reads version {VERSION}: prepare the set again")
-    try:
-        header = Header.from_json(raw)
-    except (KeyError, TypeError, ValueError):
-        raise PreparedError(f"{path} is corrupt (fields are missing); prepare the set "
-                            "again") from None
+    if any(f.name not in raw for f in fields(Header)):
+        raise PreparedError(f"{path} is corrupt (fields are missing); prepare the set again")
     if raw.get("checksum") != _digest(raw):  # so none of its values is to be trusted
         raise PreparedError(f"{path} does not match its checksum (it was edited or is "
                             f"corrupt); prepare the set again: alexnetc prepare DATA -o {folder}")
-    return header
+    try:
+        return Header.from_json(raw)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise PreparedError(f"{path} is corrupt (fields are malformed); prepare the set "
+                            "again") from None
 
 
 def check_files(folder: Path, header: Header) -> None:

@@ -271,6 +271,24 @@ def test_other_options_on_a_finished_set_are_a_usage_error(prepared: Path,
     assert "already holds" in capsys.readouterr().err
 
 
+def test_a_damaged_finished_set_is_not_nothing_to_do(copy: Path, prepared: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (copy / "val.u8").write_bytes((copy / "val.u8").read_bytes()[:-1])
+    assert main(["prepare", str(prepared.parent / "data"), "-o", str(copy), "--side", "12",
+                 "--workers", "0"]) == 2
+    out, err = capsys.readouterr()
+    assert "nothing to do" not in out
+    assert err.startswith(f"alexnetc: error: {copy} holds a prepared set that cannot be used (")
+    assert "val.u8 holds" in err and err.endswith("; delete it and prepare again\n")
+
+
+def test_verify_of_a_folder_that_is_no_prepared_set(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["prepare", "--verify", str(tmp_path)]) == 1
+    assert capsys.readouterr().err == (f"alexnetc: error: {tmp_path} is not a prepared set "
+                                       "(no prepared.json)\n")
+
+
 def test_a_disk_too_small_fails_at_once(tmp_path: Path, small_disk: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
     data = make_data(tmp_path / "data", per_class=8)

@@ -3,7 +3,9 @@ out, resuming after an interruption or a full disk with the bytes of an uninterr
 
 from __future__ import annotations
 
+import errno
 import os
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ from alexnetc.backends.train.prepare import Conflict, Options, Quiet, prepare
 from alexnetc.backends.train.prepared import (
     HEADER,
     WORK,
+    PreparedError,
     PreparedImages,
     mean_image,
     open_prepared,
@@ -181,6 +184,55 @@ def test_a_finished_set_is_left_alone_and_other_options_are_a_conflict(tmp_path:
     (tmp_path / "other" / "notes.txt").write_text("mine")
     with pytest.raises(Conflict, match="a folder with other files in it"):
         prepare(Options(data, tmp_path / "other", SIDE))
+
+
+def test_a_damaged_finished_set_is_a_conflict_not_nothing_to_do(tmp_path: Path) -> None:
+    data = make_data(tmp_path / "data")
+    out = tmp_path / "p"
+    prepare(Options(data, out, SIDE))
+    (out / "val.u8").write_bytes((out / "val.u8").read_bytes()[:-1])
+    with pytest.raises(Conflict, match=r"p holds a prepared set that cannot be used \(.*val.u8 "
+                       r"holds .* bytes.*\); delete it and prepare again$"):
+        prepare(Options(data, out, SIDE))
+
+
+def test_a_finished_set_is_found_before_the_source_is_scanned(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_data(tmp_path / "data")
+    prepare(Options(data, tmp_path / "p", SIDE))
+
+    def scan(*_: object) -> None:
+        raise AssertionError("scanned the source")
+
+    monkeypatch.setattr(prep, "scan_folder", scan)
+    assert prepare(Options(data, tmp_path / "p", SIDE)).already
+
+
+def test_the_advice_to_prepare_again_is_the_command_quoted(tmp_path: Path) -> None:
+    data = make_data(tmp_path / "my data", classes=2)
+    out = tmp_path / "my set"
+    prepare(Options(data, out, SIDE, channels=1, chunk=2))
+    (out / "val.u8").write_bytes(b"")
+    with pytest.raises(PreparedError) as e:
+        open_prepared(out, SIDE, 1)
+    assert str(e.value).endswith("; prepare the set again: " + shlex.join(
+        ["alexnetc", "prepare", str(data.resolve()), "-o", str(out), "--side", str(SIDE),
+         "--channels", "1"]))
+
+
+def test_a_file_system_that_cannot_open_folders_still_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = make_data(tmp_path / "data")
+    real = os.open
+
+    def open_files_only(path: str | Path, flags: int, *args: int, **kwargs: int) -> int:
+        if os.path.isdir(path):
+            raise PermissionError(errno.EACCES, "a folder cannot be opened here", str(path))
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", open_files_only)
+    prepare(Options(data, tmp_path / "p", SIDE))
+    assert read_header(tmp_path / "p").splits["train"].kept == 18
 
 
 def test_changed_images_cannot_be_continued(tmp_path: Path) -> None:

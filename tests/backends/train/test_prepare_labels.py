@@ -167,3 +167,20 @@ def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path: Path,
     assert (fast.int() - slow.int()).abs().float().mean() < 1.5
     small = load_image(tmp_path / "big.jpg", 400, 1)  # grey, 1/2 scale: 800x600 ≥ 533x400
     assert small.shape == (1, 400, 400)
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"labels.txt": b"n01440764\n\xe9t\xe9\n"}, r"labels.txt is not UTF-8 text \(byte 10 is "
+     r"0xe9\); save it as UTF-8"),
+    ({"labels.csv": b"\xef\xbb\xbfILSVRC2012_val_00000001.JPEG,\xff\n"},
+     r"labels.csv is not UTF-8 text \(byte 32 is 0xff\)"),
+    ({"labels.txt": b"449\n449\n449\n449\n449\n", "map_clsloc.txt": b"n01440764 449 t\xeanch\n"},
+     r"map_clsloc.txt is not UTF-8 text \(byte 15 is 0xea\)"),
+], ids=["lines", "csv", "class-map"])
+def test_labels_that_are_not_utf8_are_located_errors(tmp_path: Path, files: dict[str, bytes],
+                                                     message: str) -> None:
+    root, _ = make_data(tmp_path / "data")
+    for name, data in files.items():
+        (root / "val" / name).write_bytes(data)
+    with pytest.raises(DataError, match=message):
+        scan_folder(root)

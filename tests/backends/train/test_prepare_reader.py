@@ -19,8 +19,10 @@ from alexnetc.backends.train.prepared import (
     HEADER,
     PreparedError,
     PreparedImages,
+    _digest,
     is_prepared,
     open_prepared,
+    read_header,
 )
 from alexnetc.backends.train.run import batches
 
@@ -110,6 +112,11 @@ def _edit_header(p: Path, change: Callable[[dict], None]) -> None:
      r"prepared.json is corrupt \(it is not JSON\)"),
     (lambda p: _edit_header(p, lambda h: h.update(version=99)), "is version 99 of the prepared"),
     (lambda p: _edit_header(p, lambda h: h.pop("splits")), r"corrupt \(fields are missing\)"),
+    (lambda p: _edit_header(p, lambda h: h.update(splits=[])),
+     "prepared.json does not match its checksum"),
+    (lambda p: _edit_header(p, lambda h: h.update(splits=[],  # with its checksum made to match
+                                                  checksum=_digest({**h, "splits": []}))),
+     r"corrupt \(fields are malformed\)"),
     (lambda p: (p / "train.labels").write_bytes(b"\x01" + (p / "train.labels").read_bytes()[1:]),
      "train.labels does not match its checksum"),
     (lambda p: (p / "mean.npy").unlink(), "mean.npy is missing or does not match"),
@@ -124,6 +131,14 @@ def test_damaged_sets_are_refused_before_training(copy: Path, damage: Callable[[
         assert str(e.value).endswith(f"alexnetc prepare DATA -o {copy}")
     elif "version" not in message and "not JSON" not in message and "fields" not in message:
         assert str(e.value).endswith(f"-o {copy} --side {SIDE}")  # how to make it again
+
+
+def test_a_folder_that_is_no_prepared_set_is_said_to_be_none(tmp_path: Path) -> None:
+    with pytest.raises(PreparedError, match=r"^\S+ is not a prepared set \(no prepared.json\)$"):
+        read_header(tmp_path)
+    (tmp_path / ".prepare").mkdir()
+    with pytest.raises(PreparedError, match="is an unfinished `alexnetc prepare`"):
+        read_header(tmp_path)
 
 
 def test_verify_finds_a_flipped_byte(copy: Path) -> None:

@@ -9,7 +9,6 @@ images once (section 2). This does the same, into memory-mappable files that
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -63,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     check_workers(args)
     if args.side > MAX_SIDE:
         raise UsageError(f"--side must be at most {MAX_SIDE}, got {args.side}")
-    workers = _cpus() if args.workers is None else args.workers
+    from alexnetc.backends.train.config import usable_cpus
+
+    workers = usable_cpus() if args.workers is None else args.workers
 
     from rich.console import Console
 
@@ -84,12 +85,6 @@ def run(args: argparse.Namespace) -> int:
     return code
 
 
-def _cpus() -> int:
-    """The CPUs this process may run on (fewer than the machine's under a container's or
-    taskset's limit)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _prepare(args: argparse.Namespace, out: Path, workers: int, console: Any) -> int:

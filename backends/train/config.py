@@ -91,5 +91,12 @@ def workers_limit() -> int:
     """The most DataLoader workers a run may ask for here. Each is a process: a number far
     beyond the CPUs gains nothing and exhausts the machine (a million would fork until the
     system refuses), so `--workers` is refused beyond WORKERS_PER_CPU per CPU."""
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return WORKERS_PER_CPU * max(1, cpus or 1)
+    return WORKERS_PER_CPU * usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (fewer than the machine's under a container's or
+    taskset's limit)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1

@@ -112,6 +112,11 @@ def read(paths: Sequence[str], options: Options) -> Imported:
         raise source.fail(INCONSISTENT, net.loc, "this is a Caffe solver, not a net",
                           f"give its net first: alexnetc import {named} {texts[net_i]}" if named
                           else "give the net's .prototxt first, then optionally its solver")
+    if len(rest) > 1:
+        from alexnetc.cli.main import UsageError
+
+        raise UsageError(f"{len(rest) + 1} prototxt files given: give one net, then at most "
+                         "one solver (and the .caffemodel)")
     draft, converter = _convert(source, net, options)
     warnings = [d for d in source.diagnostics if d.severity is Severity.WARNING]
     for i in rest:

@@ -677,3 +677,10 @@ def test_import_then_train_on_the_digits(tmp_path: Path) -> None:
     assert main(["train", str(spec), "--out", str(tmp_path / "run"), "--devices", "cpu",
                  "--max-steps", "3"]) == 0
     assert (tmp_path / "run" / "checkpoint.pt").is_file()
+
+
+def test_one_solver_at_a_time(capsys: pytest.CaptureFixture[str]) -> None:
+    net = FIXTURES / "bvlc_alexnet"
+    assert main(["import", str(net / "train_val.prototxt"), str(net / "solver.prototxt"),
+                 str(net / "solver.prototxt")]) == 2
+    assert "give one net, then at most one solver" in capsys.readouterr().err

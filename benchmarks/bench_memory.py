@@ -100,8 +100,8 @@ def measure(spec: str, batch: int, amp: bool, merged: bool,
     target = Target(batch, "bf16" if amp else "fp32", "cuda" if device == "cuda" else "cpu",
                     devices=None if merged else (0,) * towers)
     p = plan(net, target)
-    step(model, opt, x, y, amp, device)  # the momentum, and every kernel chosen and compiled
     if device == "cuda":
+        step(model, opt, x, y, amp, device)  # the momentum, every kernel chosen and compiled
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         step(model, opt, x, y, amp, device)  # weights, momentum and the batch included

@@ -117,13 +117,11 @@ class AlexnetcModule(nn.Module):
             self.register_buffer(f"_tower{t}", torch.zeros(1, device=d), persistent=False)
         self._expect = (net.input.c, net.input.h, net.input.w)
         self._runs: list[Run] = []
-        self._frees_known = True
         self._output = INPUT
         self._class_vector = net.class_vector  # read once: forward stays free of graph walks
 
-    def add_stage(self, stage: StageModule, sources: tuple[str, ...] = ()) -> None:
-        """Place a stage at its path (`conv1`, `layer1.0.a`); it reads `sources` (default: the
-        stage added before it)."""
+    def add_stage(self, stage: StageModule, sources: tuple[str, ...]) -> None:
+        """Place a stage at its path (`conv1`, `layer1.0.a`); it reads `sources`."""
         *outer, name = stage.stage.split(".")
         parent: nn.Module = self
         for part in outer:
@@ -139,9 +137,13 @@ class AlexnetcModule(nn.Module):
                 self.net.ast.source)
         parent.add_module(name, stage)
         self.stage_names.append(stage.stage)
-        self._runs.append(Run(stage.stage, sources or (self._output,), ()))
+        self._runs.append(Run(stage.stage, sources, ()))
         self._output = stage.stage
-        self._frees_known = False
+
+    def _settle(self) -> None:
+        """Once every stage is added: what each stage's run lets go of, settled before any
+        trace or compile."""
+        self._runs = _with_frees(self._runs, self._output)
 
     @property
     def devices(self) -> list[torch.device]:
@@ -154,15 +156,9 @@ class AlexnetcModule(nn.Module):
             raise ValueError(f"{self.net.name} takes N x {c} x {h} x {w} images (input "
                              f"{self.net.input}), got a tensor of shape {tuple(x.shape)}")
 
-    def _plan(self) -> list[Run]:
-        if not self._frees_known:
-            self._runs = _with_frees(self._runs, self._output)
-            self._frees_known = True
-        return self._runs
-
     def forward(self, x: Tensor) -> Tensor:  # N x C x H x W on devices[0]
         self.check_input(x)
-        runs = self._plan()
+        runs = self._runs
         if self.merged:
             out: dict[str, Tensor] = {INPUT: x}
             for run in runs:
@@ -258,5 +254,5 @@ def build_module(net: CheckedNetwork, recipe: Recipe | None = None, *,
                            placed.layouts_in or (placed.layout_in,), placed.single,
                            head.op.merge is not None), op, group[-1].tower.layout)
         module.add_stage(stage, sources[name])
-    module._plan()  # what each stage lets go of, settled before any trace or compile
+    module._settle()
     return module

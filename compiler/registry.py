@@ -501,6 +501,11 @@ def first_tiling_pad(length: int, size: int, stride: int, pad: int) -> int | Non
     return p if p <= size // 2 else None
 
 
+def _span(size: Pair, dilation: Pair) -> Pair:
+    """What a window reaches across per axis: its taps and, dilated, the gaps between them."""
+    return Pair(dilation.h * (size.h - 1) + 1, dilation.w * (size.w - 1) + 1)
+
+
 def _spatial(in_shape: Shape, args: ConvArgs | PoolArgs, what: str) -> tuple[int, int]:
     """Each axis on its own: a `1x7` kernel is a 1-row window down and a 7-column one across."""
     if in_shape.flat:
@@ -508,15 +513,15 @@ def _spatial(in_shape: Shape, args: ConvArgs | PoolArgs, what: str) -> tuple[int
                            f"{in_shape.c} features", "put convolutions and pools before any FC")
     size, stride = args.size, args.stride
     dilation = args.dilation if isinstance(args, ConvArgs) else Pair.of(1)
+    span = _span(size, dilation)
     if args.pad == "same":
         if stride.hw != (1, 1):
-            half = Pair((dilation.h * (size.h - 1) + 1) // 2, (dilation.w * (size.w - 1) + 1) // 2)
+            half = Pair(span.h // 2, span.w // 2)
             raise ShapeProblem(f"pad=same keeps the input's size, which needs stride 1, not "
                                f"stride {stride}", f"use stride 1 (PyTorch's padding='same' takes "
                                f"no other), or an explicit pad such as pad={half}", "pad")
         return in_shape.h, in_shape.w
     pad = args.pad
-    span = Pair(dilation.h * (size.h - 1) + 1, dilation.w * (size.w - 1) + 1)
     if pad.h > span.h // 2 or pad.w > span.w // 2:
         window = f"the window {size}" if dilation.hw == (1, 1) else \
             f"the window {size} dilated by {dilation} ({Pair(*span.hw)})"
@@ -558,9 +563,9 @@ def _conv_count(i: Shape, o: Shape, args: ConvArgs) -> Counts:
 def _conv_window(args: ConvArgs, in_shape: Shape) -> Window:
     """A dilated kernel spans its taps and the gaps between them; pad=same pads (span − 1) // 2
     before the first pixel (an even span's extra row goes after the last)."""
-    span = (args.dilation.h * (args.size.h - 1) + 1, args.dilation.w * (args.size.w - 1) + 1)
-    pad = ((span[0] - 1) // 2, (span[1] - 1) // 2) if args.pad == "same" else args.pad.hw
-    return Window(span, args.stride.hw, pad)
+    span = _span(args.size, args.dilation)
+    pad = ((span.h - 1) // 2, (span.w - 1) // 2) if args.pad == "same" else args.pad.hw
+    return Window(span.hw, args.stride.hw, pad)
 
 
 def conv_padding(args: ConvArgs, into: Shape, out: Shape) -> tuple[int, int, int, int]:
@@ -568,8 +573,8 @@ def conv_padding(args: ConvArgs, into: Shape, out: Shape) -> tuple[int, int, int
     right). `pad=same` with an even span pads one more at the bottom and right, as PyTorch's
     padding='same' does; `remainder=ceil` pads the bottom and right by what its extra window
     reads past the edge (cuda-convnet2's zeros)."""
-    th = args.dilation.h * (args.size.h - 1)  # each axis's span, less one
-    tw = args.dilation.w * (args.size.w - 1)
+    span = _span(args.size, args.dilation)
+    th, tw = span.h - 1, span.w - 1  # each axis's span, less one
     if args.pad == "same":
         return th // 2, th - th // 2, tw // 2, tw - tw // 2
     (sh, sw), (ph, pw) = args.stride.hw, args.pad.hw

@@ -128,11 +128,8 @@ def test_prepare_reads_loose_validation_images(tmp_path: Path) -> None:
         "no-such-image", "twice", "one-column"])
 def test_bad_labels_are_located_errors(tmp_path: Path, files: dict[str, str],
                                        message: str) -> None:
-    root, _ = make_data(tmp_path / "data")
-    for name, text in files.items():
-        (root / "val" / name).write_text(text)
     with pytest.raises(DataError, match=message):
-        scan_folder(root)
+        _scan_with(tmp_path, files)
 
 
 def test_both_layouts_at_once_is_an_error(tmp_path: Path) -> None:
@@ -179,8 +176,14 @@ def test_large_jpegs_are_decoded_at_reduced_scale(tmp_path: Path,
 ], ids=["lines", "csv", "class-map"])
 def test_labels_that_are_not_utf8_are_located_errors(tmp_path: Path, files: dict[str, bytes],
                                                      message: str) -> None:
-    root, _ = make_data(tmp_path / "data")
-    for name, data in files.items():
-        (root / "val" / name).write_bytes(data)
     with pytest.raises(DataError, match=message):
-        scan_folder(root)
+        _scan_with(tmp_path, files)
+
+
+def _scan_with(tmp_path: Path, files: dict[str, str] | dict[str, bytes]) -> object:
+    """Scan a generated data set whose val folder also holds `files` (text, as UTF-8)."""
+    root, _ = make_data(tmp_path / "data")
+    for name, content in files.items():
+        (root / "val" / name).write_bytes(content if isinstance(content, bytes)
+                                          else content.encode())
+    return scan_folder(root)

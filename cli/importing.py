@@ -69,6 +69,9 @@ def run(args: argparse.Namespace) -> int:
                          f"got {len(paths)}")
     checkpoint = _checkpoint(args.weights, fmt, formats())
     _apart(args.output, checkpoint)
+    if checkpoint is not None and Path(checkpoint).exists():
+        raise UsageError(f"--weights {args.weights} already holds a run ({checkpoint}); "
+                         "choose another folder, or delete it to replace the run")
     out = output_file(args.output, [("source", p) for p in paths if Path(p).is_file()]) \
         if args.output else None
     imported = fmt.read(paths, Options(_input(args.input), args.skip_unsupported, checkpoint))
@@ -129,11 +132,7 @@ def _checkpoint(run: str | None, fmt: Format, known: list[Format]) -> str | None
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--weights {run} is a file; give the run folder to write "
                          "checkpoint.pt into")
-    checkpoint = folder / "checkpoint.pt"
-    if checkpoint.exists():
-        raise UsageError(f"--weights {run} already holds a run ({checkpoint}); choose another "
-                         "folder, or delete it to replace the run")
-    return str(checkpoint)
+    return str(folder / "checkpoint.pt")
 
 
 def _apart(out: str | None, checkpoint: str | None) -> None:
